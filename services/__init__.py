@@ -1,0 +1,1 @@
+"""Cadencia's services: one FastAPI app per package, each built by ``create_app(settings)``."""

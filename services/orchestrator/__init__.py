@@ -1,0 +1,1 @@
+"""The orchestrator: owns debtors, the contact ledger, suppressions, deferrals, templates, policies."""

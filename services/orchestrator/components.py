@@ -1,0 +1,42 @@
+"""The orchestrator's parts, each installing its routes and starting its background work.
+
+A component has ``install(app)`` (routes only, no I/O) and ``async start(app, ctx, stack)``
+(consumers, schedulers; cleanup registered on ``stack``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Protocol
+
+from fastapi import Depends, FastAPI
+
+from services.orchestrator.context import OrchestratorContext
+from shared.http import require_role
+
+
+class Component(Protocol):
+    def install(self, app: FastAPI) -> None: ...
+
+    async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None: ...
+
+
+class PolicySimulation:
+    """``POST /v1/policy/evaluate`` for ops (viewer role); the policy itself is pure."""
+
+    def install(self, app: FastAPI) -> None:
+        from services.orchestrator.policy.views import router
+
+        app.include_router(router, dependencies=[Depends(require_role("viewer"))])
+
+    async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
+        from services.orchestrator.policy import load_policy
+
+        app.state.policy = load_policy(extra_dirs=ctx.settings.policy_dirs or None)
+
+
+def load_components() -> list[Component]:
+    from services.orchestrator.runtime.component import component as runtime
+    from services.orchestrator.templates.component import component as templates
+
+    return [PolicySimulation(), templates, runtime]

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.config import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: ClassVar[str] = "orchestrator"
+    model_config = SettingsConfigDict(env_prefix="CADENCIA_ORCHESTRATOR_", env_nested_delimiter="__", extra="ignore")
+
+    port: int = 8000
+    consumer_group: str = "cadencia-orchestrator"
+    #: Strategy YAML (segments, channel order, gaps, caps); the shipped default when empty.
+    strategy_path: str = ""
+    #: Extra jurisdiction pack directories, applied over the shipped packs.
+    policy_dirs: list[str] = []
+    #: How often the scheduler looks for due deferred contacts (seconds).
+    scheduler_interval: float = 1.0
+    #: Create Cadencia's topics at startup (idempotent).
+    create_topics: bool = True
+    #: Seed the shipped template set into an empty store at startup.
+    seed_templates: bool = True

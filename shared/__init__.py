@@ -1,0 +1,1 @@
+"""Code shared by every Cadencia service: contracts, bus, storage, settings, logging, errors."""

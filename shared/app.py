@@ -1,0 +1,72 @@
+"""What every service's ``create_app`` shares: health, readiness, metrics, errors, auth keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from shared.config import ServiceSettings
+from shared.http import install_problem_handlers, problem_response
+
+ReadyCheck = Callable[[], Awaitable[None]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class BodyLimit(BaseHTTPMiddleware):
+    """Refuse bodies over the configured size before they are read into memory."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return problem_response(413, "Payload too large", f"limit is {self.max_bytes} bytes")
+        return await call_next(request)
+
+
+def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> FastAPI:
+    """A FastAPI app with /health, /ready, /metrics, problem+json errors and API keys on state.
+
+    Services register readiness probes by appending to ``app.state.ready_checks`` in their lifespan.
+    """
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.api_keys = settings.role_by_key()
+    app.state.ready_checks = []
+    app.state.metrics = CollectorRegistry()
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": settings.service_name}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(request: Request) -> JSONResponse:
+        failures: dict[str, str] = {}
+        for check in request.app.state.ready_checks:
+            try:
+                await check()
+            except Exception as exc:  # readiness reports, it does not raise
+                failures[getattr(check, "__name__", "check")] = f"{type(exc).__name__}: {exc}"
+        if failures:
+            return problem_response(503, "Not ready", "dependencies unreachable", checks=failures)
+        return JSONResponse({"status": "ready", "service": settings.service_name})
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def noop_lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield

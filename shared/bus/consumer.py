@@ -1,0 +1,251 @@
+"""The consumer runner: decode → validate → handle → commit, with one error boundary.
+
+* ``getmany`` batches, auto-commit off; offsets are committed per partition only after every
+  record of the batch was handled (its effects durable) or dead-lettered.
+* Within a partition, records with different keys run concurrently (bounded); records with the
+  same key — one debtor — run in order.
+* Invalid input (undecodable, failing validation, unexpected type, ``PermanentError``) goes to
+  the DLQ with the reason; transient failures are retried with backoff and never dead-lettered;
+  anything else is retried a few times, then dead-lettered so one bad record cannot stall a
+  partition forever.
+* A rebalance listener waits for the in-flight batch and commits what is done before giving
+  partitions up; ``stop()`` finishes the in-flight batch, commits and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
+
+from shared.bus.producer import EventProducer
+from shared.config import KafkaSettings
+from shared.events import AnyEvent, CloudEvent, parse_event
+from shared.events.contracts import DeadLettered, DeadLetteredEvent
+from shared.events.envelope import utcnow
+from shared.events.topics import Topics
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class PermanentError(Exception):
+    """The event can never be applied (bad data the schema could not catch): dead-letter it."""
+
+
+class TransientError(Exception):
+    """A dependency is down; retry the same event until it works (never dead-letter)."""
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+Handler = Callable[[AnyEvent, RecordMeta], Awaitable[None]]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Wait for the batch in flight, then commit what it finished before the partitions move.
+        async with self.runner._batch_lock:
+            await self.runner._commit_done(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned", consumer=self.runner.name, count=len(assigned))
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        name: str,
+        service: str,
+        topics: list[str],
+        group_id: str,
+        kafka: KafkaSettings,
+        handler: Handler,
+        producer: EventProducer,
+        accept_types: set[str] | None = None,
+        max_attempts: int = 5,
+        retry_base: float = 0.05,
+        retry_cap: float = 5.0,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.name, self.service, self.topics, self.group_id = name, service, topics, group_id
+        self.kafka, self.handler, self.producer = kafka, handler, producer
+        self.accept_types = accept_types
+        self.max_attempts, self.retry_base, self.retry_cap = max_attempts, retry_base, retry_cap
+        self.dlq_topic = Topics(kafka.topic_prefix).dlq
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=group_id,
+            client_id=f"{kafka.client_id}-{name}",
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            max_poll_records=kafka.max_poll_records,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            request_timeout_ms=kafka.request_timeout_ms,
+        )
+        self._batch_lock = asyncio.Lock()
+        self._done: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sem = asyncio.Semaphore(max(1, kafka.partition_concurrency))
+        self.handled = 0
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self.topics, listener=_Listener(self))
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.name}")
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit it, leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def ping(self) -> None:
+        if self._task is not None and self._task.done():
+            raise RuntimeError(f"consumer {self.name} stopped")
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                batches = await self._consumer.getmany(timeout_ms=100)
+            except KafkaError as exc:
+                log.warning("fetch failed", consumer=self.name, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            if not batches:
+                continue
+            async with self._batch_lock:
+                await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
+                await self._commit_done(None)
+
+    async def _commit_done(self, only: set[TopicPartition] | None) -> None:
+        offsets = {
+            tp: OffsetAndMetadata(offset, "")
+            for tp, offset in self._done.items()
+            if only is None or tp in only
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+            for tp in offsets:
+                self._done.pop(tp, None)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group moved on; whoever gets the partition re-reads and the inbox dedupes.
+            log.warning("commit failed", consumer=self.name, error=str(exc))
+            for tp in offsets:
+                self._done.pop(tp, None)
+
+    async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        by_key: dict[bytes | None, list[Any]] = defaultdict(list)
+        for record in records:
+            by_key[record.key].append(record)
+
+        async def run_key(group: list[Any]) -> None:
+            async with self._sem:
+                for record in group:
+                    await self._record(record)
+
+        await asyncio.gather(*(run_key(group) for group in by_key.values()))
+        self._done[tp] = records[-1].offset + 1
+
+    async def _record(self, record: Any) -> None:
+        meta = RecordMeta(record.topic, record.partition, record.offset, record.key)
+        try:
+            event = parse_event(record.value)
+        except (ValidationError, orjson.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            await self._dead_letter(record, f"invalid event: {_short(exc)}")
+            return
+        if self.accept_types is not None and event.type not in self.accept_types:
+            await self._dead_letter(record, f"unexpected event type {event.type!r} on {record.topic}")
+            return
+        structlog.contextvars.bind_contextvars(
+            event_id=event.id, event_type=event.type, correlation_id=event.correlationid or event.id
+        )
+        try:
+            await self._handle_with_retries(event, meta, record)
+        finally:
+            structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id")
+
+    async def _handle_with_retries(self, event: CloudEvent, meta: RecordMeta, record: Any) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.handler(event, meta)  # type: ignore[arg-type]
+                self.handled += 1
+                return
+            except (PermanentError, ValidationError) as exc:
+                await self._dead_letter(record, f"rejected by handler: {_short(exc)}")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                transient = isinstance(exc, TransientError | ConnectionError | OSError | TimeoutError)
+                if not transient and attempt >= self.max_attempts:
+                    log.error("handler failed; dead-lettering", consumer=self.name, error=_short(exc))
+                    await self._dead_letter(record, f"handler failed {attempt} times: {_short(exc)}")
+                    return
+                delay = min(self.retry_cap, self.retry_base * 2 ** min(attempt, 10)) * random.uniform(0.5, 1)
+                log.warning("handler failed; retrying", consumer=self.name, attempt=attempt, error=_short(exc))
+                if self._stopping.is_set() and transient:
+                    # Shutting down: leave the record uncommitted for the next owner.
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _dead_letter(self, record: Any, reason: str) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key else None
+        event = DeadLetteredEvent(
+            subject=key or "unknown",
+            source=f"cadencia/{self.service}",
+            data=DeadLettered(
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=key,
+                value_b64=base64.b64encode(record.value or b"").decode(),
+                error=reason[:5000],
+                service=self.service,
+                failed_at=utcnow(),
+            ),
+        )
+        await self.producer.publish(self.dlq_topic, event)
+        self.dead_lettered += 1
+        log.warning("dead-lettered", consumer=self.name, topic=record.topic, offset=record.offset, reason=reason)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("\n", "; ")
+    return f"{type(exc).__name__}: {text[:1500]}"

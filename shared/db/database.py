@@ -1,0 +1,79 @@
+"""The engine, sessions and transactions of one service's database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from shared.config import DatabaseSettings
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table; each service's migrations create only its own."""
+
+
+class Database:
+    """Owns the engine; ``transaction()`` is the unit of work (commit on success, then hooks run)."""
+
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.url = make_url(settings.url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.is_postgres = self.url.get_backend_name() == "postgresql"
+        kwargs: dict[str, Any] = {"echo": settings.echo}
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            self._tune_sqlite()
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._after_commit: list[Callable[[], None]] = []
+
+    def _tune_sqlite(self) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _connect(dbapi_connection: Any, _: Any) -> None:
+            # Let SQLAlchemy own transactions so every write transaction starts with BEGIN IMMEDIATE:
+            # concurrent writers then queue on busy_timeout instead of failing to upgrade a read lock.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after every successful ``transaction()`` (e.g. wake the outbox relay)."""
+        self._after_commit.append(hook)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: the inbox mark, state changes and outbox rows commit together."""
+        async with self.sessions() as session, session.begin():
+            yield session
+        for hook in self._after_commit:
+            hook()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,35 @@
+"""The inbox: which events a consumer has already applied, recorded in the same transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.database import Base
+from shared.events.envelope import utcnow
+
+
+class InboxRecord(Base):
+    __tablename__ = "inbox"
+
+    consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+async def first_time(session: AsyncSession, consumer: str, event_id: str) -> bool:
+    """Mark ``event_id`` processed by ``consumer``; False if it already was (a redelivery).
+
+    Call inside the transaction that applies the event's effects, so both commit or neither does.
+    """
+    values = {"consumer": consumer, "event_id": event_id, "processed_at": utcnow()}
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(InboxRecord).values(**values).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+    result = await session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0) == 1)

@@ -1,0 +1,296 @@
+"""Event payloads (``data``) and their typed envelopes. Names here are a public contract."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field
+
+from shared.events.envelope import CloudEvent, Contract
+
+Channel = Literal["sms", "email", "voice", "whatsapp"]
+RequestedChannel = Literal["sms", "email", "voice", "whatsapp", "auto"]
+CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "whatsapp")
+ContactKind = Literal["collection", "opt_out_confirmation", "cease_notice", "dispute_ack", "promise_confirmation"]
+
+# --- contact requests ------------------------------------------------------------------------
+
+
+class Debtor(Contract):
+    id: str = Field(min_length=1, max_length=200)
+    name: str = Field("", max_length=300)
+    locale: str = Field("es-MX", max_length=20)
+    jurisdiction: str = Field(min_length=2, max_length=10, description="ISO 3166 code: MX, CO, US, US-MA")
+    time_zone: str | None = Field(None, max_length=64, description="IANA zone, e.g. America/Bogota")
+    phone: str | None = Field(None, max_length=40, description="E.164")
+    email: str | None = Field(None, max_length=320)
+    whatsapp: str | None = Field(None, max_length=40, description="E.164")
+    authorized_channels: list[Channel] | None = None
+    preferred_channel: Channel | None = None
+
+
+class Account(Contract):
+    id: str = Field(min_length=1, max_length=200)
+    product: str = Field("", max_length=100)
+    balance: Decimal = Field(description="decimal string, e.g. \"1234.50\"")
+    currency: str = Field(min_length=3, max_length=3, description="ISO 4217")
+    days_past_due: int = Field(ge=0)
+    due_date: date | None = None
+    risk_score: float | None = Field(None, ge=0, le=1)
+    payment_url: str | None = Field(None, max_length=2000)
+
+
+class ContactRequested(Contract):
+    debtor: Debtor
+    account: Account
+    channel: RequestedChannel = "auto"
+    template: str = Field(min_length=1, max_length=200, description="template key")
+    variables: dict[str, Any] = Field(default_factory=dict)
+    campaign_id: str | None = Field(None, max_length=200)
+    priority: int = Field(5, ge=0, le=9)
+    not_before: datetime | None = None
+    expires_at: datetime | None = None
+    kind: ContactKind = "collection"
+
+
+class ContactRequestedEvent(CloudEvent):
+    type: Literal["cadencia.contact.requested.v1"] = "cadencia.contact.requested.v1"
+    data: ContactRequested
+
+
+# --- account events --------------------------------------------------------------------------
+
+
+class AccountEventData(Contract):
+    debtor_id: str = Field(min_length=1, max_length=200)
+    account_id: str = Field(min_length=1, max_length=200)
+
+
+class PaymentReceived(AccountEventData):
+    amount: Decimal | None = None
+    currency: str | None = Field(None, min_length=3, max_length=3)
+    #: A partial payment does not stop collection of the remainder.
+    settles_account: bool = True
+
+
+class PromiseMade(AccountEventData):
+    amount: Decimal | None = None
+    due_date: date
+
+
+class PromiseBroken(AccountEventData):
+    pass
+
+
+class DisputeOpened(AccountEventData):
+    reason: str | None = Field(None, max_length=1000)
+
+
+class DisputeResolved(AccountEventData):
+    pass
+
+
+class CommunicationCeased(AccountEventData):
+    scope: Literal["all", "sms", "email", "voice", "whatsapp"] = "all"
+    source: Literal["debtor", "attorney", "regulator", "operator"] = "debtor"
+
+
+class DebtorUpdated(AccountEventData):
+    name: str | None = Field(None, max_length=300)
+    locale: str | None = Field(None, max_length=20)
+    time_zone: str | None = Field(None, max_length=64)
+    phone: str | None = Field(None, max_length=40)
+    email: str | None = Field(None, max_length=320)
+    whatsapp: str | None = Field(None, max_length=40)
+    authorized_channels: list[Channel] | None = None
+    preferred_channel: Channel | None = None
+    consents: dict[str, bool] | None = None
+
+
+class PaymentReceivedEvent(CloudEvent):
+    type: Literal["cadencia.account.payment_received.v1"] = "cadencia.account.payment_received.v1"
+    data: PaymentReceived
+
+
+class PromiseMadeEvent(CloudEvent):
+    type: Literal["cadencia.account.promise_made.v1"] = "cadencia.account.promise_made.v1"
+    data: PromiseMade
+
+
+class PromiseBrokenEvent(CloudEvent):
+    type: Literal["cadencia.account.promise_broken.v1"] = "cadencia.account.promise_broken.v1"
+    data: PromiseBroken
+
+
+class DisputeOpenedEvent(CloudEvent):
+    type: Literal["cadencia.account.dispute_opened.v1"] = "cadencia.account.dispute_opened.v1"
+    data: DisputeOpened
+
+
+class DisputeResolvedEvent(CloudEvent):
+    type: Literal["cadencia.account.dispute_resolved.v1"] = "cadencia.account.dispute_resolved.v1"
+    data: DisputeResolved
+
+
+class CommunicationCeasedEvent(CloudEvent):
+    type: Literal["cadencia.account.communication_ceased.v1"] = "cadencia.account.communication_ceased.v1"
+    data: CommunicationCeased
+
+
+class DebtorUpdatedEvent(CloudEvent):
+    type: Literal["cadencia.account.debtor_updated.v1"] = "cadencia.account.debtor_updated.v1"
+    data: DebtorUpdated
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+class TemplateRef(Contract):
+    key: str = Field(min_length=1, max_length=200)
+    version: int = Field(ge=1)
+    channel: Channel | None = None
+    locale: str | None = None
+    variant: str | None = None
+
+
+class ContactDispatched(Contract):
+    dispatch_id: str = Field(min_length=1, max_length=200)
+    request_id: str = Field(min_length=1, max_length=200)
+    debtor_id: str = Field(min_length=1, max_length=200)
+    account_id: str = Field(min_length=1, max_length=200)
+    channel: Channel
+    to: str = Field(min_length=1, max_length=320)
+    locale: str = "es-MX"
+    template: TemplateRef
+    variables: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(1, ge=1)
+    deadline: datetime
+    kind: ContactKind = "collection"
+
+
+class ContactDispatchedEvent(CloudEvent):
+    type: Literal["cadencia.contact.dispatched.v1"] = "cadencia.contact.dispatched.v1"
+    data: ContactDispatched
+
+
+# --- outcomes --------------------------------------------------------------------------------
+
+DeliveryStatus = Literal[
+    "accepted", "sent", "delivered", "read", "failed", "undelivered", "bounced", "opened", "clicked",
+    "conversation", "voicemail", "no_answer", "busy", "unknown",
+]
+ResponseKind = Literal[
+    "reply", "opt_out", "opt_in", "keypress", "promise_to_pay", "callback_request", "unsubscribe", "help",
+]
+
+
+class DeliveryUpdated(Contract):
+    dispatch_id: str = Field(min_length=1, max_length=200)
+    request_id: str = Field(min_length=1, max_length=200)
+    debtor_id: str = Field(min_length=1, max_length=200)
+    channel: Channel
+    status: DeliveryStatus
+    provider: str = Field(max_length=50)
+    provider_id: str | None = Field(None, max_length=200)
+    error_code: str | None = Field(None, max_length=50)
+    error_message: str | None = Field(None, max_length=2000)
+    occurred_at: datetime
+
+
+class ResponseReceived(Contract):
+    debtor_id: str = Field(min_length=1, max_length=200)
+    dispatch_id: str | None = Field(None, max_length=200)
+    channel: Channel
+    kind: ResponseKind
+    text: str | None = Field(None, max_length=5000)
+    digits: str | None = Field(None, max_length=50)
+    address: str | None = Field(None, max_length=320)
+    occurred_at: datetime
+
+
+class DeliveryUpdatedEvent(CloudEvent):
+    type: Literal["cadencia.contact.delivery_updated.v1"] = "cadencia.contact.delivery_updated.v1"
+    data: DeliveryUpdated
+
+
+class ResponseReceivedEvent(CloudEvent):
+    type: Literal["cadencia.contact.response_received.v1"] = "cadencia.contact.response_received.v1"
+    data: ResponseReceived
+
+
+# --- status ----------------------------------------------------------------------------------
+
+ContactStatus = Literal[
+    "accepted", "deferred", "rejected", "dispatched", "delivered", "failed", "responded", "expired",
+]
+
+
+class StatusChanged(Contract):
+    request_id: str = Field(min_length=1, max_length=200)
+    debtor_id: str = Field(min_length=1, max_length=200)
+    status: ContactStatus
+    reason: str | None = Field(None, max_length=2000)
+    not_before: datetime | None = None
+    channel: Channel | None = None
+    dispatch_id: str | None = None
+    #: Ids of the policy rules that decided (additive to the v1 contract).
+    rules: list[str] = Field(default_factory=list)
+
+
+class StatusChangedEvent(CloudEvent):
+    type: Literal["cadencia.contact.status_changed.v1"] = "cadencia.contact.status_changed.v1"
+    data: StatusChanged
+
+
+# --- templates -------------------------------------------------------------------------------
+
+
+class TemplateContent(Contract):
+    """Channel-specific fields; only those of the template's channel are set."""
+
+    body: str | None = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    content_sid: str | None = None
+    content_variables: dict[str, str] | None = None
+    voice_script: str | None = None
+    voicemail_script: str | None = None
+    ivr_prompts: dict[str, str] | None = None
+
+
+class TemplatePublished(Contract):
+    key: str = Field(min_length=1, max_length=200)
+    version: int = Field(ge=1)
+    channel: Channel
+    locale: str
+    variant: str = "A"
+    content: TemplateContent
+    variables_schema: dict[str, Any] = Field(default_factory=dict)
+    published_at: datetime
+
+
+class TemplatePublishedEvent(CloudEvent):
+    type: Literal["cadencia.template.published.v1"] = "cadencia.template.published.v1"
+    data: TemplatePublished
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+class DeadLettered(Contract):
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    value_b64: str
+    error: str = Field(max_length=5000)
+    service: str
+    failed_at: datetime
+
+
+class DeadLetteredEvent(CloudEvent):
+    type: Literal["cadencia.dlq.dead_lettered.v1"] = "cadencia.dlq.dead_lettered.v1"
+    data: DeadLettered

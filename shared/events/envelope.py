@@ -1,0 +1,45 @@
+"""CloudEvents 1.0 structured-mode envelope shared by every Cadencia event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid4())
+
+
+class Contract(BaseModel):
+    """Base for event payloads: frozen, unknown fields refused so typos surface at the edge."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CloudEvent(BaseModel):
+    """The envelope. ``id`` is the idempotency key; ``subject`` (and the Kafka key) is the debtor id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: str = Field("1.0", pattern=r"^1\.0$")
+    id: str = Field(default_factory=new_id, min_length=1, max_length=200)
+    source: str = Field("cadencia", min_length=1, max_length=200)
+    type: str
+    time: datetime = Field(default_factory=utcnow)
+    subject: str = Field(min_length=1, max_length=200)
+    datacontenttype: str = "application/json"
+    #: CloudEvents extension attribute: the request this event descends from, for tracing.
+    correlationid: str | None = Field(None, max_length=200)
+    data: Any
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: the debtor id keeps one debtor's events ordered on one partition."""
+        return self.subject.encode()

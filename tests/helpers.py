@@ -1,0 +1,82 @@
+"""Test helpers: wait on a condition with a deadline (never sleep for a result), read topics."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer
+
+from shared.config import KafkaSettings
+from shared.events import AnyEvent, parse_event
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    condition: Callable[[], Any | Awaitable[Any]], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {what or condition!r} (last={last!r})")
+
+
+class TopicReader:
+    """Reads every event published to some topics from the beginning, for assertions."""
+
+    def __init__(self, kafka: KafkaSettings, *topics: str) -> None:
+        self.events: list[AnyEvent] = []
+        self.raw: list[Any] = []
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=f"reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._pump())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        await self._consumer.stop()
+
+    async def _pump(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=50)
+            for records in batches.values():
+                for record in records:
+                    self.raw.append(record)
+                    try:
+                        self.events.append(parse_event(record.value))
+                    except Exception:  # noqa: BLE001 - poison records are kept in .raw only
+                        pass
+
+    def of_type(self, type_: str) -> list[Any]:
+        return [e for e in self.events if e.type == type_]
+
+    async def wait_count(self, type_: str, count: int, timeout: float = 15.0) -> list[Any]:
+        await wait_for(lambda: len(self.of_type(type_)) >= count, timeout, what=f"{count} x {type_}")
+        return self.of_type(type_)
