@@ -1,0 +1,108 @@
+"""Outgoing webhooks: one shared ``httpx.AsyncClient`` over aiohttp, bounded concurrency, retries, a log."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from services.sandbox.clock import Scheduler
+from services.sandbox.signing import TWILIO_SIGNATURE_HEADER, twilio_signature
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+FORM = "application/x-www-form-urlencoded; charset=utf-8"
+_TWILIO_UA = "TwilioProxy/1.1"
+_SENDGRID_UA = "SendGrid Event API"
+
+
+class CallbackSender:
+    """Delivers callbacks; a failing receiver is retried (connection error or 5xx), never raises."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        scheduler: Scheduler,
+        *,
+        concurrency: int,
+        retries: int,
+        max_records: int,
+    ) -> None:
+        self.client = client
+        self.scheduler = scheduler
+        self.retries = retries
+        self._slots = asyncio.Semaphore(concurrency)
+        self._ids = itertools.count(1)
+        self.log: deque[dict[str, Any]] = deque(maxlen=max_records)
+        self.in_flight = 0
+
+    async def post_twilio(
+        self, kind: str, url: str, params: dict[str, Any], auth_token: bytes, *, sid: str = "", to: str = ""
+    ) -> httpx.Response | None:
+        """POST form params signed with ``X-Twilio-Signature``; returns the receiver's final response."""
+        headers = {
+            "Content-Type": FORM,
+            "User-Agent": _TWILIO_UA,
+            "I-Twilio-Idempotency-Token": f"{sid}-{next(self._ids)}",
+            TWILIO_SIGNATURE_HEADER: twilio_signature(auth_token, url, params),
+        }
+        body = urlencode(params, doseq=True).encode()
+        entry = {"provider": "twilio", "kind": kind, "url": url, "sid": sid, "to": to, "params": params}
+        return await self._send(entry, url, body, headers)
+
+    async def post_sendgrid(
+        self, url: str, body: bytes, headers: dict[str, str], events: list[dict[str, Any]]
+    ) -> httpx.Response | None:
+        entry = {
+            "provider": "sendgrid",
+            "kind": "event",
+            "url": url,
+            "sid": events[0].get("sg_message_id", "") if events else "",
+            "to": events[0].get("email", "") if events else "",
+            "events": events,
+        }
+        headers = {"Content-Type": "application/json", "User-Agent": _SENDGRID_UA, **headers}
+        return await self._send(entry, url, body, headers)
+
+    async def _send(
+        self, entry: dict[str, Any], url: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response | None:
+        entry["id"] = next(self._ids)
+        entry["sent_at"] = self.scheduler.clock.now()
+        entry["status"] = None
+        entry["error"] = None
+        entry["attempts"] = 0
+        self.log.append(entry)
+        self.in_flight += 1
+        try:
+            for attempt in range(self.retries + 1):
+                entry["attempts"] = attempt + 1
+                try:
+                    async with self._slots:
+                        response = await self.client.post(url, content=body, headers=headers)
+                        await response.aread()
+                except (httpx.HTTPError, OSError) as exc:
+                    entry["error"] = f"{type(exc).__name__}: {exc}"
+                    response = None
+                else:
+                    entry["status"] = response.status_code
+                    entry["error"] = None
+                    if response.status_code < 500:
+                        return response
+                if attempt < self.retries:
+                    await self.scheduler.sleep(0.5 * 2**attempt)
+            log.warning(
+                "callback_failed", kind=entry["kind"], status=entry["status"], attempts=entry["attempts"]
+            )
+            return response
+        except Exception:  # a receiver must never crash the sandbox
+            log.exception("callback_crashed", kind=entry["kind"])
+            return None
+        finally:
+            entry["completed_at"] = self.scheduler.clock.now()
+            self.in_flight -= 1

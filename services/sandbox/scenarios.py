@@ -1,0 +1,149 @@
+"""Per-recipient outcomes: the documented default rules and the scripted overrides.
+
+Default rules key on the last four digits of a number and the local part of an email (before any
+``+tag``), so tests can use unique addresses (``+52155512341211``, ``bounce+t42@example.com``) and still
+get a known outcome. ``docs/sandbox.md`` lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Outcome = Literal[
+    # messages (SMS/WhatsApp)
+    "delivered",
+    "read",
+    "undelivered",
+    "failed",
+    "invalid",
+    "opted_out",
+    # email (delivered as above)
+    "bounce",
+    "blocked",
+    "dropped",
+    "deferred",
+    "spamreport",
+    "open",
+    "click",
+    "unsubscribe",
+    "group_unsubscribe",
+]
+CallAnswer = Literal["human", "machine", "no-answer", "busy", "failed"]
+AnsweredBy = Literal[
+    "human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax", "unknown"
+]
+
+
+class Scenario(BaseModel):
+    """What happens to messages, calls and mail sent to one address."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Outcome | None = None
+    #: Twilio error code for undelivered/failed (default 30003 / 30008).
+    error_code: int | None = None
+    #: The recipient answers this text (``STOP``, ``BAJA``, ``1``, free text) after ``reply_after`` provider
+    #: seconds counted from delivery.
+    reply: str | None = None
+    reply_after: float | None = Field(default=None, ge=0)
+    answer: CallAnswer | None = None
+    #: Overrides the AMD result reported for an answered call.
+    answered_by: AnsweredBy | None = None
+    #: Keys pressed at successive ``<Gather>``s; a ``<Gather>`` past the end times out.
+    digits: list[str] = Field(default_factory=list)
+
+
+DELIVERED = Scenario(outcome="delivered")
+HUMAN = Scenario(answer="human")
+
+_MESSAGE_RULES: dict[str, Scenario] = {
+    "1211": Scenario(outcome="invalid", error_code=21211),
+    "1610": Scenario(outcome="opted_out", error_code=21610),
+    "3003": Scenario(outcome="undelivered", error_code=30003),
+    "3005": Scenario(outcome="undelivered", error_code=30005),
+    "3006": Scenario(outcome="undelivered", error_code=30006),
+    "3007": Scenario(outcome="undelivered", error_code=30007),
+    "3008": Scenario(outcome="failed", error_code=30008),
+    "4000": Scenario(outcome="read"),
+    "7001": Scenario(outcome="delivered", reply="STOP"),
+    "7002": Scenario(outcome="delivered", reply="BAJA"),
+    "7003": Scenario(outcome="delivered", reply="1"),
+    "7004": Scenario(outcome="delivered", reply="Ya pagué, gracias"),
+}
+_CALL_RULES: dict[str, Scenario] = {
+    "1211": Scenario(outcome="invalid", error_code=21211),
+    "2000": Scenario(answer="machine"),
+    "2001": Scenario(answer="no-answer"),
+    "2002": Scenario(answer="busy"),
+    "2003": Scenario(answer="failed"),
+    "2011": Scenario(answer="human", digits=["1"]),
+    "2012": Scenario(answer="human", digits=["2"]),
+    "2019": Scenario(answer="human", digits=["9"]),
+}
+_EMAIL_RULES: dict[str, Scenario] = {
+    name.replace("_", "-"): Scenario(outcome=name)  # type: ignore[arg-type]
+    for name in (
+        "bounce",
+        "blocked",
+        "dropped",
+        "deferred",
+        "open",
+        "click",
+        "unsubscribe",
+        "group_unsubscribe",
+    )
+}
+_EMAIL_RULES["spam"] = Scenario(outcome="spamreport")
+_EMAIL_RULES["spamreport"] = Scenario(outcome="spamreport")
+
+
+def bare_number(address: str) -> str:
+    return address[9:] if address.startswith("whatsapp:") else address
+
+
+def normalize(address: str) -> str:
+    address = address.strip()
+    return address.lower() if "@" in address else address
+
+
+class ScenarioBook:
+    """Scripted scenarios (exact address, or the bare number for ``whatsapp:`` addresses) over defaults."""
+
+    def __init__(self) -> None:
+        self._scripted: dict[str, Scenario] = {}
+
+    def set(self, address: str, scenario: Scenario) -> None:
+        self._scripted[normalize(address)] = scenario
+
+    def remove(self, address: str) -> bool:
+        return self._scripted.pop(normalize(address), None) is not None
+
+    def clear(self) -> None:
+        self._scripted.clear()
+
+    def all(self) -> dict[str, Scenario]:
+        return dict(self._scripted)
+
+    def _scripted_for(self, address: str) -> Scenario | None:
+        if not self._scripted:
+            return None
+        found = self._scripted.get(address)
+        if found is None and address.startswith("whatsapp:"):
+            found = self._scripted.get(address[9:])
+        return found
+
+    def for_message(self, to: str) -> Scenario:
+        return self._scripted_for(to) or _MESSAGE_RULES.get(to[-4:], DELIVERED)
+
+    def for_call(self, to: str) -> Scenario:
+        return self._scripted_for(to) or _CALL_RULES.get(to[-4:], HUMAN)
+
+    def for_email(self, email: str) -> Scenario:
+        email = email.lower()
+        found = self._scripted_for(email)
+        if found is not None:
+            return found
+        local = email.partition("@")[0].partition("+")[0]
+        return _EMAIL_RULES.get(local, DELIVERED)

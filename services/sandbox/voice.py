@@ -1,0 +1,376 @@
+"""Twilio Calls: lifecycle, answering-machine detection, and a TwiML interpreter that records what was said.
+
+Supported verbs: ``<Say>``, ``<Play>``, ``<Pause>``, ``<Gather>`` (digits from the recipient's scenario,
+POSTed to ``action``; no input falls through to the next verb as on Twilio), ``<Hangup>``, ``<Reject>``,
+``<Redirect>``. Documents are fetched with a signed POST (GET when ``Method=GET``).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from services.sandbox.scenarios import Scenario
+from services.sandbox.state import Sandbox, json_response, rfc2822
+from services.sandbox.twilio_api import (
+    API_VERSION,
+    E164,
+    first,
+    gate,
+    new_sid,
+    not_found,
+    parse_form,
+    twilio_error,
+)
+
+router = APIRouter(tags=["twilio"])
+
+MAX_DOCUMENTS = 25
+_WORDS_PER_SECOND = 2.5
+
+
+@dataclass(slots=True)
+class CallRecord:
+    resource: dict[str, Any]
+    form: dict[str, Any]
+    scenario: Scenario
+    events: frozenset[str]
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
+    digits_used: int = 0
+    sequence: int = 0
+    answered_at: float | None = None
+
+    def view(self) -> dict[str, Any]:
+        said = [step["text"] for step in self.transcript if step["verb"] == "Say"]
+        return {
+            **self.resource,
+            "transcript": self.transcript,
+            "spoken": " ".join(said),
+            "documents": self.documents,
+        }
+
+
+def call_resource(sb: Sandbox, sid: str, now: float, form: dict[str, Any]) -> dict[str, Any]:
+    uri = f"/{API_VERSION}/Accounts/{sb.account_sid}/Calls/{sid}.json"
+    date = rfc2822(now)
+    base = uri[:-5]
+    return {
+        "account_sid": sb.account_sid,
+        "annotation": None,
+        "answered_by": None,
+        "api_version": API_VERSION,
+        "caller_name": None,
+        "date_created": date,
+        "date_updated": date,
+        "direction": "outbound-api",
+        "duration": None,
+        "end_time": None,
+        "forwarded_from": None,
+        "from": first(form, "From"),
+        "from_formatted": first(form, "From"),
+        "group_sid": None,
+        "parent_call_sid": None,
+        "phone_number_sid": None,
+        "price": None,
+        "price_unit": "USD",
+        "queue_time": "0",
+        "sid": sid,
+        "start_time": None,
+        "status": "queued",
+        "subresource_uris": {
+            "notifications": base + "/Notifications.json",
+            "recordings": base + "/Recordings.json",
+            "payments": base + "/Payments.json",
+            "events": base + "/Events.json",
+            "siprec": base + "/Siprec.json",
+            "streams": base + "/Streams.json",
+            "transcriptions": base + "/Transcriptions.json",
+            "user_defined_message_subscriptions": base + "/UserDefinedMessageSubscriptions.json",
+            "user_defined_messages": base + "/UserDefinedMessages.json",
+        },
+        "to": first(form, "To"),
+        "to_formatted": first(form, "To"),
+        "trunk_sid": None,
+        "uri": uri,
+        "stir_verstat": None,
+    }
+
+
+@router.post("/2010-04-01/Accounts/{account_sid}/Calls.json", status_code=201)
+async def create_call(account_sid: str, request: Request) -> Response:
+    sb: Sandbox = request.app.state.sandbox
+    received = sb.clock.now()
+    form = parse_form(await request.body())
+    to = first(form, "To")
+    gated = await gate(sb, request, account_sid, creates=True)
+    if isinstance(gated, Response):
+        sb.record(request, "twilio", received, gated.status_code, form=form, to=[to], fault="injected")
+        return gated
+    error: tuple[int, str] | None = None
+    scenario = sb.scenarios.for_call(to) if to else Scenario()
+    if not to:
+        error = 21201, "No 'To' number is specified"
+    elif not E164.match(to) or scenario.outcome == "invalid":
+        error = 21211, f"The 'To' number {to} is not a valid phone number."
+    elif not first(form, "From"):
+        error = 21213, "No 'From' number is specified"
+    elif not (first(form, "Url") or first(form, "Twiml") or first(form, "ApplicationSid")):
+        error = 21205, "Url parameter is required."
+    if error is not None:
+        sb.record(request, "twilio", received, 400, form=form, to=[to])
+        return twilio_error(400, *error)
+    sid = new_sid("CA")
+    raw_events = form.get("StatusCallbackEvent") or []
+    events = raw_events if isinstance(raw_events, list) else raw_events.split()
+    record = CallRecord(
+        call_resource(sb, sid, received, form), form, scenario, frozenset(events) or frozenset({"completed"})
+    )
+    sb.calls.put(sid, record)
+    sb.scheduler.spawn(run_call(sb, record))
+    payload = orjson.dumps(record.resource)
+    fault = None
+    if gated.hold_s:
+        fault = "timeout"
+        await sb.hold(gated.hold_s)
+    sb.record(request, "twilio", received, 201, form=form, to=[to], sid=sid, fault=fault)
+    return Response(payload, status_code=201, media_type="application/json")
+
+
+@router.get("/2010-04-01/Accounts/{account_sid}/Calls/{sid}.json")
+async def fetch_call(account_sid: str, sid: str, request: Request) -> Response:
+    sb: Sandbox = request.app.state.sandbox
+    received = sb.clock.now()
+    gated = await gate(sb, request, account_sid, creates=False)
+    record = sb.calls.get(sid)
+    if not isinstance(gated, Response) and record is None:
+        gated = not_found(request.url.path)
+    sb.record(request, "twilio", received, gated.status_code if isinstance(gated, Response) else 200, sid=sid)
+    if isinstance(gated, Response):
+        return gated
+    return json_response(record.resource)
+
+
+# -- lifecycle --------------------------------------------------------------------------------------------
+
+
+def call_params(sb: Sandbox, record: CallRecord) -> dict[str, Any]:
+    r = record.resource
+    params = {
+        "AccountSid": sb.account_sid,
+        "ApiVersion": API_VERSION,
+        "CallSid": r["sid"],
+        "CallStatus": r["status"],
+        "Called": r["to"],
+        "Caller": r["from"],
+        "Direction": "outbound-api",
+        "From": r["from"],
+        "To": r["to"],
+    }
+    return params
+
+
+async def status_event(sb: Sandbox, record: CallRecord, event: str, **extra: str) -> None:
+    url = first(record.form, "StatusCallback")
+    if not url or event not in record.events:
+        return
+    params = call_params(sb, record)
+    params.update(
+        CallbackSource="call-progress-events",
+        SequenceNumber=str(record.sequence),
+        Timestamp=rfc2822(sb.clock.now()),
+        **extra,
+    )
+    record.sequence += 1
+    await sb.sender.post_twilio("call-status", url, params, sb.auth_token, sid=record.resource["sid"],
+                                to=record.resource["to"])
+
+
+def set_status(sb: Sandbox, record: CallRecord, status: str) -> None:
+    record.resource["status"] = status
+    record.resource["date_updated"] = rfc2822(sb.clock.now())
+
+
+def answered_by(record: CallRecord) -> str | None:
+    detection = first(record.form, "MachineDetection")
+    if not detection:
+        return None
+    if record.scenario.answered_by:
+        return record.scenario.answered_by
+    if record.scenario.answer == "machine":
+        return "machine_end_beep" if detection == "DetectMessageEnd" else "machine_start"
+    return "human"
+
+
+async def run_call(sb: Sandbox, record: CallRecord) -> None:
+    timing = sb.settings.timing
+    r = record.resource
+    set_status(sb, record, "initiated")
+    await status_event(sb, record, "initiated")
+    await sb.scheduler.sleep(timing.call_ringing_after)
+    set_status(sb, record, "ringing")
+    await status_event(sb, record, "ringing")
+    await sb.scheduler.sleep(timing.call_answered_after - timing.call_ringing_after)
+    answer = record.scenario.answer or "human"
+    if answer in ("busy", "no-answer", "failed"):
+        set_status(sb, record, answer)
+        r["duration"] = "0"
+        r["end_time"] = r["date_updated"]
+        await status_event(sb, record, "completed", CallDuration="0", Duration="0")
+        return
+    now = sb.clock.now()
+    record.answered_at = now
+    r["start_time"] = rfc2822(now)
+    set_status(sb, record, "in-progress")
+    amd = answered_by(record)
+    r["answered_by"] = amd
+    await status_event(sb, record, "answered")
+    extra: dict[str, str] = {}
+    if amd is not None:
+        if first(record.form, "AsyncAmd").lower() == "true":
+            sb.scheduler.spawn(async_amd(sb, record, amd))
+        else:
+            extra["AnsweredBy"] = amd
+    try:
+        await run_twiml(sb, record, extra)
+    finally:
+        seconds = max(1, round(sum(step.get("seconds", 0) for step in record.transcript)))
+        set_status(sb, record, "completed")
+        r["duration"] = str(seconds)
+        r["end_time"] = r["date_updated"]
+        done: dict[str, str] = {"CallDuration": str(seconds), "Duration": str(max(1, -(-seconds // 60)))}
+        if amd is not None:
+            done["AnsweredBy"] = amd
+    await status_event(sb, record, "completed", **done)
+
+
+async def async_amd(sb: Sandbox, record: CallRecord, amd: str) -> None:
+    url = first(record.form, "AsyncAmdStatusCallback")
+    if not url:
+        return
+    await sb.scheduler.sleep(3.0)
+    params = {
+        "AccountSid": sb.account_sid,
+        "CallSid": record.resource["sid"],
+        "AnsweredBy": amd,
+        "MachineDetectionDuration": "3000",
+    }
+    await sb.sender.post_twilio("amd-status", url, params, sb.auth_token, sid=record.resource["sid"],
+                                to=record.resource["to"])
+
+
+async def fetch_twiml(
+    sb: Sandbox, record: CallRecord, url: str, method: str, params: dict[str, Any]
+) -> ET.Element | None:
+    record.documents.append(url)
+    sid, to = record.resource["sid"], record.resource["to"]
+    if method.upper() == "GET":
+        full = url + ("&" if "?" in url else "?") + urlencode(params)
+        response = await sb.sender.post_twilio("twiml-fetch", full, {}, sb.auth_token, sid=sid, to=to)
+    else:
+        response = await sb.sender.post_twilio("twiml-fetch", url, params, sb.auth_token, sid=sid, to=to)
+    if response is None or response.status_code >= 400:
+        record.transcript.append({"verb": "error", "code": 11200, "url": url, "seconds": 0})
+        return None
+    return parse_twiml(record, response.content)
+
+
+def parse_twiml(record: CallRecord, text: str | bytes) -> ET.Element | None:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        record.transcript.append({"verb": "error", "code": 12100, "seconds": 0})
+        return None
+    if root.tag != "Response":
+        record.transcript.append({"verb": "error", "code": 12100, "seconds": 0})
+        return None
+    return root
+
+
+async def run_twiml(sb: Sandbox, record: CallRecord, extra: dict[str, str]) -> None:
+    form = record.form
+    url = first(form, "Url")
+    if first(form, "Twiml"):
+        document = parse_twiml(record, first(form, "Twiml"))
+    else:
+        params = {**call_params(sb, record), **extra}
+        document = await fetch_twiml(sb, record, url, first(form, "Method") or "POST", params)
+    for _ in range(MAX_DOCUMENTS):
+        if document is None:
+            return
+        follow = await execute(sb, record, document, url)
+        if follow is None:
+            return
+        url, method, params = follow
+        document = await fetch_twiml(sb, record, url, method, params)
+
+
+async def say(sb: Sandbox, record: CallRecord, verb: ET.Element) -> None:
+    tag = verb.tag
+    if tag == "Say":
+        text = " ".join("".join(verb.itertext()).split())
+        seconds = max(1.0, len(text.split()) / _WORDS_PER_SECOND)
+        loops = int(verb.get("loop", "1") or 1)
+        record.transcript.append(
+            {
+                "verb": "Say",
+                "text": text,
+                "language": verb.get("language"),
+                "voice": verb.get("voice"),
+                "loop": loops,
+                "seconds": seconds * max(1, loops),
+            }
+        )
+    elif tag == "Play":
+        record.transcript.append({"verb": "Play", "url": (verb.text or "").strip(), "seconds": 5.0})
+    elif tag == "Pause":
+        length = float(verb.get("length", "1") or 1)
+        record.transcript.append({"verb": "Pause", "seconds": length})
+    else:
+        return
+    await sb.scheduler.sleep(record.transcript[-1]["seconds"])
+
+
+async def execute(
+    sb: Sandbox, record: CallRecord, document: ET.Element, url: str
+) -> tuple[str, str, dict[str, Any]] | None:
+    """Run one TwiML document; return the next document to fetch, or ``None`` when the call ends."""
+    for verb in document:
+        tag = verb.tag
+        if tag in ("Say", "Play", "Pause"):
+            await say(sb, record, verb)
+        elif tag == "Gather":
+            for child in verb:
+                await say(sb, record, child)
+            digits = None
+            if record.digits_used < len(record.scenario.digits):
+                digits = record.scenario.digits[record.digits_used]
+                record.digits_used += 1
+            timeout = float(verb.get("timeout", "5") or 5)
+            record.transcript.append({"verb": "Gather", "digits": digits, "seconds": 2.0 if digits else timeout})
+            await sb.scheduler.sleep(record.transcript[-1]["seconds"])
+            empty_action = verb.get("actionOnEmptyResult", "false").lower() == "true"
+            if digits is None and not empty_action:
+                continue
+            action = urljoin(url, verb.get("action") or url)
+            params = {**call_params(sb, record), "Digits": digits or ""}
+            finish = verb.get("finishOnKey", "#")
+            if digits and finish:
+                params["FinishedOnKey"] = ""
+            return action, verb.get("method", "POST"), params
+        elif tag == "Redirect":
+            target = urljoin(url, (verb.text or "").strip() or url)
+            record.transcript.append({"verb": "Redirect", "url": target, "seconds": 0})
+            return target, verb.get("method", "POST"), call_params(sb, record)
+        elif tag in ("Hangup", "Reject"):
+            record.transcript.append({"verb": tag, "seconds": 0})
+            return None
+        else:
+            record.transcript.append({"verb": tag, "unsupported": True, "seconds": 0})
+    return None
