@@ -1,0 +1,65 @@
+"""SMS encoding and segment math: GSM-7 (160 / 153 septets) or UCS-2 (70 / 67 code units).
+
+A message is GSM-7 when every character is in the GSM 03.38 default alphabet or its extension
+table; extension characters (``€ [ ] { } ~ ^ \\ |`` and form feed) cost two septets (ESC + char)
+and are never split across segments. Anything else (``á í ó ú``, emoji, ...) forces UCS-2, where
+characters outside the BMP take two UTF-16 code units and are not split either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+GSM7_SINGLE, GSM7_MULTI = 160, 153
+UCS2_SINGLE, UCS2_MULTI = 70, 67
+
+Encoding = Literal["GSM-7", "UCS-2"]
+
+
+@dataclass(frozen=True)
+class SmsSegments:
+    """How a body travels: its encoding, length in units (septets or UTF-16 code units), segments."""
+
+    encoding: Encoding
+    units: int
+    segments: int
+    per_segment: int
+    #: Characters that forced UCS-2 (empty for GSM-7), in order of first appearance.
+    non_gsm: tuple[str, ...] = field(default=())
+
+
+def _char_cost(ch: str, encoding: Encoding) -> int:
+    if encoding == "GSM-7":
+        return 2 if ch in GSM7_EXTENSION else 1
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def _pack(text: str, encoding: Encoding, limit: int) -> int:
+    """Segments needed when each segment holds ``limit`` units and no character is split."""
+    segments, used = 1, 0
+    for ch in text:
+        cost = _char_cost(ch, encoding)
+        if used + cost > limit:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments
+
+
+def sms_segments(text: str) -> SmsSegments:
+    """Encoding, unit count and segment count of ``text`` as an SMS."""
+    non_gsm = tuple(dict.fromkeys(ch for ch in text if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION))
+    encoding: Encoding = "UCS-2" if non_gsm else "GSM-7"
+    single, multi = (GSM7_SINGLE, GSM7_MULTI) if encoding == "GSM-7" else (UCS2_SINGLE, UCS2_MULTI)
+    units = sum(_char_cost(ch, encoding) for ch in text)
+    if units == 0:
+        return SmsSegments(encoding, 0, 0, single, non_gsm)
+    if units <= single:
+        return SmsSegments(encoding, units, 1, single, non_gsm)
+    return SmsSegments(encoding, units, _pack(text, encoding, multi), multi, non_gsm)
