@@ -72,6 +72,22 @@ def mask_pii(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMa
     return event_dict
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    """Writes to whatever ``sys.stderr`` is now, and never echoes a failed record's raw arguments."""
+
+    @property  # type: ignore[override,unused-ignore]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+        # The stdlib prints the record's args on failure, which may hold unmasked PII.
+        sys.__stderr__.write(f"logging error in {record.name} (record suppressed)\n") if sys.__stderr__ else None
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Configure structlog and route stdlib logging (uvicorn, aiokafka) through the same chain."""
     shared: list[Any] = [
@@ -95,7 +111,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.config import KafkaSettings
 from shared.events import AnyEvent, parse_event
@@ -34,16 +34,18 @@ async def wait_for(
 
 
 class TopicReader:
-    """Reads every event published to some topics from the beginning, for assertions."""
+    """Reads every event published to some topics from the beginning, for assertions.
+
+    Partitions are assigned directly (no consumer group), so there is no group-join delay.
+    """
 
     def __init__(self, kafka: KafkaSettings, *topics: str) -> None:
         self.events: list[AnyEvent] = []
         self.raw: list[Any] = []
+        self.topics = topics
         self._consumer = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=kafka.bootstrap_servers,
-            group_id=f"reader-{uuid.uuid4().hex}",
-            auto_offset_reset="earliest",
+            client_id=f"reader-{uuid.uuid4().hex[:8]}",
             enable_auto_commit=False,
             fetch_max_wait_ms=10,
         )
@@ -51,6 +53,13 @@ class TopicReader:
 
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
+        partitions: list[TopicPartition] = []
+        for topic in self.topics:
+            found = await wait_for(lambda t=topic: self._consumer.partitions_for_topic(t), timeout=15,
+                                   what=f"metadata for {topic}")
+            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._pump())
         return self
 

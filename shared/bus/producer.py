@@ -39,7 +39,8 @@ class EventProducer:
         self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
     ) -> asyncio.Future[Any]:
         """Queue one record; await the returned future for the broker's acknowledgement."""
-        return await self._producer.send(topic, value=value, key=key, headers=headers)
+        future: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=key, headers=headers)
+        return future
 
     async def publish(self, topic: str, event: CloudEvent) -> None:
         """Publish one event keyed by its subject (the debtor id) and wait for the ack."""

@@ -1,0 +1,184 @@
+"""The consumer runner against the real broker: DLQ, crash before commit, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+
+from shared.bus import ConsumerRunner, EventProducer, PermanentError, RecordMeta, ensure_topics
+from shared.config import DatabaseSettings, KafkaSettings
+from shared.db import Database
+from shared.events import AnyEvent, Topics
+from shared.events.contracts import PromiseBroken, PromiseBrokenEvent
+from tests.helpers import TopicReader, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _event(n: int, debtor: str = "deb-1") -> PromiseBrokenEvent:
+    return PromiseBrokenEvent(subject=debtor, data=PromiseBroken(debtor_id=debtor, account_id=f"acc-{n}"))
+
+
+async def test_poison_goes_to_the_dlq_with_its_reason_and_the_next_message_is_processed(
+    kafka_settings: KafkaSettings,
+) -> None:
+    await ensure_topics(kafka_settings)
+    topics = Topics(kafka_settings.topic_prefix)
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    handled: list[str] = []
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        if getattr(event.data, "account_id", "") == "acc-refused":
+            raise PermanentError("account unknown to this handler")
+        handled.append(event.data.account_id)  # type: ignore[union-attr]
+
+    runner = ConsumerRunner(name="t", service="test", topics=[topics.account_events], group_id=f"g-{uuid.uuid4()}",
+                            kafka=kafka_settings, handler=handle, producer=producer,
+                            accept_types={"cadencia.account.promise_broken.v1"})
+    try:
+        async with TopicReader(kafka_settings, topics.dlq) as dlq:
+            await runner.start()
+            key = b"deb-1"
+            for value in (b"{not json", b'{"specversion":"1.0","type":"cadencia.account.promise_broken.v1"}'):
+                await (await producer.send_raw(topics.account_events, value, key))
+            await producer.publish(topics.account_events, _event(0).model_copy(update={
+                "data": PromiseBroken(debtor_id="deb-1", account_id="acc-refused")}))
+            await producer.publish(topics.account_events, _event(1))
+            await wait_for(lambda: handled == ["acc-1"], what="the message after the poison")
+            await wait_for(lambda: len(dlq.events) == 3, what="three dead letters")
+    finally:
+        await runner.stop()
+        await producer.stop()
+    letters = [e.data for e in dlq.events]
+    assert [base64.b64decode(d.value_b64) for d in letters[:2]] == [
+        b"{not json", b'{"specversion":"1.0","type":"cadencia.account.promise_broken.v1"}']
+    assert "JSONDecodeError" in letters[0].error
+    assert "subject" in letters[1].error and "Field required" in letters[1].error
+    assert "account unknown" in letters[2].error
+    assert all(d.source_topic == topics.account_events and d.key == "deb-1" for d in letters)
+    assert all(d.service == "test" for d in letters)
+
+
+def _spawn(kafka: KafkaSettings, topic: str, group: str, db_url: str, hang_after: str = "") -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "tests.foundation.worker", "--bootstrap", kafka.bootstrap_servers,
+            "--prefix", kafka.topic_prefix, "--topic", topic, "--group", group, "--db", db_url]
+    if hang_after:
+        args += ["--hang-after", hang_after]
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+async def _read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 30) -> str:
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    async def read() -> str:
+        while True:
+            line = await asyncio.to_thread(stdout.readline)
+            if not line:
+                raise AssertionError(f"worker exited before printing {prefix!r}")
+            if line.startswith(prefix):
+                return line.strip()
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def _effects(db_url: str) -> list[str]:
+    db = Database(DatabaseSettings(url=db_url))
+    try:
+        async with db.sessions() as session:
+            rows = await session.execute(text("SELECT event_id FROM effects"))
+            return [r[0] for r in rows]
+    finally:
+        await db.dispose()
+
+
+async def test_killed_after_effects_before_commit_rereads_and_changes_nothing(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_settings)
+    topic = Topics(kafka_settings.topic_prefix).account_events
+    group, db_url = f"g-{uuid.uuid4()}", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    events = [_event(i) for i in range(10)]
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    try:
+        for ev in events:
+            await producer.publish(topic, ev)
+    finally:
+        await producer.stop()
+
+    worker = _spawn(kafka_settings, topic, group, db_url, hang_after=events[-1].id)
+    try:
+        await _read_line(worker, "EFFECTS-DONE")
+    finally:
+        worker.kill()  # SIGKILL: no chance to commit offsets
+        worker.wait()
+    before = await _effects(db_url)
+    assert sorted(before) == sorted(e.id for e in events)
+
+    worker = _spawn(kafka_settings, topic, group, db_url)
+    try:
+        await _read_line(worker, "READY")
+        # The restarted worker re-reads the uncommitted batch; the inbox makes it change nothing.
+        committed = await wait_for(lambda: _committed_total(kafka_settings, group, topic), timeout=30,
+                                   what="offsets committed by the restarted worker")
+        assert committed == len(events)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    after = await _effects(db_url)
+    assert sorted(after) == sorted(before)  # same rows, none twice
+
+
+async def _committed_total(kafka: KafkaSettings, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        total = 0
+        for partition in range(kafka.partitions):
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            total += offset or 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def test_sigterm_finishes_the_batch_commits_and_exits_cleanly(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_settings)
+    topic = Topics(kafka_settings.topic_prefix).account_events
+    group, db_url = f"g-{uuid.uuid4()}", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    worker = _spawn(kafka_settings, topic, group, db_url)
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    try:
+        await _read_line(worker, "READY")
+        events = [_event(i, debtor=f"deb-{i % 5}") for i in range(50)]
+        for ev in events:
+            await producer.publish(topic, ev)
+
+        async def applied() -> bool:
+            return len(await _effects(db_url)) == len(events)
+
+        await wait_for(applied, timeout=30, what="all events applied")
+        worker.send_signal(signal.SIGTERM)
+        line = await _read_line(worker, "STOPPED")
+        assert worker.wait(timeout=30) == 0
+        assert line == f"STOPPED handled={len(events)}"
+    finally:
+        await producer.stop()
+        if worker.poll() is None:
+            worker.kill()
+    assert await _committed_total(kafka_settings, group, topic) == len(events)

@@ -1,0 +1,103 @@
+"""Inbox and outbox on SQLite and PostgreSQL: effects once, events relayed only after commit."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select, text
+
+from shared.bus import EventProducer, ensure_topics
+from shared.config import DatabaseSettings, KafkaSettings
+from shared.db import Database, OutboxRecord, OutboxRelay, add_to_outbox, first_time
+from shared.db.migrate import upgrade
+from shared.events import Topics
+from shared.events.contracts import PromiseBroken, PromiseBrokenEvent
+from tests.helpers import TopicReader, wait_for
+
+
+def _event(n: int) -> PromiseBrokenEvent:
+    return PromiseBrokenEvent(subject=f"deb-{n % 3}", data=PromiseBroken(debtor_id=f"deb-{n % 3}", account_id=f"a{n}"))
+
+
+@pytest.fixture
+async def db(database_settings: DatabaseSettings):
+    database = Database(database_settings)
+    await upgrade(database, "foundationtest")
+    yield database
+    await database.dispose()
+
+
+async def test_migrations_are_idempotent(db: Database) -> None:
+    await upgrade(db, "foundationtest")  # second run is a no-op
+    async with db.sessions() as session:
+        version = await session.scalar(text("SELECT version_num FROM alembic_version_foundationtest"))
+    assert version == "shared_0001"
+
+
+async def test_inbox_applies_an_event_once(db: Database) -> None:
+    async with db.transaction() as session:
+        assert await first_time(session, "c1", "evt-1")
+    async with db.transaction() as session:
+        assert not await first_time(session, "c1", "evt-1")
+        assert await first_time(session, "c2", "evt-1")  # another consumer has its own inbox
+
+
+async def test_inbox_mark_rolls_back_with_the_effects(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            assert await first_time(session, "c1", "evt-2")
+            raise RuntimeError("effects failed")
+    async with db.transaction() as session:
+        assert await first_time(session, "c1", "evt-2")
+
+
+async def test_outbox_relays_after_commit_and_never_on_rollback(db: Database, kafka_settings: KafkaSettings) -> None:
+    await ensure_topics(kafka_settings)
+    topic = Topics(kafka_settings.topic_prefix).account_events
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    relay = OutboxRelay(db, producer, poll_interval=0.05)
+    await relay.start()
+    try:
+        async with TopicReader(kafka_settings, topic) as reader:
+            kept = [_event(i) for i in range(20)]
+            async with db.transaction() as session:
+                for ev in kept:
+                    add_to_outbox(session, topic, ev)
+            dropped = _event(99)
+            with pytest.raises(RuntimeError):
+                async with db.transaction() as session:
+                    add_to_outbox(session, topic, dropped)
+                    raise RuntimeError("rolled back")
+            await wait_for(lambda: len(reader.events) >= len(kept), what="relayed events")
+            await wait_for(lambda: relay.published == len(kept))
+            for debtor in {e.subject for e in kept}:  # each debtor's events keep their commit order
+                assert [e.id for e in reader.events if e.subject == debtor] == [
+                    e.id for e in kept if e.subject == debtor
+                ]
+            assert dropped.id not in {e.id for e in reader.events}
+    finally:
+        await relay.stop()
+        await producer.stop()
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
+
+
+async def test_outbox_resumes_after_restart(db: Database, kafka_settings: KafkaSettings) -> None:
+    await ensure_topics(kafka_settings)
+    topic = Topics(kafka_settings.topic_prefix).account_events
+    pending = [_event(i) for i in range(7)]
+    # Committed while no relay runs (the process died right after its transaction).
+    async with db.transaction() as session:
+        for ev in pending:
+            add_to_outbox(session, topic, ev)
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    relay = OutboxRelay(db, producer, poll_interval=0.05)
+    try:
+        async with TopicReader(kafka_settings, topic) as reader:
+            await relay.start()
+            await wait_for(lambda: len(reader.events) >= len(pending))
+            assert {e.id for e in reader.events} == {e.id for e in pending}
+    finally:
+        await relay.stop()
+        await producer.stop()
