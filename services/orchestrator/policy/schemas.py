@@ -1,0 +1,136 @@
+"""Wire models of the simulation API (pydantic at the edge only) and their conversion."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from services.orchestrator.policy.models import (
+    AccountState,
+    DebtorContext,
+    Decision,
+    Defer,
+    LedgerEntry,
+    ProposedContact,
+    StrategyLimits,
+    Suppression,
+)
+from services.orchestrator.policy.zones import zone
+
+ChannelName = Literal["voice", "sms", "email", "whatsapp"]
+OutcomeName = Literal[
+    "conversation", "voicemail", "no_answer", "busy", "not_connected", "sent", "delivered", "failed", "replied"
+]
+KindName = Literal["collection", "opt_out_confirmation", "cease_notice", "dispute_ack"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DebtorIn(_Wire):
+    id: str = Field(min_length=1)
+    jurisdiction: str = Field(min_length=2, max_length=10, pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$|^default$")
+    time_zones: list[str] | None = None
+    phone: str | None = None
+    authorized_channels: list[ChannelName] | None = None
+
+    @field_validator("time_zones")
+    @classmethod
+    def _known_zones(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            zone(name)  # ValueError -> 422 naming debtor.time_zones
+        return value
+
+
+class AccountIn(_Wire):
+    id: str = Field(min_length=1)
+    status: Literal["active", "promised", "paid", "disputed", "ceased"] = "active"
+    promise_until: AwareDatetime | date | None = None
+
+
+class HistoryEntryIn(_Wire):
+    channel: ChannelName
+    direction: Literal["outbound", "inbound"]
+    at: AwareDatetime
+    account_id: str | None = None
+    outcome: OutcomeName
+    consented: bool = False
+    kind: KindName = "collection"
+    address: str | None = None
+
+
+class SuppressionIn(_Wire):
+    channel: ChannelName
+    address: str = Field(min_length=1)
+    at: AwareDatetime | None = None
+
+
+class ContactIn(_Wire):
+    channel: ChannelName
+    at: AwareDatetime
+    account_id: str | None = None
+    kind: KindName = "collection"
+    consented: bool = False
+    address: str | None = None
+
+
+class StrategyIn(_Wire):
+    min_gap_minutes: int | None = Field(default=None, ge=0)
+    daily_caps: dict[ChannelName, int] = Field(default_factory=dict)
+    weekly_caps: dict[ChannelName, int] = Field(default_factory=dict)
+
+
+class EvaluateRequest(_Wire):
+    debtor: DebtorIn
+    account: AccountIn
+    history: list[HistoryEntryIn] = Field(default_factory=list)
+    suppressions: list[SuppressionIn] = Field(default_factory=list)
+    contact: ContactIn
+    strategy: StrategyIn | None = None
+
+    def to_inputs(
+        self,
+    ) -> tuple[DebtorContext, AccountState, list[LedgerEntry], ProposedContact, list[Suppression], StrategyLimits]:
+        d, a, c = self.debtor, self.account, self.contact
+        debtor = DebtorContext(
+            d.id, d.jurisdiction, tuple(d.time_zones) if d.time_zones else None, d.phone,
+            frozenset(d.authorized_channels) if d.authorized_channels is not None else None,
+        )
+        account = AccountState(a.id, a.status, a.promise_until)
+        ledger = [
+            LedgerEntry(h.channel, h.direction, h.at, h.account_id, h.outcome, h.consented, h.kind, h.address)
+            for h in self.history
+        ]
+        contact = ProposedContact(c.channel, c.at, c.account_id, c.kind, c.consented, c.address)
+        suppressions = [Suppression(s.channel, s.address, s.at) for s in self.suppressions]
+        limits = StrategyLimits()
+        if self.strategy is not None:
+            s = self.strategy
+            limits = StrategyLimits(
+                timedelta(minutes=s.min_gap_minutes) if s.min_gap_minutes else None,
+                tuple(sorted(s.daily_caps.items())), tuple(sorted(s.weekly_caps.items())),
+            )
+        return debtor, account, ledger, contact, suppressions, limits
+
+
+class RuleOut(BaseModel):
+    id: str
+    source: str
+    detail: str
+
+
+class EvaluateResponse(BaseModel):
+    decision: Literal["allow", "defer", "deny"]
+    not_before: datetime | None = None
+    rules: list[RuleOut]
+
+    @classmethod
+    def of(cls, decision: Decision) -> EvaluateResponse:
+        return cls(
+            decision=decision.decision,
+            not_before=decision.not_before if isinstance(decision, Defer) else None,
+            rules=[RuleOut(id=r.id, source=r.source, detail=r.detail) for r in decision.rules],
+        )
