@@ -26,9 +26,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     clock = clock or SystemClock()
     seed = _DEV_KEY_SEED if settings.env == "development" else None
     # Built here, not in the lifespan, so the public key is known before the server starts.
-    signer = EventWebhookSigner(
-        load_private_key(settings.sendgrid_webhook_private_key.get_secret_value(), seed)
-    )
+    signer = EventWebhookSigner(load_private_key(settings.sendgrid_webhook_private_key.get_secret_value(), seed))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -96,9 +96,7 @@ class CallbackSender:
                         return response
                 if attempt < self.retries:
                     await self.scheduler.sleep(0.5 * 2**attempt)
-            log.warning(
-                "callback_failed", kind=entry["kind"], status=entry["status"], attempts=entry["attempts"]
-            )
+            log.warning("callback_failed", kind=entry["kind"], status=entry["status"], attempts=entry["attempts"])
             return response
         except Exception:  # a receiver must never crash the sandbox
             log.exception("callback_crashed", kind=entry["kind"])

@@ -158,9 +158,7 @@ async def clear_faults(sb: SandboxDep) -> Response:
 @router.post("/twilio/inbound")
 async def inbound(message: Inbound, sb: SandboxDep) -> dict[str, Any]:
     """A user texts one of our numbers; the sandbox POSTs the signed incoming-message webhook."""
-    target = message.url or getattr(
-        sb.inbound_urls, "whatsapp" if message.from_.startswith("whatsapp:") else "sms"
-    )
+    target = message.url or getattr(sb.inbound_urls, "whatsapp" if message.from_.startswith("whatsapp:") else "sms")
     if not target:
         raise Problem(409, "No inbound URL", "pass url or configure the channel's inbound URL")
     return await deliver_inbound(sb, message.from_, message.to, message.body, target, message.num_media)

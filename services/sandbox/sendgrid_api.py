@@ -166,9 +166,7 @@ def validate_mail(body: Any, now: float) -> list[dict[str, Any]]:
                 )
             )
     headers = body.get("headers")
-    if headers is not None and (
-        not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())
-    ):
+    if headers is not None and (not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values())):
         errors.append(sg_error("Invalid type. Expected: string, given: object.", "headers", "message.headers"))
     return errors
 
@@ -220,8 +218,7 @@ async def mail_send(request: Request) -> Response:
     if decision.delay_s:
         await sb.scheduler.sleep_real(decision.delay_s)
     if decision.status is not None:
-        sb.record(request, "sendgrid", received, decision.status, json_body=body, to=recipients_to,
-                  fault="injected")
+        sb.record(request, "sendgrid", received, decision.status, json_body=body, to=recipients_to, fault="injected")
         return fault_response(decision)
     errors = validate_mail(body, received)
     if errors:
@@ -358,8 +355,12 @@ def _engagement_fields(name: str) -> dict[str, Any]:
     if name == "open":
         return {"useragent": "Mozilla/5.0 (sandbox)", "ip": "203.0.113.7", "sg_machine_open": False}
     if name == "click":
-        return {"useragent": "Mozilla/5.0 (sandbox)", "ip": "203.0.113.7", "url": "https://example.com/",
-                "url_offset": {"index": 0, "type": "html"}}
+        return {
+            "useragent": "Mozilla/5.0 (sandbox)",
+            "ip": "203.0.113.7",
+            "url": "https://example.com/",
+            "url_offset": {"index": 0, "type": "html"},
+        }
     return {}
 
 

@@ -188,8 +188,9 @@ async def status_event(sb: Sandbox, record: CallRecord, event: str, **extra: str
         **extra,
     )
     record.sequence += 1
-    await sb.sender.post_twilio("call-status", url, params, sb.auth_token, sid=record.resource["sid"],
-                                to=record.resource["to"])
+    await sb.sender.post_twilio(
+        "call-status", url, params, sb.auth_token, sid=record.resource["sid"], to=record.resource["to"]
+    )
 
 
 def set_status(sb: Sandbox, record: CallRecord, status: str) -> None:
@@ -261,8 +262,9 @@ async def async_amd(sb: Sandbox, record: CallRecord, amd: str) -> None:
         "AnsweredBy": amd,
         "MachineDetectionDuration": "3000",
     }
-    await sb.sender.post_twilio("amd-status", url, params, sb.auth_token, sid=record.resource["sid"],
-                                to=record.resource["to"])
+    await sb.sender.post_twilio(
+        "amd-status", url, params, sb.auth_token, sid=record.resource["sid"], to=record.resource["to"]
+    )
 
 
 async def fetch_twiml(

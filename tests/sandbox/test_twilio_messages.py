@@ -92,7 +92,9 @@ async def test_wrong_credentials_are_401_with_twilio_error(sandbox: SandboxHandl
         (number(), None, 21602),
     ],
 )
-async def test_validation_errors_raise_twilio_codes(sandbox: SandboxHandle, to: str, body: str | None, code: int) -> None:
+async def test_validation_errors_raise_twilio_codes(
+    sandbox: SandboxHandle, to: str, body: str | None, code: int
+) -> None:
     client = sandbox.twilio_client()
     kwargs = {"to": to, "from_": FROM}
     if body is not None:
@@ -104,8 +106,10 @@ async def test_validation_errors_raise_twilio_codes(sandbox: SandboxHandle, to: 
     assert [r["status"] for r in recorded] == [400]
 
 
-@pytest.mark.parametrize(("last4", "status", "code"), [("3003", "undelivered", 30003), ("3007", "undelivered", 30007),
-                                                        ("3008", "failed", 30008)])
+@pytest.mark.parametrize(
+    ("last4", "status", "code"),
+    [("3003", "undelivered", 30003), ("3007", "undelivered", 30007), ("3008", "failed", 30008)],
+)
 async def test_default_rules_fail_delivery_with_error_code(
     sandbox: SandboxHandle, receiver: Receiver, last4: str, status: str, code: int
 ) -> None:
@@ -123,9 +127,7 @@ async def test_scripted_scenario_overrides_default(sandbox: SandboxHandle, recei
     to = number()
     await sandbox.set_scenario(to, outcome="undelivered", error_code=30006)
     client = sandbox.twilio_client()
-    await asyncio.to_thread(
-        client.messages.create, to=to, from_=FROM, body="hola", status_callback=receiver.url + "/s"
-    )
+    await asyncio.to_thread(client.messages.create, to=to, from_=FROM, body="hola", status_callback=receiver.url + "/s")
     final = (await receiver.wait("/s", 2))[-1]
     assert (final.param("MessageStatus"), final.param("ErrorCode")) == ("undelivered", "30006")
 
