@@ -182,3 +182,48 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_cleanly(
         if worker.poll() is None:
             worker.kill()
     assert await _committed_total(kafka_settings, group, topic) == len(events)
+
+
+async def test_one_partition_runs_debtors_concurrently_but_each_debtor_in_order(
+    kafka_settings: KafkaSettings,
+) -> None:
+    single = kafka_settings.model_copy(update={"partitions": 1})
+    topic = Topics(single.topic_prefix).account_events
+    await ensure_topics(single, [topic, Topics(single.topic_prefix).dlq])
+    producer = EventProducer(single)
+    await producer.start()
+    seen: dict[str, list[str]] = {"deb-a": [], "deb-b": []}
+    b_started = asyncio.Event()
+    in_flight = max_in_flight = 0
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        nonlocal in_flight, max_in_flight
+        in_flight += 1
+        max_in_flight = max(max_in_flight, in_flight)
+        try:
+            debtor = event.subject
+            if debtor == "deb-b":
+                b_started.set()
+            elif not seen["deb-a"]:
+                # deb-a's first event cannot finish until deb-b's work has begun: only possible
+                # when both debtors run concurrently within the one partition.
+                await asyncio.wait_for(b_started.wait(), timeout=10)
+            seen[debtor].append(event.data.account_id)  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+        finally:
+            in_flight -= 1
+
+    runner = ConsumerRunner(name="order", service="test", topics=[topic], group_id=f"g-{uuid.uuid4()}",
+                            kafka=single, handler=handle, producer=producer)
+    try:
+        for i in range(20):
+            await producer.publish(topic, _event(i, debtor="deb-a" if i % 2 == 0 else "deb-b"))
+        await runner.start()
+        await wait_for(lambda: len(seen["deb-a"]) + len(seen["deb-b"]) == 20, what="all handled")
+    finally:
+        await runner.stop()
+        await producer.stop()
+    assert seen["deb-a"] == [f"acc-{i}" for i in range(0, 20, 2)]
+    assert seen["deb-b"] == [f"acc-{i}" for i in range(1, 20, 2)]
+    assert max_in_flight == 2
+    assert runner.dead_lettered == 0
