@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-demo", action="store_true", help="do not load the demo portfolio")
     p_run.add_argument("--base-port", type=int, default=8000)
     p_run.add_argument("--kafka-port", type=int, default=9092)
+    p_run.add_argument("--sandbox-port", type=int, default=8090)
     p_schemas = sub.add_parser("schemas", help="export JSON Schemas and the AsyncAPI document to docs/")
     p_schemas.add_argument("--out", default="docs")
     p_broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "run":
         from shared.supervisor import run_local
 
-        return run_local(base_port=args.base_port, kafka_port=args.kafka_port, demo=not args.no_demo)
+        return run_local(
+            base_port=args.base_port, kafka_port=args.kafka_port, sandbox_port=args.sandbox_port, demo=not args.no_demo
+        )
     elif args.command == "schemas":
         from shared.events.export import export
 

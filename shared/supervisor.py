@@ -87,12 +87,14 @@ def _wait_healthy(services: list[Supervised], timeout: float) -> None:
         raise RuntimeError("not healthy in time: " + ", ".join(s.name for s in pending))
 
 
-def run_local(base_port: int = 8000, kafka_port: int = 9092, demo: bool = True) -> int:
+def run_local(
+    base_port: int = 8000, kafka_port: int = 9092, sandbox_port: int = SANDBOX_PORT, demo: bool = True
+) -> int:
     var = Path(os.environ.get("CADENCIA_VAR_DIR", "var"))
     (var / "log").mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(port=kafka_port, log_path=str(var / "log" / "broker.log"))
     broker.start()
-    sandbox_url = f"http://127.0.0.1:{SANDBOX_PORT}"
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     ports = {name: base_port + offset for name, offset in PORTS.items()}
     common = {
         **os.environ,
@@ -113,7 +115,7 @@ def run_local(base_port: int = 8000, kafka_port: int = 9092, demo: bool = True) 
     )
     services: list[Supervised] = []
     if importlib.util.find_spec("services.sandbox.app") is not None:
-        services.append(Supervised("sandbox", SANDBOX_PORT, common, var / "log" / "sandbox.log"))
+        services.append(Supervised("sandbox", sandbox_port, common, var / "log" / "sandbox.log"))
     for name in available_services():
         env = {**common, f"{name.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{var / (name + '.db')}"}
         services.append(Supervised(name, ports[name], env, var / "log" / f"{name}.log"))
