@@ -1,0 +1,133 @@
+"""The simulation endpoint: exact request/response contract and problem+json on invalid input."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.orchestrator.policy import load_policy
+from services.orchestrator.policy.views import router
+
+
+def _app(with_policy: bool = True) -> tuple[FastAPI, bool]:
+    app = FastAPI()
+    installed = False
+    try:
+        http = importlib.import_module("shared.http")
+        install = getattr(http, "install_problem_handlers", None)
+        if install is not None:
+            install(app)
+            installed = True
+    except ImportError:
+        pass
+    app.include_router(router)
+    if with_policy:
+        app.state.policy = load_policy()
+    return app, installed
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[httpx.AsyncClient, bool]]:
+    app, installed = _app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        yield c, installed
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "debtor": {"id": "d1", "jurisdiction": "US", "time_zones": ["America/Chicago"],
+                   "phone": "+13125550100", "authorized_channels": None},
+        "account": {"id": "D1", "status": "active", "promise_until": None},
+        "history": [{"channel": "voice", "direction": "outbound", "at": "2025-06-02T15:00:00Z",
+                     "account_id": "D1", "outcome": "no_answer", "consented": False}],
+        "suppressions": [{"channel": "sms", "address": "+13125550100"}],
+        "contact": {"channel": "voice", "at": "2025-06-08T15:00:00Z", "account_id": "D1",
+                    "kind": "collection", "consented": False},
+    }
+    payload.update(changes)
+    return payload
+
+
+async def test_allow_matches_the_contract(client) -> None:
+    c, _ = client
+    r = await c.post("/v1/policy/evaluate", json=body())
+    assert r.status_code == 200
+    data = r.json()
+    assert data["decision"] == "allow"
+    assert "not_before" not in data
+    assert {"US.fdcpa.hours", "US.reg_f.call_frequency"} <= {rule["id"] for rule in data["rules"]}
+    for rule in data["rules"]:
+        assert set(rule) == {"id", "source", "detail"} and rule["source"]
+
+
+async def test_defer_gives_utc_not_before_and_the_deciding_rules(client) -> None:
+    c, _ = client
+    calls = [{"channel": "voice", "direction": "outbound", "at": f"2025-06-02T{14 + i}:00:00Z",
+              "account_id": "D1", "outcome": "voicemail", "consented": False} for i in range(7)]
+    r = await c.post("/v1/policy/evaluate", json=body(history=calls))
+    assert r.status_code == 200
+    data = r.json()
+    assert data["decision"] == "defer"
+    assert data["not_before"] == "2025-06-09T13:00:00Z"  # 08:00 CDT once June 2 leaves the window
+    rule = next(x for x in data["rules"] if x["id"] == "US.reg_f.call_frequency")
+    assert rule["source"] == "12 CFR 1006.14(b)(2)(i)(A)"
+    assert "limit 7" in rule["detail"]
+
+
+async def test_deny_for_a_suppressed_medium(client) -> None:
+    c, _ = client
+    contact = {"channel": "sms", "at": "2025-06-08T15:00:00Z", "account_id": "D1", "kind": "collection",
+               "consented": False}
+    r = await c.post("/v1/policy/evaluate", json=body(contact=contact))
+    assert r.status_code == 200
+    data = r.json()
+    assert data["decision"] == "deny"
+    assert [x["id"] for x in data["rules"]] == ["US.reg_f.opt_out"]
+
+
+async def test_time_zones_are_optional_and_derived_from_the_phone(client) -> None:
+    c, _ = client
+    payload = body()
+    del payload["debtor"]["time_zones"]
+    payload["contact"]["at"] = "2025-06-08T12:30:00Z"  # 07:30 in Chicago (from +1 312)
+    r = await c.post("/v1/policy/evaluate", json=payload)
+    assert r.json()["not_before"] == "2025-06-08T13:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b["contact"].update(channel="pigeon"), "contact.channel"),
+        (lambda b: b["history"][0].update(at="2025-06-02T15:00:00"), "history.0.at"),
+        (lambda b: b["history"][0].update(outcome="maybe"), "history.0.outcome"),
+        (lambda b: b["debtor"].update(time_zones=["Mars/Olympus"]), "debtor.time_zones"),
+        (lambda b: b["account"].update(status="lost"), "account.status"),
+        (lambda b: b.pop("contact"), "contact"),
+    ],
+)
+async def test_invalid_input_is_a_422_problem(client, mutate, field: str) -> None:
+    c, installed = client
+    payload = body()
+    mutate(payload)
+    r = await c.post("/v1/policy/evaluate", json=payload)
+    assert r.status_code == 422
+    if installed:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        data = r.json()
+        assert {"type", "title", "status", "detail", "errors"} <= set(data)
+        assert data["status"] == 422
+        assert any(e["field"] == field or e["field"].startswith(field + ".") for e in data["errors"])
+    else:
+        assert field.split(".")[-1] in r.text
+
+
+async def test_without_app_state_the_shipped_packs_are_loaded() -> None:
+    app, _ = _app(with_policy=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        r = await c.post("/v1/policy/evaluate", json=body())
+    assert r.json()["decision"] == "allow"
