@@ -1,20 +1,39 @@
-"""Placeholder: replaced by the templates implementation."""
+"""The templates component: the editor API, the web editor, and seeding the shipped templates."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 
 from services.orchestrator.context import OrchestratorContext
+from services.orchestrator.templates import service
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 
-class _Component:
+class TemplatesComponent:
     def install(self, app: FastAPI) -> None:
-        return None
+        from services.orchestrator.templates.editor import router as editor_router
+        from services.orchestrator.templates.views import router as api_router
+
+        app.include_router(api_router)
+        app.include_router(editor_router)
 
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
-        return None
+        if not ctx.settings.seed_templates:
+            return
+        try:
+            async with ctx.db.transaction() as session:
+                if not await service.store_is_empty(session):
+                    return
+                count = await service.seed_store(session, ctx.topics.templates, ctx.clock())
+        except IntegrityError:  # another instance seeded at the same time
+            log.info("templates already seeded by another instance")
+            return
+        log.info("seeded shipped templates", count=count)
 
 
-component = _Component()
+component = TemplatesComponent()

@@ -1,0 +1,61 @@
+"""Template tables: immutable numbered versions, and the published pointer per (key, channel, locale, variant)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.events.contracts import TemplateContent, TemplatePublished, TemplateRef
+
+
+class TemplateVersion(Base):
+    """One immutable version. Numbers are unique per key, so ``(key, version)`` pins one content."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (Index("ix_template_versions_combo", "key", "channel", "locale", "variant"),)
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    locale: Mapped[str] = mapped_column(String(20))
+    variant: Mapped[str] = mapped_column(String(40))
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    variables_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Last time this version was published (it may have been rolled back since).
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def template_content(self) -> TemplateContent:
+        return TemplateContent.model_validate(self.content)
+
+    def ref(self) -> TemplateRef:
+        return TemplateRef(key=self.key, version=self.version, channel=self.channel,  # type: ignore[arg-type]
+                           locale=self.locale, variant=self.variant)
+
+    def as_published(self, published_at: datetime | None = None) -> TemplatePublished:
+        """The event payload / channel-side view of this version."""
+        return TemplatePublished(
+            key=self.key, version=self.version, channel=self.channel,  # type: ignore[arg-type]
+            locale=self.locale, variant=self.variant, content=self.template_content,
+            variables_schema=self.variables_schema,
+            published_at=published_at or self.published_at or self.created_at,
+        )
+
+
+class PublishedTemplate(Base):
+    """Which version is live for one (key, channel, locale, variant), and its A/B weight."""
+
+    __tablename__ = "template_published"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(20), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
