@@ -1,4 +1,4 @@
-"""Placeholder: replaced by the runtime implementation."""
+"""The runtime component: intake, account events and outcomes consumers, the deferral scheduler, routes."""
 
 from __future__ import annotations
 
@@ -7,14 +7,51 @@ from contextlib import AsyncExitStack
 from fastapi import FastAPI
 
 from services.orchestrator.context import OrchestratorContext
+from services.orchestrator.runtime import policy_port
+from services.orchestrator.runtime.handlers import ACCOUNT_TYPES, OUTCOME_TYPES, REQUEST_TYPES, EventHandlers
+from services.orchestrator.runtime.scheduler import DeferralScheduler
+from services.orchestrator.runtime.service import Runtime
+from services.orchestrator.runtime.strategy import Strategy
+from shared.bus import ConsumerRunner
 
 
-class _Component:
+class RuntimeComponent:
     def install(self, app: FastAPI) -> None:
-        return None
+        from services.orchestrator.runtime.views import router
+
+        app.include_router(router)
 
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
-        return None
+        policy = getattr(app.state, "policy", None)
+        if policy is None:
+            policy = policy_port.load(ctx.settings.policy_dirs)
+            app.state.policy = policy
+        strategy = Strategy.load(ctx.settings.strategy_path or None)
+        rt = Runtime(ctx=ctx, strategy=strategy, policy=policy, jurisdictions=policy_port.jurisdictions(policy))
+        app.state.runtime = rt
+
+        scheduler = DeferralScheduler(rt, ctx.settings.scheduler_interval)
+        rt_scheduler = scheduler
+        app.state.scheduler = rt_scheduler
+        await scheduler.start()
+        stack.push_async_callback(scheduler.stop)
+
+        # One group member per instance reads all three inputs: one rebalance per instance, and
+        # records of one debtor (one key) are applied in order within each partition.
+        runner = ConsumerRunner(
+            name="orchestrator",
+            service=ctx.settings.service_name,
+            topics=[ctx.topics.contact_requests, ctx.topics.account_events, ctx.topics.contact_outcomes],
+            group_id=ctx.settings.consumer_group,
+            kafka=ctx.settings.kafka,
+            handler=EventHandlers(rt),
+            producer=ctx.producer,
+            accept_types=REQUEST_TYPES | ACCOUNT_TYPES | OUTCOME_TYPES,
+        )
+        await runner.start()
+        stack.push_async_callback(runner.stop)
+        app.state.runtime_consumer = runner
+        app.state.ready_checks.extend([runner.ping, scheduler.ping])
 
 
-component = _Component()
+component = RuntimeComponent()

@@ -1,0 +1,212 @@
+"""The orchestrator's ledger and state: debtors, accounts, requests, dispatches, outcomes, suppressions.
+
+Every table a decision reads is indexed by ``(debtor_id, at)`` so a decision reads only that
+debtor's recent rows, whatever the size of the portfolio.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Date, DateTime, Dialect, Index, Integer, Numeric, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from shared.db import Base
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite stores naive UTC text, so compare in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_ID = 200
+_PK = BigInteger().with_variant(Integer, "sqlite")
+
+
+class DebtorRow(Base):
+    __tablename__ = "debtors"
+
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    locale: Mapped[str] = mapped_column(String(20), default="es-MX")
+    jurisdiction: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    whatsapp: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    authorized_channels: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    preferred_channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    consents: Mapped[dict[str, bool] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    product: Mapped[str] = mapped_column(String(100), default="")
+    balance: Mapped[Decimal | None] = mapped_column(Numeric(18, 4), nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    days_past_due: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    due_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    risk_score: Mapped[float | None] = mapped_column(nullable=True)
+    payment_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    #: active | promised | paid | disputed | ceased
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    promise_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ContactRequestRow(Base):
+    __tablename__ = "contact_requests"
+    __table_args__ = (Index("ix_contact_requests_debtor_at", "debtor_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    account_id: Mapped[str] = mapped_column(String(_ID))
+    kind: Mapped[str] = mapped_column(String(30), default="collection")
+    template: Mapped[str] = mapped_column(String(_ID))
+    #: The request as received (``ContactRequested`` JSON), re-read at release and fallback.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The channels to try, in order (strategy order for ``auto``), and those that failed.
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tried_channels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    segment: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: The result the intake answered with (returned again for a repeated id).
+    intake_status: Mapped[str] = mapped_column(String(20))
+    intake_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StatusHistoryRow(Base):
+    __tablename__ = "contact_status_history"
+
+    id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    dispatch_id: Mapped[str | None] = mapped_column(String(_ID), nullable=True)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DispatchRow(Base):
+    """One attempt of a request on one channel; in the ledger from the moment it is decided."""
+
+    __tablename__ = "dispatches"
+    __table_args__ = (Index("ix_dispatches_debtor_at", "debtor_id", "at"),)
+
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    account_id: Mapped[str] = mapped_column(String(_ID))
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(30), default="collection")
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    template_key: Mapped[str] = mapped_column(String(_ID))
+    template_version: Mapped[int] = mapped_column(Integer)
+    consented: Mapped[bool] = mapped_column(default=False)
+    #: Latest delivery status; only moves forward (see ``service.STATUS_RANK``).
+    status: Mapped[str] = mapped_column(String(20), default="dispatched")
+    error_code: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutcomeRow(Base):
+    __tablename__ = "outcomes"
+    __table_args__ = (Index("ix_outcomes_debtor_at", "debtor_id", "at"),)
+
+    id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(_ID))
+    dispatch_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    request_id: Mapped[str] = mapped_column(String(_ID))
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    channel: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(50), default="")
+    error_code: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ResponseRow(Base):
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_debtor_at", "debtor_id", "at"),)
+
+    id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(_ID))
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    dispatch_id: Mapped[str | None] = mapped_column(String(_ID), nullable=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(30))
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    digits: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SuppressionRow(Base):
+    """Per address and channel (STOP, bounce, invalid number) or per debtor and channel (cease)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (Index("ix_suppressions_debtor_at", "debtor_id", "at"),)
+
+    id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    channel: Mapped[str] = mapped_column(String(20))
+    #: Normalised address; None for a debtor-wide suppression of the channel.
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    reason: Mapped[str] = mapped_column(String(50))
+    source: Mapped[str] = mapped_column(String(50))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeferredContactRow(Base):
+    __tablename__ = "deferred_contacts"
+    __table_args__ = (
+        Index("ix_deferred_contacts_due", "state", "not_before"),
+        Index("ix_deferred_contacts_debtor_at", "debtor_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    account_id: Mapped[str] = mapped_column(String(_ID))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: pending | released | cancelled
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

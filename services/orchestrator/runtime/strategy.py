@@ -1,0 +1,125 @@
+"""Collection strategy: which segment an account is in, and what that means for contacting it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events.contracts import CHANNELS, Account, Channel
+
+DEFAULT_PATH = Path(__file__).with_name("strategy.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plan(_Strict):
+    """What a segment decides; every field optional so segments override only what they name."""
+
+    channels: list[Channel] | None = None
+    variant: str | None = None
+    template_suffix: str | None = None
+    min_gap_hours: float | None = Field(None, ge=0)
+    daily_caps: dict[Channel, int] | None = None
+    weekly_caps: dict[Channel, int] | None = None
+    no_answer_fallback_after: int | None = Field(None, ge=1)
+
+
+class Segment(Plan):
+    name: str
+    days_past_due: tuple[int | None, int | None] | None = None
+    balance: tuple[Decimal | None, Decimal | None] | None = None
+    risk_score: tuple[float | None, float | None] | None = None
+    products: list[str] | None = None
+
+    def matches(self, account: Account) -> bool:
+        return (
+            _within(account.days_past_due, self.days_past_due)
+            and _within(account.balance, self.balance)
+            and (self.risk_score is None or (account.risk_score is not None and _within(account.risk_score,
+                                                                                           self.risk_score)))
+            and (self.products is None or account.product in self.products)
+        )
+
+
+def _within(value: Any, bounds: tuple[Any, Any] | None) -> bool:
+    if bounds is None:
+        return True
+    low, high = bounds
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+class StrategyConfig(_Strict):
+    send_window_hours: float = Field(24, gt=0)
+    promise_horizon_days: int = Field(7, ge=1)
+    ledger_window_days: int = Field(14, ge=8)
+    opt_out_confirmation_template: str | None = "opt_out_confirmation"
+    creditor: dict[str, Any] = Field(default_factory=dict)
+    defaults: Plan = Plan()
+    segments: list[Segment] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """The resolved plan for one account."""
+
+    segment: str
+    channels: tuple[Channel, ...]
+    variant: str | None
+    template_suffix: str
+    min_gap: timedelta | None
+    daily_caps: dict[str, int] = field(default_factory=dict)
+    weekly_caps: dict[str, int] = field(default_factory=dict)
+    no_answer_fallback_after: int = 2
+
+
+@dataclass(frozen=True)
+class Strategy:
+    config: StrategyConfig
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Strategy:
+        raw = yaml.safe_load(Path(path or DEFAULT_PATH).read_text(encoding="utf-8")) or {}
+        return cls(StrategyConfig.model_validate(raw))
+
+    @property
+    def send_window(self) -> timedelta:
+        return timedelta(hours=self.config.send_window_hours)
+
+    @property
+    def promise_horizon(self) -> timedelta:
+        return timedelta(days=self.config.promise_horizon_days)
+
+    @property
+    def ledger_window(self) -> timedelta:
+        return timedelta(days=self.config.ledger_window_days)
+
+    def plan(self, account: Account) -> SegmentPlan:
+        segment = next((s for s in self.config.segments if s.matches(account)), None)
+        layers = [self.config.defaults] + ([segment] if segment else [])
+
+        def pick(name: str, fallback: Any) -> Any:
+            value = fallback
+            for layer in layers:
+                if getattr(layer, name) is not None:
+                    value = getattr(layer, name)
+            return value
+
+        gap_hours = pick("min_gap_hours", 0)
+        return SegmentPlan(
+            segment=segment.name if segment else "default",
+            channels=tuple(pick("channels", list(CHANNELS))),
+            variant=pick("variant", None),
+            template_suffix=pick("template_suffix", ""),
+            min_gap=timedelta(hours=gap_hours) if gap_hours else None,
+            daily_caps=dict(pick("daily_caps", {})),
+            weekly_caps=dict(pick("weekly_caps", {})),
+            no_answer_fallback_after=pick("no_answer_fallback_after", 2),
+        )

@@ -1,0 +1,81 @@
+"""Checks a contact request must pass beyond its JSON Schema; each failure is a rejection reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from babel.numbers import list_currencies
+from email_validator import EmailNotValidError, validate_email
+
+from shared.events.contracts import ContactRequested
+
+ADDRESS_FIELD = {"sms": "phone", "voice": "phone", "email": "email", "whatsapp": "whatsapp"}
+
+
+@lru_cache(maxsize=1)
+def _currencies() -> frozenset[str]:
+    return frozenset(list_currencies())
+
+
+def is_e164(number: str) -> bool:
+    if not number.startswith("+"):
+        return False
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(parsed)
+
+
+def is_email(address: str) -> bool:
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def is_time_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """Instants without an offset are read as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def problems(request: ContactRequested, jurisdictions: Iterable[str]) -> list[str]:
+    """Reasons to reject ``request`` (empty when it is valid). Template keys are checked by the caller."""
+    found: list[str] = []
+    debtor, account = request.debtor, request.account
+    for name in ("phone", "whatsapp"):
+        value = getattr(debtor, name)
+        if value is not None and not is_e164(value):
+            found.append(f"debtor.{name} is not a valid E.164 number")
+    if debtor.email is not None and not is_email(debtor.email):
+        found.append("debtor.email is not a valid e-mail address")
+    known = {j.upper() for j in jurisdictions}
+    if debtor.jurisdiction.upper() not in known:
+        found.append(f"unknown jurisdiction {debtor.jurisdiction!r}")
+    if debtor.time_zone is not None and not is_time_zone(debtor.time_zone):
+        found.append(f"unknown time zone {debtor.time_zone!r}")
+    if account.currency.upper() not in _currencies() or account.currency != account.currency.upper():
+        found.append(f"unknown currency {account.currency!r} (ISO 4217, upper case)")
+    if request.channel != "auto" and getattr(debtor, ADDRESS_FIELD[request.channel]) is None:
+        found.append(f"no {ADDRESS_FIELD[request.channel]} for channel {request.channel}")
+    if request.channel == "auto" and not any(getattr(debtor, f) for f in set(ADDRESS_FIELD.values())):
+        found.append("the debtor has no phone, e-mail or WhatsApp address")
+    not_before, expires_at = aware(request.not_before), aware(request.expires_at)
+    if not_before is not None and expires_at is not None and expires_at <= not_before:
+        found.append("expires_at is not after not_before")
+    return found

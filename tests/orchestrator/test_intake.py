@@ -1,0 +1,113 @@
+"""Intake: Kafka and HTTP take the same path to a dispatch; invalid input is rejected or dead-lettered."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.orchestrator.runtime.handlers import apply_request
+from shared.events.contracts import ContactDispatchedEvent
+from tests.helpers import TopicReader, wait_for
+from tests.orchestrator.conftest import T0, VIEWER, FakeClock, Orchestrator, request_event
+
+DISPATCHED = "cadencia.contact.dispatched.v1"
+STATUS = "cadencia.contact.status_changed.v1"
+DLQ = "cadencia.dlq.dead_lettered.v1"
+
+
+def statuses(reader: TopicReader, request_id: str) -> list[str]:
+    return [e.data.status for e in reader.of_type(STATUS) if e.data.request_id == request_id]
+
+
+async def test_a_request_from_kafka_is_dispatched_on_its_channel_topic(
+    orchestrator: Orchestrator, kafka_settings, clock: FakeClock
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("sms"), t.dispatch("email"), t.contact_status) as reader:
+        event = request_event("deb-k1", channel="auto", expires_at=T0 + timedelta(hours=2))
+        await orchestrator.publish(t.contact_requests, event)
+        [dispatched] = await reader.wait_count(DISPATCHED, 1)
+        assert isinstance(dispatched, ContactDispatchedEvent)
+        assert dispatched.data.request_id == event.id
+        assert dispatched.data.channel == "sms"  # early segment: SMS first
+        assert reader.raw[0].topic in (t.dispatch("sms"), t.contact_status)
+        assert [r.topic for r in reader.raw if b"contact.dispatched" in r.value] == [t.dispatch("sms")]
+        assert dispatched.data.to == "+12125550123"
+        assert dispatched.data.template.key == "reminder" and dispatched.data.template.version >= 1
+        assert dispatched.data.deadline == T0 + timedelta(hours=2)  # expires_at is sooner than the send window
+        assert dispatched.data.variables["account"]["balance"] == "1234.50"
+        assert dispatched.data.variables["debtor"]["first_name"] == "Ana"
+        await wait_for(lambda: statuses(reader, event.id) == ["dispatched"])
+
+    response = await orchestrator.http.get(f"/v1/contact-requests/{event.id}", headers=VIEWER)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "dispatched" and body["dispatches"][0]["id"] == dispatched.data.dispatch_id
+
+
+async def test_http_intake_uses_the_same_path_and_repeated_ids_answer_the_original_result(
+    orchestrator: Orchestrator, kafka_settings
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("email"), t.contact_status) as reader:
+        first = request_event("deb-h1", channel="email")
+        second = request_event("deb-h2", channel="email")
+        response = await orchestrator.submit(first, second)
+        assert response.status_code == 202
+        assert response.json()["request_ids"] == [first.id, second.id]
+        assert [r["status"] for r in response.json()["results"]] == ["dispatched", "dispatched"]
+
+        again = await orchestrator.submit(first)
+        assert again.status_code == 202
+        assert again.json()["results"][0] == {"request_id": first.id, "status": "dispatched", "reason": None,
+                                              "duplicate": True}
+        # the same id arriving on Kafka as well changes nothing either
+        await orchestrator.publish(t.contact_requests, first)
+        assert (await apply_request(orchestrator.runtime, first)).duplicate
+
+        await reader.wait_count(DISPATCHED, 2)
+        await wait_for(lambda: orchestrator.app.state.runtime_consumer.handled >= 1, what="kafka copy consumed")
+        assert sorted(e.data.request_id for e in reader.of_type(DISPATCHED)) == sorted([first.id, second.id])
+
+    single = await orchestrator.http.post("/v1/contact-requests", json=request_event("deb-h3").data.model_dump(
+        mode="json"), headers={"Authorization": "Bearer editor-key"})
+    assert single.status_code == 202 and single.json()["results"][0]["status"] == "dispatched"
+    assert (await orchestrator.http.post("/v1/contact-requests", json={}, headers=VIEWER)).status_code == 403
+
+
+async def test_invalid_requests_are_rejected_with_a_reason_and_poison_goes_to_the_dlq(
+    orchestrator: Orchestrator, kafka_settings
+) -> None:
+    t = orchestrator.topics
+    bad = [
+        request_event("deb-v1", phone="+1212555"),
+        request_event("deb-v2", channel="email", email="not-an-email"),
+        request_event("deb-v3", jurisdiction="ZZ"),
+        request_event("deb-v4", template="no_such_template"),
+        request_event("deb-v5", currency="XYZ"),
+        request_event("deb-v6", time_zone="Mars/Olympus"),
+    ]
+    async with TopicReader(kafka_settings, t.contact_status, t.dlq) as reader:
+        for event in bad:
+            await orchestrator.publish(t.contact_requests, event)
+        producer = orchestrator.app.state.ctx.producer
+        await producer.send_raw(t.contact_requests, b"{not json", b"deb-v7")
+        await producer.send_raw(t.contact_requests, b'{"specversion": "1.0", "type": "cadencia.contact.requested.v1"}',
+                                b"deb-v8")
+        rejected = await reader.wait_count(STATUS, len(bad))
+        [dead, dead2] = await reader.wait_count(DLQ, 2)
+    reasons = {e.data.debtor_id: e.data.reason for e in rejected}
+    assert all(e.data.status == "rejected" for e in rejected)
+    assert "E.164" in reasons["deb-v1"]
+    assert "e-mail" in reasons["deb-v2"]
+    assert "jurisdiction" in reasons["deb-v3"]
+    assert "template" in reasons["deb-v4"]
+    assert "currency" in reasons["deb-v5"]
+    assert "time zone" in reasons["deb-v6"]
+    assert {dead.data.key, dead2.data.key} == {"deb-v7", "deb-v8"}
+    assert all(d.data.source_topic == t.contact_requests for d in (dead, dead2))
+
+    response = await orchestrator.submit(request_event("deb-v9", phone="12345"))
+    assert response.status_code == 202 and response.json()["results"][0]["status"] == "rejected"
+    malformed = await orchestrator.http.post("/v1/contact-requests", json={"requests": [{"debtor": {}}]},
+                                             headers={"Authorization": "Bearer editor-key"})
+    assert malformed.status_code == 422
