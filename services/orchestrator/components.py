@@ -32,11 +32,12 @@ class PolicySimulation:
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
         from services.orchestrator.policy import load_policy
 
-        app.state.policy = load_policy(extra_dirs=ctx.settings.policy_dirs or None)
+        app.state.policy = load_policy(extra_dirs=ctx.settings.policy_dirs)
 
 
 def load_components() -> list[Component]:
+    from services.orchestrator.dlq.component import component as dead_letters
     from services.orchestrator.runtime.component import component as runtime
     from services.orchestrator.templates.component import component as templates
 
-    return [PolicySimulation(), templates, runtime]
+    return [PolicySimulation(), templates, runtime, dead_letters]
