@@ -6,7 +6,9 @@ import os
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 from hypothesis import HealthCheck, given, settings
+from phonenumbers.timezone import time_zones_for_number
 from hypothesis import strategies as st
 
 from services.orchestrator.policy import (
@@ -36,6 +38,12 @@ ZONES = {
     "BR": [("America/Sao_Paulo",)],
 }
 PHONE = "+13125550100"
+
+
+def with_phone_zones(zones: tuple[str, ...]) -> tuple[str, ...]:
+    """The debtor may be where the address says or where the number says: both must be lawful."""
+    phone = time_zones_for_number(phonenumbers.parse(PHONE))
+    return tuple(dict.fromkeys(zones + tuple(phone)))
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 CHANNELS = ["voice", "sms", "email", "whatsapp"]
 OUTCOMES = ["conversation", "voicemail", "no_answer", "busy", "not_connected", "sent", "delivered", "failed",
@@ -50,9 +58,10 @@ FAST = settings(max_examples=EXAMPLES, deadline=None, database=None,
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict:
     jurisdiction = draw(st.sampled_from(sorted(ZONES)))
-    zones = draw(st.sampled_from(ZONES[jurisdiction]))
+    own_zones = draw(st.sampled_from(ZONES[jurisdiction]))
     authorised = draw(st.sampled_from([None, frozenset({"voice", "sms"}), frozenset(CHANNELS)]))
-    debtor = DebtorContext("d", jurisdiction, zones, PHONE, authorised)
+    debtor = DebtorContext("d", jurisdiction, own_zones, PHONE, authorised)
+    zones = with_phone_zones(own_zones)
     now = BASE + timedelta(minutes=draw(st.integers(0, 365 * 24 * 60)))
     history = []
     for _ in range(draw(st.integers(0, 14))):
@@ -185,8 +194,9 @@ def _window_violations(debtor: DebtorContext, zones: tuple[str, ...], ledger: li
     ),
 )
 def test_replayed_stream_never_exceeds_a_cap(jurisdiction: str, pick: int, start: int, stream: list) -> None:
-    zones = ZONES[jurisdiction][min(pick, len(ZONES[jurisdiction]) - 1)]
-    debtor = DebtorContext("d", jurisdiction, zones, PHONE)
+    own_zones = ZONES[jurisdiction][min(pick, len(ZONES[jurisdiction]) - 1)]
+    debtor = DebtorContext("d", jurisdiction, own_zones, PHONE)
+    zones = with_phone_zones(own_zones)
     account = AccountState("A1")
     ledger: list[LedgerEntry] = []
     t = BASE + timedelta(minutes=start)

@@ -49,7 +49,7 @@ def test_us_allow_lists_the_rules_that_applied(policy: Policy) -> None:
 
 
 def test_us_spring_forward_opens_at_eight_daylight_time(policy: Policy) -> None:
-    d = debtor(zones=("America/New_York",))
+    d = debtor(zones=("America/New_York",), phone=None)
     # Sat 2025-03-08 21:30 EST; clocks jump 02:00 -> 03:00 on Sunday: 08:00 EDT is 12:00 UTC, not 13:00
     decision = decide(policy, d, contact(local("America/New_York", 2025, 3, 8, 21, 30)))
     assert isinstance(decision, Defer)
@@ -57,7 +57,7 @@ def test_us_spring_forward_opens_at_eight_daylight_time(policy: Policy) -> None:
 
 
 def test_us_fall_back_opens_at_eight_standard_time(policy: Policy) -> None:
-    d = debtor(zones=("America/New_York",))
+    d = debtor(zones=("America/New_York",), phone=None)
     decision = decide(policy, d, contact(utc(2025, 11, 2, 2, 0)))  # Sat 22:00 EDT
     assert isinstance(decision, Defer)
     assert decision.not_before == utc(2025, 11, 2, 13, 0)  # Sun 08:00 EST
@@ -69,6 +69,17 @@ def test_arizona_has_no_dst_and_zone_comes_from_the_phone(policy: Policy) -> Non
     assert isinstance(decision, Defer)
     assert decision.not_before == utc(2025, 7, 1, 15, 0)
     assert isinstance(decide(policy, d, contact(utc(2025, 1, 10, 15, 0))), Allow)  # 08:00 MST in winter
+
+
+def test_address_zone_and_phone_zone_combine(policy: Policy) -> None:
+    # Lives in New York (debtor zone) with a Chicago number: 08:30 in New York is 07:30 in Chicago.
+    d = debtor(zones=("America/New_York",), phone="+13125550100")
+    early = decide(policy, d, contact(local("America/New_York", 2025, 6, 10, 8, 30)))
+    assert isinstance(early, Defer)
+    assert early.not_before == local("America/Chicago", 2025, 6, 10, 8, 0)
+    # 20:30 in Chicago is 21:30 in New York: too late there.
+    late = decide(policy, d, contact(local("America/Chicago", 2025, 6, 10, 20, 30)))
+    assert isinstance(late, Defer)
 
 
 def test_ambiguous_zones_must_be_lawful_in_every_one(policy: Policy) -> None:

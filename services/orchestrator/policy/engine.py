@@ -38,14 +38,16 @@ _DIRECT_OUTCOMES = frozenset({"conversation", "replied"})
 
 
 def candidate_zones(debtor: DebtorContext, default_zones: Sequence[str]) -> tuple[str, ...]:
-    """The debtor's zones, else the phone number's, else the jurisdiction's defaults."""
-    if debtor.time_zones:
-        return tuple(debtor.time_zones)
+    """Every zone the debtor may be in: the debtor's own zones and the phone number's.
+
+    Known zones from both sources are combined (an address in Chicago and a New York number make
+    the contact lawful only when it is lawful in both, as Reg F's commentary expects); with
+    neither, the jurisdiction's defaults apply.
+    """
+    names: list[str] = list(debtor.time_zones or ())
     if debtor.phone:
-        names = phone_zones(debtor.phone)
-        if names:
-            return names
-    return tuple(default_zones)
+        names += [z for z in phone_zones(debtor.phone) if z not in names]
+    return tuple(names) if names else tuple(default_zones)
 
 
 def evaluate(
