@@ -96,10 +96,10 @@ class TemplateCache:
             self._http = None
 
     def put(self, template: TemplatePublished) -> None:
+        """Record a version read from the topic; the last one per combination is the live one
+        (a rollback republishes an older number, and one combination's events share a partition)."""
         self.versions[(template.key, template.version)] = template
-        combo = (template.key, template.channel, template.locale, template.variant)
-        if template.version >= self.published.get(combo, 0):
-            self.published[combo] = template.version
+        self.published[(template.key, template.channel, template.locale, template.variant)] = template.version
 
     async def _run(self) -> None:
         assert self._consumer is not None

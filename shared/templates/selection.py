@@ -24,15 +24,16 @@ def locale_chain(locale: str | None, default: str = DEFAULT_LOCALE) -> list[str]
 
 
 def choose_locale(wanted: str | None, available: Iterable[str], default: str = DEFAULT_LOCALE) -> str | None:
-    """The locale to use among ``available``: exact, then bare language, then another locale of the same
-    language (alphabetically first, so ``en-GB`` finds ``en-US``), then ``default``; ``None`` if none exists.
+    """The locale to use among ``available``: exact, then bare language, then ``default``; a wanted
+    language that differs from the default's first tries its other locales (alphabetically, so ``en-GB``
+    finds ``en-US`` rather than Spanish). ``None`` if none exists.
     """
     have = {_norm(a): a for a in available}
     chain = locale_chain(wanted, default)
     for candidate in chain[:2] if wanted else []:
         if candidate in have:
             return have[candidate]
-    if wanted:
+    if wanted and _norm(wanted).split("-")[0] != _norm(default).split("-")[0]:
         language = _norm(wanted).split("-")[0]
         same = sorted(a for a in have if a.split("-")[0] == language)
         if same:
