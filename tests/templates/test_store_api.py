@@ -25,7 +25,9 @@ BODY = "{{ creditor.name }}: hola {{ debtor | first_name }}, saldo {{ account.ba
 
 
 @pytest.fixture
-async def orchestrator(kafka_settings: KafkaSettings, database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def orchestrator(
+    kafka_settings: KafkaSettings, database_url: str
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     settings = Settings(
         kafka=kafka_settings, database=DatabaseSettings(url=database_url, pool_size=5),
         api_keys="admin:dev-admin-key,viewer:viewer-key",  # type: ignore[arg-type]

@@ -54,7 +54,8 @@ def test_segment_budget_warning() -> None:
 
 
 def test_threatening_language_in_spanish_and_english() -> None:
-    es = lint("k", "sms", "es-MX", TemplateContent(body="{{ creditor.name }}: o iras a la CARCEL.\nLlamaremos a la policía"))
+    body = "{{ creditor.name }}: o iras a la CARCEL.\nLlamaremos a la policía"
+    es = lint("k", "sms", "es-MX", TemplateContent(body=body))
     hits = [f for f in es if f.code == "threatening_language"]
     assert [(f.line, f.column) for f in hits] == [(1, 34), (2, 17)]
     en = lint("k", "email", "en-US", TemplateContent(subject="x", text="{{ creditor.name }} lawsuit today. STOP",
@@ -79,6 +80,9 @@ def test_opt_out_required_by_jurisdiction() -> None:
     assert [(f.field, f.code) for f in lint("k", "email", "es-CO", email)] == [("html", "missing_opt_out")]
 
 
+VM = "{{{{ creditor.name }}}} {word} {{{{ creditor.phone }}}}"
+
+
 def test_voicemail_limited_to_who_and_callback() -> None:
     content = TemplateContent(
         voice_script="{{ creditor.name }}",
@@ -89,10 +93,10 @@ def test_voicemail_limited_to_who_and_callback() -> None:
     assert "voicemail_callback" in codes(found)
     for word in ("adeudo", "saldo"):
         assert "voicemail_content" in codes(lint("k", "voice", "es-MX", TemplateContent(
-            voice_script="{{ creditor.name }}", voicemail_script=f"{{{{ creditor.name }}}} {word} {{{{ creditor.phone }}}}")))
+            voice_script="{{ creditor.name }}", voicemail_script=VM.format(word=word))))
     for word in ("debt", "balance", "payment"):
         assert "voicemail_content" in codes(lint("k", "voice", "en-US", TemplateContent(
-            voice_script="{{ creditor.name }}", voicemail_script=f"{{{{ creditor.name }}}} {word} {{{{ creditor.phone }}}}")))
+            voice_script="{{ creditor.name }}", voicemail_script=VM.format(word=word))))
     clean = TemplateContent(voice_script="{{ creditor.name }}",
                             voicemail_script="Hola, le llama {{ creditor.name }}. Llámenos al {{ creditor.phone }}.")
     assert lint("k", "voice", "es-MX", clean) == []

@@ -29,7 +29,7 @@ def pages() -> Environment:
 @router.get("/templates", response_class=HTMLResponse)
 async def editor_page(request: Request) -> HTMLResponse:
     html = pages().get_template("editor.html").render(
-        static=str(request.url_for("editor_static", name="")).rstrip("/"),
+        static=request.url_for("editor_static", name="editor.js").path.rsplit("/", 1)[0],
         channels=["sms", "whatsapp", "email", "voice"],
     )
     return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
