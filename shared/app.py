@@ -4,32 +4,56 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import ServiceSettings
-from shared.http import install_problem_handlers, problem_response
+from shared.http import Problem, install_problem_handlers, problem_response
 
 ReadyCheck = Callable[[], Awaitable[None]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """Refuse bodies over the configured size before they are read into memory."""
+class BodyLimit:
+    """Refuse bodies over the configured size before they are read into memory.
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        super().__init__(app)
-        self.max_bytes = max_bytes
+    Plain ASGI (not ``BaseHTTPMiddleware``): it sits in front of every request, webhooks and the
+    sandbox's hot path included, so it must cost next to nothing. Declared lengths are checked up
+    front; chunked bodies are counted as they stream and cut off at the limit.
+    """
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return problem_response(413, "Payload too large", f"limit is {self.max_bytes} bytes")
-        return await call_next(request)
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await self._too_large(scope, receive, send)
+                    return
+                break
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise Problem(413, "Payload too large", f"limit is {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, "Payload too large", f"limit is {self.max_bytes} bytes")
+        await response(scope, receive, send)
 
 
 def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> FastAPI:

@@ -40,10 +40,23 @@ def mask_name(value: str) -> str:
     return " ".join(part[:1] + "***" for part in value.split()) if value else value
 
 
+_IPV4_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _mask_phone_match(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    # The shortest national numbers we serve have 9 digits (PE, CL); IPs and dates are not phones.
+    if digits < 9 or _IPV4_RE.match(text) or _DATE_RE.match(text):
+        return text
+    return mask_phone(text)
+
+
 def mask_text(value: str) -> str:
     """Mask any phone number or email address embedded in free text."""
     value = _EMAIL_RE.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", value)
-    return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), value)
+    return _PHONE_RE.sub(_mask_phone_match, value)
 
 
 def _mask_value(key: str, value: Any) -> Any:

@@ -39,6 +39,15 @@ def test_pii_is_masked_in_keys_values_free_text_and_stdlib_logs(configured, caps
     assert mask_phone(PHONE) in text  # masked, still correlatable
 
 
+def test_addresses_dates_and_short_numbers_are_not_mistaken_for_phones() -> None:
+    from shared.logging import mask_text
+
+    text = "listening on http://127.0.0.1:8090 since 2026-11-22T08:10:17Z, batch 1234567, 55 1234 5678"
+    assert mask_text(text) == (
+        "listening on http://127.0.0.1:8090 since 2026-11-22T08:10:17Z, batch 1234567, +55****5678"
+    )
+
+
 def test_mask_phone_keeps_country_and_last_four() -> None:
     assert mask_phone(PHONE) == "+52******5678"
     assert mask_phone("whatsapp:+13125550100") == "whatsapp:+13*****0100"
