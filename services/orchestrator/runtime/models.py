@@ -72,7 +72,10 @@ class AccountRow(Base):
     payment_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     #: active | promised | paid | disputed | ceased
     status: Mapped[str] = mapped_column(String(20), default="active")
+    #: A promise pauses collection until an instant (a reply: now + horizon) or through a date
+    #: (a backend's promise: the end of that date in the debtor's zone, which the policy resolves).
     promise_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    promise_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -153,9 +152,11 @@ def _update_account(row: AccountRow, request: ContactRequested) -> None:
     )
 
 
-def _set_status(account: AccountRow, status: str, now: datetime, promise_until: datetime | None = None) -> None:
+def _set_status(account: AccountRow, status: str, now: datetime, promise_until: datetime | date | None = None) -> None:
     account.status = status
-    account.promise_until = promise_until
+    account.promise_until = promise_until if isinstance(promise_until, datetime) else None
+    account.promise_date = promise_until if isinstance(promise_until, date) and not isinstance(
+        promise_until, datetime) else None
     account.status_changed_at = now
 
 
@@ -319,9 +320,9 @@ def debtor_context(debtor: DebtorRow) -> policy_port.DebtorContext:
 
 
 def account_state(account: AccountRow) -> policy_port.AccountState:
-    return policy_port.AccountState(
-        id=account.id, status=account.status, promise_until=account.promise_until,  # type: ignore[arg-type]
-    )
+    # A promise "for the 14th" lets the debtor pay all of the 14th: pause until the 15th starts locally.
+    until = account.promise_date + timedelta(days=1) if account.promise_date else account.promise_until
+    return policy_port.AccountState(id=account.id, status=account.status, promise_until=until)  # type: ignore[arg-type]
 
 
 def _blocked(channel: str, address: str | None, suppressions: Sequence[SuppressionRow]) -> SuppressionRow | None:
@@ -543,12 +544,6 @@ AccountEvent = (
 )
 
 
-def promise_instant(due: date, debtor: DebtorRow) -> datetime:
-    """A promise for a date pauses contact until the end of that date in the debtor's zone."""
-    zone = ZoneInfo(debtor.time_zone) if debtor.time_zone else UTC
-    return datetime.combine(due + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
-
-
 async def apply_account_event(rt: Runtime, session: AsyncSession, event: AccountEvent, now: datetime) -> None:
     if not await first_time(session, ACCOUNTS, event.id):
         return
@@ -560,7 +555,7 @@ async def apply_account_event(rt: Runtime, session: AsyncSession, event: Account
             _set_status(account, "paid", now)
             await cancel_deferrals(rt, session, debtor.id, account.id, now, "paid")
     elif isinstance(event, PromiseMadeEvent):
-        await promise(rt, session, debtor, account, promise_instant(event.data.due_date, debtor), now)
+        await promise(rt, session, account, event.data.due_date, now)
     elif isinstance(event, PromiseBrokenEvent):
         if account.status == "promised":
             _set_status(account, "active", now)
@@ -602,17 +597,12 @@ async def cancel_deferrals(
 
 
 async def promise(
-    rt: Runtime, session: AsyncSession, debtor: DebtorRow, account: AccountRow, until: datetime, now: datetime
+    rt: Runtime, session: AsyncSession, account: AccountRow, until: datetime | date, now: datetime
 ) -> None:
-    """A promise to pay pauses collection of the account until ``until``; deferrals move with it."""
+    """A promise to pay pauses collection of the account; pending deferrals are re-decided under it."""
     _set_status(account, "promised", now, promise_until=until)
-    for deferred in await pending_deferrals(session, debtor.id, account.id):
-        if deferred.not_before >= until:
-            continue
-        row = await session.get(ContactRequestRow, deferred.request_id)
-        if row is None or row.kind in LEGAL_NOTICES:
-            continue
-        await defer(rt, session, row, until, now, "promise to pay", [PROMISE_RULE])
+    for deferred in await pending_deferrals(session, account.debtor_id, account.id):
+        await release(rt, session, deferred, now)
 
 
 async def resume(rt: Runtime, session: AsyncSession, debtor_id: str, account_id: str, now: datetime) -> None:
@@ -742,7 +732,7 @@ async def apply_response(rt: Runtime, session: AsyncSession, event_id: str, resp
         for account_id in accounts:
             account = await get_account(session, debtor.id, account_id)
             if account.status in ("active", "promised"):
-                await promise(rt, session, debtor, account, now + rt.strategy.promise_horizon, now)
+                await promise(rt, session, account, now + rt.strategy.promise_horizon, now)
     if row is not None:
         publish_status(rt, session, row, "responded", now, reason=reason, channel=response.channel,
                        dispatch_id=dispatch_row.id if dispatch_row else None, final=False)

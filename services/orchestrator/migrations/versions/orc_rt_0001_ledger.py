@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("payment_url", sa.String(2000), nullable=True),
         sa.Column("status", sa.String(20), nullable=False, server_default="active"),
         _at("promise_until", nullable=True),
+        sa.Column("promise_date", sa.Date, nullable=True),
         _at("status_changed_at", nullable=True),
     )
     op.create_table(

@@ -1,0 +1,183 @@
+"""Deferral, account state, suppression and fallback, end to end through the broker and the database."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from shared.events.contracts import (
+    DeliveryUpdated,
+    DeliveryUpdatedEvent,
+    PaymentReceived,
+    PaymentReceivedEvent,
+    PromiseBroken,
+    PromiseBrokenEvent,
+    PromiseMade,
+    PromiseMadeEvent,
+    ResponseReceived,
+    ResponseReceivedEvent,
+)
+from tests.helpers import TopicReader, wait_for
+from tests.orchestrator.conftest import T0, VIEWER, FakeClock, Orchestrator, make_settings, request_event, running
+
+DISPATCHED = "cadencia.contact.dispatched.v1"
+STATUS = "cadencia.contact.status_changed.v1"
+
+
+def history(reader: TopicReader, request_id: str) -> list[tuple[str, str | None]]:
+    return [(e.data.status, e.data.reason) for e in reader.of_type(STATUS) if e.data.request_id == request_id]
+
+
+def dispatches(reader: TopicReader, request_id: str) -> list[object]:
+    return [e for e in reader.of_type(DISPATCHED) if e.data.request_id == request_id]
+
+
+async def debtor_view(o: Orchestrator, debtor_id: str) -> dict:
+    response = await o.http.get(f"/v1/debtors/{debtor_id}", headers=VIEWER)
+    return response.json() if response.status_code == 200 else {}
+
+
+async def test_a_deferred_contact_is_released_exactly_at_its_time_once_and_survives_a_restart(
+    kafka_settings, database_url, clock: FakeClock
+) -> None:
+    due = T0 + timedelta(hours=2)
+    topics = None
+    event = request_event("deb-d1", not_before=due, days_past_due=0)
+    async with running(make_settings(kafka_settings, database_url, scheduler_interval=3600), clock) as first:
+        topics = first.topics
+        async with TopicReader(kafka_settings, topics.dispatch("sms"), topics.contact_status) as reader:
+            result = (await first.submit(event)).json()["results"][0]
+            assert result["status"] == "deferred"
+            await wait_for(lambda: history(reader, event.id))
+            [deferred] = [e for e in reader.of_type(STATUS) if e.data.request_id == event.id]
+            assert deferred.data.not_before == due and deferred.data.rules == ["request.not_before"]
+            assert await first.app.state.scheduler.release_due(due - timedelta(microseconds=1)) == 0
+    # a new instance (restart) finds the deferral in the database
+    async with running(make_settings(kafka_settings, database_url), clock, templates=()) as second:
+        async with TopicReader(kafka_settings, topics.dispatch("sms"), topics.contact_status) as reader:
+            assert await second.app.state.scheduler.release_due(due - timedelta(microseconds=1)) == 0
+            clock.now = due  # the background scheduler (every 50 ms) sees the fake clock reach the time
+            [dispatched] = await reader.wait_count(DISPATCHED, 1)
+            assert dispatched.data.request_id == event.id
+            assert await second.app.state.scheduler.release_due(due) == 0
+            assert await second.app.state.scheduler.release_due(due + timedelta(days=1)) == 0
+            await wait_for(lambda: ("dispatched", None) in history(reader, event.id))
+            assert len(dispatches(reader, event.id)) == 1
+    async with running(make_settings(kafka_settings, database_url), clock, templates=()) as third:
+        view = await debtor_view(third, "deb-d1")
+        assert view["deferred"] == [] and len(view["ledger"]) == 1
+
+
+async def test_payment_cancels_deferred_contacts_and_a_promise_defers_until_broken(
+    orchestrator: Orchestrator, kafka_settings, clock: FakeClock
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("sms"), t.contact_status) as reader:
+        # paid: the deferred contact is cancelled, new ones are rejected
+        waiting = request_event("deb-p1", not_before=T0 + timedelta(hours=1), days_past_due=0)
+        assert (await orchestrator.submit(waiting)).json()["results"][0]["status"] == "deferred"
+        await orchestrator.publish(t.account_events, PaymentReceivedEvent(
+            subject="deb-p1", data=PaymentReceived(debtor_id="deb-p1", account_id="acc-deb-p1")))
+        await wait_for(lambda: ("rejected", "paid") in history(reader, waiting.id), what="deferred contact cancelled")
+        late = request_event("deb-p1", days_past_due=0)
+        result = (await orchestrator.submit(late)).json()["results"][0]
+        assert (result["status"], result["reason"]) == ("rejected", "paid")
+        assert await orchestrator.app.state.scheduler.release_due(T0 + timedelta(hours=2)) == 0
+        assert dispatches(reader, waiting.id) == [] and dispatches(reader, late.id) == []
+
+        # promised: contacts wait for the promise date; a broken promise resumes them
+        await orchestrator.publish(t.account_events, PromiseMadeEvent(
+            subject="deb-p2",
+            data=PromiseMade(debtor_id="deb-p2", account_id="acc-deb-p2", due_date=date(2025, 3, 14))))
+
+        async def promised() -> bool:
+            view = await debtor_view(orchestrator, "deb-p2")
+            return bool(view) and view["accounts"][0]["status"] == "promised"
+
+        await wait_for(promised, what="account promised")
+        paused = request_event("deb-p2", days_past_due=0)
+        result = (await orchestrator.submit(paused)).json()["results"][0]
+        assert result["status"] == "deferred"
+        await wait_for(lambda: history(reader, paused.id))
+        [status] = [e for e in reader.of_type(STATUS) if e.data.request_id == paused.id]
+        # the whole 14th is the debtor's to pay; then the first lawful hour: 08:00 on the 15th in New York
+        assert status.data.not_before == datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
+        assert "core.promise_to_pay" in status.data.rules
+        await orchestrator.publish(t.account_events, PromiseBrokenEvent(
+            subject="deb-p2", data=PromiseBroken(debtor_id="deb-p2", account_id="acc-deb-p2")))
+        [resumed] = await wait_for(lambda: dispatches(reader, paused.id), what="resumed after broken promise")
+        assert resumed.data.channel == "sms"
+
+
+async def test_stop_on_sms_suppresses_sms_but_not_email_and_confirms_once(
+    orchestrator: Orchestrator, kafka_settings
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("sms"), t.dispatch("email"), t.contact_status) as reader:
+        first = request_event("deb-s1", channel="sms", days_past_due=0)
+        await orchestrator.submit(first)
+        [sent] = await wait_for(lambda: dispatches(reader, first.id))
+        await orchestrator.publish(t.contact_outcomes, ResponseReceivedEvent(subject="deb-s1", data=ResponseReceived(
+            debtor_id="deb-s1", dispatch_id=sent.data.dispatch_id, channel="sms", kind="opt_out", text="STOP",
+            address="+12125550123", occurred_at=T0)))
+        await wait_for(lambda: ("responded", "opt_out") in history(reader, first.id), what="responded")
+        confirmation = await wait_for(
+            lambda: [e for e in reader.of_type(DISPATCHED) if e.data.kind == "opt_out_confirmation"])
+        assert confirmation[0].data.channel == "sms" and confirmation[0].data.template.key == "opt_out_confirmation"
+
+        sms_again = request_event("deb-s1", channel="sms", days_past_due=0)
+        result = (await orchestrator.submit(sms_again)).json()["results"][0]
+        assert result["status"] == "rejected" and "suppressed" in result["reason"]
+        email = request_event("deb-s1", channel="email", days_past_due=0)
+        assert (await orchestrator.submit(email)).json()["results"][0]["status"] == "dispatched"
+        auto = request_event("deb-s1", channel="auto", days_past_due=0)
+        assert (await orchestrator.submit(auto)).json()["results"][0]["status"] == "dispatched"
+        await wait_for(lambda: dispatches(reader, auto.id))
+        assert dispatches(reader, auto.id)[0].data.channel == "email"  # SMS skipped, not the whole debtor
+        view = await debtor_view(orchestrator, "deb-s1")
+        assert [(s["channel"], s["reason"]) for s in view["suppressions"]] == [("sms", "opt_out")]
+
+
+def delivery(dispatch, status: str, at: datetime, error: str | None = None) -> DeliveryUpdatedEvent:
+    d = dispatch.data
+    return DeliveryUpdatedEvent(subject=d.debtor_id, data=DeliveryUpdated(
+        dispatch_id=d.dispatch_id, request_id=d.request_id, debtor_id=d.debtor_id, channel=d.channel, status=status,
+        provider="twilio", error_code=error, occurred_at=at))
+
+
+async def test_an_undelivered_sms_falls_back_to_email_but_never_past_expires_at(
+    orchestrator: Orchestrator, kafka_settings, clock: FakeClock
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("sms"), t.dispatch("email"), t.contact_status) as reader:
+        event = request_event("deb-f1", channel="auto", days_past_due=0, expires_at=T0 + timedelta(hours=3))
+        await orchestrator.submit(event)
+        [sms] = await wait_for(lambda: dispatches(reader, event.id))
+        assert (sms.data.channel, sms.data.attempt) == ("sms", 1)
+        await orchestrator.publish(t.contact_outcomes, delivery(sms, "sent", T0))
+        await orchestrator.publish(t.contact_outcomes, delivery(sms, "undelivered", T0, "30003"))
+        await orchestrator.publish(t.contact_outcomes, delivery(sms, "undelivered", T0, "30003"))  # duplicate
+        await orchestrator.publish(t.contact_outcomes, delivery(sms, "sent", T0))  # late, out of order
+        both = await wait_for(lambda: len(dispatches(reader, event.id)) == 2 and dispatches(reader, event.id))
+        email = both[1]
+        assert (email.data.channel, email.data.attempt) == ("email", 2)
+        assert email.data.dispatch_id != sms.data.dispatch_id
+        await orchestrator.publish(t.contact_outcomes, delivery(email, "delivered", T0))
+        await orchestrator.publish(t.contact_outcomes, delivery(email, "sent", T0))
+        await wait_for(lambda: ("delivered", None) in history(reader, event.id))
+        assert [s for s, _ in history(reader, event.id)] == ["dispatched", "failed", "dispatched", "delivered"]
+
+        async def settled() -> bool:
+            view = await debtor_view(orchestrator, "deb-f1")
+            return len(view["outcomes"]) == 6
+        await wait_for(settled, what="all outcomes applied")
+        ledger = {d["id"]: d["status"] for d in (await debtor_view(orchestrator, "deb-f1"))["ledger"]}
+        assert ledger == {sms.data.dispatch_id: "undelivered", email.data.dispatch_id: "delivered"}
+
+        # past expires_at the failed contact is not moved to another channel
+        short = request_event("deb-f2", channel="auto", days_past_due=0, expires_at=T0 + timedelta(hours=1))
+        await orchestrator.submit(short)
+        [first] = await wait_for(lambda: dispatches(reader, short.id))
+        clock.advance(hours=2)
+        await orchestrator.publish(t.contact_outcomes, delivery(first, "failed", clock.now, "30005"))
+        await wait_for(lambda: any(s == "expired" for s, _ in history(reader, short.id)), what="expired")
+        assert len(dispatches(reader, short.id)) == 1
