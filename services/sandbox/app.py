@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
-from httpx_aiohttp import AiohttpTransport
 
 from services.sandbox import control, sendgrid_api, twilio_api, voice
 from services.sandbox.callbacks import CallbackSender
@@ -30,14 +29,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(
-            max_connections=settings.callback_concurrency,
-            max_keepalive_connections=settings.callback_concurrency,
-        )
-        transport = AiohttpTransport(limits=limits, trust_env=False)
-        async with httpx.AsyncClient(
-            transport=transport, timeout=settings.callback_timeout_s, trust_env=False
-        ) as client:
+        connector = aiohttp.TCPConnector(limit=settings.callback_concurrency)
+        timeout = aiohttp.ClientTimeout(total=settings.callback_timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as client:
             scheduler = Scheduler(clock, settings.speed_factor)
             sender = CallbackSender(
                 client,
