@@ -213,7 +213,10 @@ async def intake(rt: Runtime, session: AsyncSession, event: ContactRequestedEven
         return IntakeResult(existing.id, existing.intake_status, existing.intake_reason, duplicate=True)
     request = event.data
     reasons = validation.problems(request, rt.jurisdictions)
-    if not await templates_port.key_exists(session, request.template):
+    plan = rt.strategy.plan(request.account)
+    if not await templates_port.key_exists(session, request.template) and not (
+        plan.template_suffix and await templates_port.key_exists(session, request.template + plan.template_suffix)
+    ):
         reasons.append(f"unknown template {request.template!r}")
     row = ContactRequestRow(
         id=event.id, debtor_id=request.debtor.id, account_id=request.account.id, kind=request.kind,
@@ -232,7 +235,6 @@ async def intake(rt: Runtime, session: AsyncSession, event: ContactRequestedEven
     _update_debtor(debtor, request, now)
     account = await get_account(session, request.debtor.id, request.account.id)
     _update_account(account, request)
-    plan = rt.strategy.plan(request.account)
     row.segment = plan.segment
     row.channels = channel_order(request, plan)
     session.add(row)
