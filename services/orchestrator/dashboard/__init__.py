@@ -1,0 +1,1 @@
+"""Ops view of delivery: ``GET /v1/stats`` (JSON), ``/dashboard`` (a page), Prometheus gauges."""
