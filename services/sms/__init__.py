@@ -1,0 +1,1 @@
+"""SMS channel service: dispatches to Twilio Messages, delivery and inbound webhooks."""

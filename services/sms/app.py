@@ -1,0 +1,16 @@
+"""``create_app(settings)`` for the SMS service; the lifespan owns every connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.sms.settings import Settings
+from shared.channels.service import create_message_app
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    return create_message_app(settings, channel="sms", title="Cadencia SMS", migrations=MIGRATIONS)

@@ -1,0 +1,10 @@
+"""What every channel service shares: the send log, the dispatch consumer, sender rate limits,
+the retry policy, reply keywords and the provider webhooks.
+
+* :class:`~shared.channels.dispatch.DispatchHandler` — render, claim, send at most once, record.
+* :class:`~shared.channels.ratelimit.TokenBucket` / ``SenderLimits`` — per-sender rate limits.
+* :func:`~shared.channels.retry.backoff_delay` — exponential backoff with jitter and ``Retry-After``.
+* :class:`~shared.channels.keywords.KeywordClassifier` — opt-out / opt-in / help / promise to pay.
+* :func:`~shared.channels.webhooks.twilio_webhooks` — signed status and inbound webhooks.
+* :func:`~shared.channels.service.create_message_app` — the SMS/WhatsApp app and lifespan.
+"""

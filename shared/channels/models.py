@@ -1,0 +1,83 @@
+"""The channel services' tables: the send log (one row per dispatch) and webhook receipts.
+
+Send log ``state`` is the provider request's fate: ``sending`` (committed before the request),
+``sent`` (the provider accepted it; ``provider_id`` set), ``failed`` (refused, or never sent before
+the deadline) or ``unknown`` (the request may have been processed: never resent). ``status`` is the
+latest delivery status reported on ``contact.outcomes``; it only moves forward (:data:`STATUS_RANK`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.events.envelope import utcnow
+
+SendState = str  # "sending" | "sent" | "failed" | "unknown"
+
+#: Delivery statuses in the order they may be reported; failed/undelivered are terminal.
+STATUS_RANK: dict[str, int] = {
+    "unknown": 0,
+    "accepted": 1,
+    "sent": 2,
+    "delivered": 3,
+    "read": 4,
+    "failed": 5,
+    "undelivered": 5,
+}
+TERMINAL = frozenset({"failed", "undelivered"})
+
+
+def advances(current: str | None, new: str) -> bool:
+    """Whether reporting ``new`` after ``current`` moves the message forward."""
+    if current is None:
+        return True
+    if current in TERMINAL:
+        return False
+    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
+
+
+def bare_address(address: str) -> str:
+    """``whatsapp:+52…`` → ``+52…``: the key one person's messages share across prefixes."""
+    address = address.strip()
+    return address.split(":", 1)[1] if address.startswith("whatsapp:") else address
+
+
+class SendLogRecord(Base):
+    __tablename__ = "send_log"
+    __table_args__ = (Index("ix_send_log_address_created", "address_key", "created_at"),)
+
+    dispatch_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str] = mapped_column(String(200))
+    debtor_id: Mapped[str] = mapped_column(String(200))
+    account_id: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(20))
+    #: The dispatch's ``to`` as given; ``address_key`` is it without a channel prefix (for inbound lookups).
+    address: Mapped[str] = mapped_column(String(320))
+    address_key: Mapped[str] = mapped_column(String(320))
+    locale: Mapped[str] = mapped_column(String(20))
+    sender: Mapped[str] = mapped_column(String(100))
+    template_key: Mapped[str] = mapped_column(String(200))
+    template_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    provider_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    error_code: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProviderReceipt(Base):
+    """One webhook already applied: ``(MessageSid, status)`` for status callbacks, ``(MessageSid, "inbound")``."""
+
+    __tablename__ = "provider_receipts"
+
+    provider_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    status: Mapped[str] = mapped_column(String(40), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

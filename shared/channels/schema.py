@@ -1,0 +1,48 @@
+"""Migration steps for the tables in :mod:`shared.channels.models`, called from each channel
+service's own first revision (each service has its own database and Alembic branch)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+
+def create_channel_tables_v1() -> None:
+    op.create_table(
+        "send_log",
+        sa.Column("dispatch_id", sa.String(200), primary_key=True),
+        sa.Column("event_id", sa.String(200), nullable=False),
+        sa.Column("request_id", sa.String(200), nullable=False),
+        sa.Column("debtor_id", sa.String(200), nullable=False),
+        sa.Column("account_id", sa.String(200), nullable=False),
+        sa.Column("channel", sa.String(20), nullable=False),
+        sa.Column("address", sa.String(320), nullable=False),
+        sa.Column("address_key", sa.String(320), nullable=False),
+        sa.Column("locale", sa.String(20), nullable=False),
+        sa.Column("sender", sa.String(100), nullable=False),
+        sa.Column("template_key", sa.String(200), nullable=False),
+        sa.Column("template_version", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("status", sa.String(20), nullable=True),
+        sa.Column("provider_id", sa.String(200), nullable=True),
+        sa.Column("error_code", sa.String(50), nullable=True),
+        sa.Column("error_message", sa.String(2000), nullable=True),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_send_log_address_created", "send_log", ["address_key", "created_at"])
+    op.create_index("ix_send_log_provider_id", "send_log", ["provider_id"])
+    op.create_table(
+        "provider_receipts",
+        sa.Column("provider_id", sa.String(200), primary_key=True),
+        sa.Column("status", sa.String(40), primary_key=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def drop_channel_tables_v1() -> None:
+    op.drop_table("provider_receipts")
+    op.drop_index("ix_send_log_provider_id", table_name="send_log")
+    op.drop_index("ix_send_log_address_created", table_name="send_log")
+    op.drop_table("send_log")

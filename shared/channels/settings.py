@@ -1,0 +1,98 @@
+"""Settings sections every message channel service shares (nested in each service's ``Settings``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+
+from shared.config import ServiceSettings, TwilioSettings
+
+
+class SenderSettings(BaseModel):
+    """Who sends: a number (``from_number``) or a Twilio Messaging Service (``messaging_service_sid``).
+
+    ``mps`` is the sender's messages per second (Twilio: 1 for a long code, more for toll-free,
+    short codes and messaging services); ``burst`` how many may leave back to back after a pause.
+    """
+
+    from_number: str = "+15005550006"
+    messaging_service_sid: str = ""
+    mps: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=1, ge=1)
+    #: Per-sender overrides of ``mps`` (a number or a Messaging Service SID → messages per second).
+    mps_by_sender: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The rate-limit key: the Messaging Service when configured, else the number."""
+        return self.messaging_service_sid or self.from_number
+
+
+class SendingSettings(BaseModel):
+    """Provider requests: timeouts, concurrency and the retry policy for transient failures."""
+
+    #: Sends in flight per process (across all partitions and senders).
+    max_in_flight: int = Field(default=32, ge=1)
+    #: Seconds to wait for the provider's answer once the request is sent; past it the send is ``unknown``.
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    #: Exponential backoff with jitter: ``min(cap, base * 2**attempt)``, half of it randomised.
+    retry_base_s: float = Field(default=0.2, gt=0)
+    retry_cap_s: float = Field(default=30.0, gt=0)
+
+
+DEFAULT_HELP_TEXT: dict[str, str] = {
+    "es": (
+        "Para dudas sobre tu cuenta llama al teléfono de tu estado de cuenta. "
+        "Responde BAJA para no recibir más mensajes."
+    ),
+    "en": "For help with your account, call the number on your statement. Reply STOP to opt out.",
+}
+
+
+class KeywordSettings(BaseModel):
+    """Reply keywords, matched case- and accent-insensitively against the whole message.
+
+    Opt-out keywords also match as the first word (``"BAJA por favor"``): an opt-out must be honoured
+    in any reasonable form.
+    """
+
+    opt_out: list[str] = Field(
+        default_factory=lambda: [
+            "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+            "BAJA", "ALTO", "CANCELAR", "DETENER",
+        ]
+    )
+    opt_in: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "ALTA"])
+    help: list[str] = Field(default_factory=lambda: ["HELP", "AYUDA"])
+    promise_to_pay: list[str] = Field(default_factory=lambda: ["1", "PAGAR", "PAGO"])
+    #: Help answer per language (``es``, ``en``) or full locale (``es-CO``); the full locale wins.
+    help_text: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_HELP_TEXT))
+    default_language: str = "es"
+
+
+class MessageServiceSettings(ServiceSettings):
+    """Settings of a Twilio message channel service (SMS, WhatsApp); each service subclasses it with its
+    ``service_name``, ``env_prefix`` and port."""
+
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    sender: SenderSettings = Field(default_factory=SenderSettings)
+    sending: SendingSettings = Field(default_factory=SendingSettings)
+    keywords: KeywordSettings = Field(default_factory=KeywordSettings)
+    #: The orchestrator's template API, asked when a pinned version is not in the templates topic.
+    orchestrator_url: str = Field(
+        default="http://127.0.0.1:8000", validation_alias=AliasChoices("orchestrator_url", "CADENCIA_ORCHESTRATOR_URL")
+    )
+    #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
+    orchestrator_api_key: SecretStr = Field(
+        default=SecretStr("dev-admin-key"),
+        validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
+    )
+    consumer_group: str = ""
+    #: Create Cadencia's topics at startup (idempotent).
+    create_topics: bool = True
+
+    @model_validator(mode="after")
+    def _channel_defaults(self) -> MessageServiceSettings:
+        if not self.consumer_group:
+            self.consumer_group = f"cadencia-{self.service_name}"
+        return self
