@@ -7,6 +7,7 @@ behaviour through :class:`ChannelHooks` (WhatsApp: the 24-hour window).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def create_message_app(
             templates = TemplateCache(
                 settings.kafka, settings.orchestrator_url, settings.orchestrator_api_key.get_secret_value()
             )
-            await templates.start()
+            # Joining the cache's consumer group takes the broker's initial rebalance delay (3 s on the
+            # embedded broker): overlap it with the dispatch consumer's join instead of waiting twice.
+            templates_started = asyncio.create_task(templates.start(), name="template-cache-start")
             stack.push_async_callback(templates.stop)
             client = TwilioMessages(
                 settings.twilio,
@@ -98,6 +101,7 @@ def create_message_app(
             )
             await runner.start()
             stack.push_async_callback(runner.stop)
+            await templates_started
             stack.callback(handler.stop)  # runs first: sends waiting to retry give their dispatch back
             app.state.db, app.state.dispatch, app.state.runner, app.state.templates = db, handler, runner, templates
             app.state.relay = relay

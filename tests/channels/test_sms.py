@@ -63,3 +63,111 @@ async def test_dispatch_is_sent_once_rendered_with_status_callback_and_delivered
         delivered = deliveries(outcomes, event.data.dispatch_id)[-1]
         assert delivered.subject == event.data.debtor_id
         assert delivered.data.provider == "twilio" and delivered.data.provider_id == sent[0]["sid"]
+
+
+async def test_undelivered_invalid_opted_out_and_late_dispatches_produce_their_outcomes(
+    kafka_settings: KafkaSettings, tmp_path: Any, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    settings = service_settings(SMS, kafka_settings, f"sqlite+aiosqlite:///{tmp_path / 'sms.db'}", sandbox,
+                                free_port(), group=group)
+    await publisher.template(template_event("reminder", "sms"))
+    undelivered = dispatch_event("sms", unique_number("3003"), "reminder")
+    invalid = dispatch_event("sms", unique_number("1211"), "reminder")
+    opted_out = dispatch_event("sms", unique_number("1610"), "reminder")
+    late = dispatch_event("sms", unique_number("0002"), "reminder", deadline_s=-1)
+    async with running_service(SMS, settings) as service:
+        await template_cached(service, "reminder")
+        for event in (undelivered, invalid, opted_out, late):
+            await publisher.dispatch(event)
+
+        def final(event: Any) -> Any:
+            found = [e for e in deliveries(outcomes, event.data.dispatch_id) if e.data.status in ("failed", "undelivered")]
+            return found[0] if found else None
+
+        await wait_for(lambda: all(final(e) for e in (undelivered, invalid, opted_out, late)), what="final outcomes")
+        assert (final(undelivered).data.status, final(undelivered).data.error_code) == ("undelivered", "30003")
+        assert (final(invalid).data.status, final(invalid).data.error_code) == ("failed", "21211")
+        assert (final(opted_out).data.status, final(opted_out).data.error_code) == ("failed", "21610")
+        assert (final(late).data.status, final(late).data.error_code) == ("failed", "deadline")
+        opt_outs = await outcomes.wait_count(RESPONSE, 1)
+        assert [(r.data.kind, r.data.debtor_id, r.data.dispatch_id, r.data.address) for r in opt_outs] == [
+            ("opt_out", opted_out.data.debtor_id, opted_out.data.dispatch_id, opted_out.data.to)
+        ]
+        assert len(await sandbox_messages(sandbox, late.data.to)) == 0
+        for event in (undelivered, invalid, opted_out):
+            assert len(await sandbox_messages(sandbox, event.data.to)) == 1
+        # invalid and opted-out were refused synchronously: never accepted
+        assert statuses(outcomes, invalid.data.dispatch_id) == ["failed"]
+        assert statuses(outcomes, opted_out.data.dispatch_id) == ["failed"]
+        assert service.app.state.dispatch.results == {"sent": 1, "rejected": 2}
+
+
+async def test_replies_stop_baja_and_1_and_forged_webhooks_are_refused(
+    kafka_settings: KafkaSettings, database_url: str, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    from sqlalchemy import func, select
+
+    from shared.channels.models import ProviderReceipt
+    from shared.db import OutboxRecord
+    from tests.channels.harness import signed_post
+
+    settings = service_settings(SMS, kafka_settings, database_url, sandbox, free_port(), group=group)
+    await publisher.template(template_event("reminder", "sms"))
+    stop = dispatch_event("sms", unique_number("7001"), "reminder")
+    baja = dispatch_event("sms", unique_number("7002"), "reminder")
+    pay = dispatch_event("sms", unique_number("7003"), "reminder")
+    token = settings.twilio.auth_token.get_secret_value()
+    async with running_service(SMS, settings) as service:
+        inbound_url = f"{service.url}/webhooks/twilio/inbound"
+        await sandbox.set_inbound_urls(sms=inbound_url)
+        await template_cached(service, "reminder")
+        for event in (stop, baja, pay):
+            await publisher.dispatch(event)
+        responses = await outcomes.wait_count(RESPONSE, 3)
+        by_dispatch = {r.data.dispatch_id: r.data for r in responses}
+        assert (by_dispatch[stop.data.dispatch_id].kind, by_dispatch[stop.data.dispatch_id].text) == ("opt_out", "STOP")
+        assert (by_dispatch[baja.data.dispatch_id].kind, by_dispatch[baja.data.dispatch_id].text) == ("opt_out", "BAJA")
+        assert (by_dispatch[pay.data.dispatch_id].kind, by_dispatch[pay.data.dispatch_id].text) == (
+            "promise_to_pay", "1")
+        for event in (stop, baja, pay):
+            assert by_dispatch[event.data.dispatch_id].debtor_id == event.data.debtor_id
+            assert by_dispatch[event.data.dispatch_id].address == event.data.to
+
+        async def answered() -> bool:
+            inbound = await sandbox.callbacks(kind="inbound-message")
+            return len(inbound) == 3 and {c["status"] for c in inbound} == {200}
+
+        await wait_for(answered, what="the sandbox's inbound webhooks answered 200")
+
+        # HELP/AYUDA is answered with TwiML in the debtor's locale; accents and case do not matter.
+        help_params = {"MessageSid": "SM" + "a" * 32, "From": stop.data.to, "To": "+15005550006", "Body": " áyúdá "}
+        answer = await signed_post(inbound_url, token, help_params)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/xml")
+        assert "<Message>Para dudas sobre tu cuenta" in answer.text
+
+        # Forged and unsigned webhooks are refused and change nothing.
+        async with service.app.state.db.sessions() as session:
+            receipts_before = await session.scalar(select(func.count()).select_from(ProviderReceipt))
+        events_before = len(outcomes.events)
+        forged_status = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "delivered", "To": pay.data.to}
+        status_url = f"{service.url}/webhooks/twilio/status?dispatch={pay.data.dispatch_id}"
+        forged = await signed_post(status_url, "not-the-token", forged_status)
+        unsigned = await signed_post(inbound_url, token, {**help_params, "MessageSid": "SM" + "c" * 32}, signature="")
+        tampered_sig = await signed_post(inbound_url, token, help_params)  # signed, then the body changes:
+        tampered = await signed_post(
+            inbound_url, token, {**help_params, "Body": "BAJA", "MessageSid": "SM" + "d" * 32},
+            signature=tampered_sig.request.headers.get("X-Twilio-Signature"),
+        )
+        for refused in (forged, unsigned, tampered):
+            assert refused.status_code == 403
+            assert refused.headers["content-type"].startswith("application/problem+json")
+        assert service.webhooks.counts["forged"] == 3
+        async with service.app.state.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(ProviderReceipt)) == receipts_before
+            assert await session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
+        # the signed help message is the only new event
+        await outcomes.wait_count(RESPONSE, 4)
+        new = outcomes.events[events_before:]
+        assert [(e.type, e.data.kind) for e in new] == [(RESPONSE, "help")]
