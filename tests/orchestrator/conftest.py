@@ -69,6 +69,8 @@ def make_settings(kafka: KafkaSettings, database_url: str, **overrides: Any) -> 
         "seed_templates": False,
         "api_keys": API_KEYS,
         "env": "test",
+        # each test its own consumer group, as it has its own topics
+        "consumer_group": f"{kafka.topic_prefix}orchestrator",
     }
     values.update(overrides)
     return Settings(**values)

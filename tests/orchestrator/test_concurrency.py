@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from services.orchestrator.runtime.models import DispatchRow
 from shared.bus import EventProducer
 from shared.bus.broker import free_port
-from shared.config import KafkaSettings
+from shared.config import DatabaseSettings, KafkaSettings
+from shared.db import Database
 from tests.helpers import TopicReader, wait_for
 from tests.orchestrator.conftest import EDITOR, NO_EXTRA_PACKS, FakeClock, make_settings, request_event, running
 
@@ -98,8 +99,8 @@ async def test_killing_the_orchestrator_mid_batch_loses_nothing_and_sends_nothin
     kafka_settings: KafkaSettings, pg_database_url: str, strategy_path: str, tmp_path: Path
 ) -> None:
     # Prepare the database (migrations, templates) in-process, then hand it to a real server process.
-    settings = make_settings(kafka_settings, pg_database_url, strategy_path=strategy_path)
-    async with running(settings, FakeClock()) as o:
+    prepare = make_settings(kafka_settings, pg_database_url, consumer_group=f"{kafka_settings.topic_prefix}prepare")
+    async with running(prepare, FakeClock()) as o:
         topics = o.topics
     zone = _lawful_zone_now()
     requests = [
@@ -123,8 +124,10 @@ async def test_killing_the_orchestrator_mid_batch_loses_nothing_and_sends_nothin
         "CADENCIA_ORCHESTRATOR_STRATEGY_PATH": strategy_path,
         "CADENCIA_ORCHESTRATOR_POLICY_DIRS": f'["{NO_EXTRA_PACKS}"]',
         "CADENCIA_ORCHESTRATOR_SEED_TEMPLATES": "false",
-        "CADENCIA_ORCHESTRATOR_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "CADENCIA_ORCHESTRATOR_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "CADENCIA_ORCHESTRATOR_CONSUMER_GROUP": f"{kafka_settings.topic_prefix}orchestrator",
+        # the killed member holds its partitions until its session times out
+        "CADENCIA_ORCHESTRATOR_KAFKA__SESSION_TIMEOUT_MS": "3000",
+        "CADENCIA_ORCHESTRATOR_KAFKA__HEARTBEAT_INTERVAL_MS": "300",
         "CADENCIA_ORCHESTRATOR_KAFKA__MAX_POLL_RECORDS": "40",
         "CADENCIA_ENV": "test",
         "CADENCIA_API_KEYS": "admin:test-admin-key",
@@ -157,6 +160,9 @@ async def test_killing_the_orchestrator_mid_batch_loses_nothing_and_sends_nothin
     assert killed_at < len(requests), "the kill should land mid-batch"
     assert set(by_request) == {r.id for r in requests}
     assert {rid: ids for rid, ids in by_request.items() if len(ids) != 1} == {}
-    async with running(settings, FakeClock(), templates=()) as check:
-        async with check.app.state.ctx.db.sessions() as session:
+    db = Database(DatabaseSettings(url=pg_database_url))
+    try:
+        async with db.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(DispatchRow)) == len(requests)
+    finally:
+        await db.dispose()
