@@ -185,3 +185,46 @@ async def test_an_undelivered_sms_falls_back_to_email_but_never_past_expires_at(
         await orchestrator.publish(t.contact_outcomes, delivery(first, "failed", clock.now, "30005"))
         await wait_for(lambda: any(s == "expired" for s, _ in history(reader, short.id)), what="expired")
         assert len(dispatches(reader, short.id)) == 1
+
+
+async def test_unanswered_calls_fall_back_after_the_configured_count_and_replies_teach(
+    orchestrator: Orchestrator, kafka_settings
+) -> None:
+    t = orchestrator.topics
+    topics = (t.dispatch("voice"), t.dispatch("email"), t.dispatch("sms"), t.contact_status)
+    async with TopicReader(kafka_settings, *topics) as reader:
+        event = request_event("deb-n1", channel="auto", days_past_due=0,
+                              debtor={"preferred_channel": "voice", "authorized_channels": ["voice", "email"]})
+        await orchestrator.submit(event)
+        [call1] = await wait_for(lambda: dispatches(reader, event.id))
+        assert (call1.data.channel, call1.data.attempt) == ("voice", 1)
+        await orchestrator.publish(t.contact_outcomes, delivery(call1, "no_answer", T0))
+        call2 = await wait_for(lambda: len(dispatches(reader, event.id)) == 2 and dispatches(reader, event.id)[1])
+        assert (call2.data.channel, call2.data.attempt) == ("voice", 2)  # below the count: call again
+        await orchestrator.publish(t.contact_outcomes, delivery(call2, "no_answer", T0))
+        email = await wait_for(lambda: len(dispatches(reader, event.id)) == 3 and dispatches(reader, event.id)[2])
+        assert (email.data.channel, email.data.attempt) == ("email", 3)
+
+        # "1" on the keypad is a promise to pay: collection pauses for the configured horizon
+        await orchestrator.publish(t.contact_outcomes, ResponseReceivedEvent(subject="deb-n1", data=ResponseReceived(
+            debtor_id="deb-n1", dispatch_id=call2.data.dispatch_id, channel="voice", kind="keypress", digits="1",
+            occurred_at=T0)))
+        await wait_for(lambda: ("responded", "promise_to_pay") in history(reader, event.id))
+        later = request_event("deb-n1", channel="email", days_past_due=0)
+        result = (await orchestrator.submit(later)).json()["results"][0]
+        assert result["status"] == "deferred" and "promise" in result["reason"]
+
+        await orchestrator.publish(t.contact_outcomes, ResponseReceivedEvent(subject="deb-n1", data=ResponseReceived(
+            debtor_id="deb-n1", dispatch_id=email.data.dispatch_id, channel="email", kind="callback_request",
+            occurred_at=T0)))
+        await wait_for(lambda: ("responded", "callback_request") in history(reader, event.id))
+
+        # an invalid number (Twilio 21211) suppresses it and the contact moves on
+        bad = request_event("deb-n2", channel="auto", days_past_due=0)
+        await orchestrator.submit(bad)
+        [sms] = await wait_for(lambda: dispatches(reader, bad.id))
+        await orchestrator.publish(t.contact_outcomes, delivery(sms, "failed", T0, "21211"))
+        moved = await wait_for(lambda: len(dispatches(reader, bad.id)) == 2 and dispatches(reader, bad.id)[1])
+        assert moved.data.channel == "email"
+        view = await debtor_view(orchestrator, "deb-n2")
+        assert [(s["channel"], s["reason"]) for s in view["suppressions"]] == [("sms", "invalid_number")]

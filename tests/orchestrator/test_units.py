@@ -1,0 +1,96 @@
+"""Pure parts of the runtime: request validation, strategy segments, status ranking, ledger outcomes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from services.orchestrator.runtime import validation
+from services.orchestrator.runtime.service import STATUS_RANK, channel_order, ledger_outcome
+from services.orchestrator.runtime.strategy import DEFAULT_PATH, Strategy
+from shared.events.contracts import Account
+from tests.orchestrator.conftest import T0, request_event
+
+JURISDICTIONS = {"US", "US-MA", "CO", "MX", "PE", "CL"}
+
+
+def account(days: int, balance: str = "100", risk: float | None = None, product: str = "card") -> Account:
+    return Account(id="a", product=product, balance=Decimal(balance), currency="USD", days_past_due=days,
+                   risk_score=risk)
+
+
+def test_a_valid_request_has_no_problems() -> None:
+    assert validation.problems(request_event("d").data, JURISDICTIONS) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"phone": "+1 212 555"}, "E.164"),
+        ({"phone": "2125550123"}, "E.164"),
+        ({"email": "nope@"}, "e-mail"),
+        ({"jurisdiction": "AR"}, "jurisdiction"),
+        ({"time_zone": "America/Nowhere"}, "time zone"),
+        ({"currency": "usd"}, "currency"),
+        ({"currency": "ABC"}, "currency"),
+        ({"channel": "whatsapp"}, "no whatsapp"),
+        ({"channel": "auto", "phone": None, "email": None}, "no phone"),
+        ({"not_before": T0, "expires_at": T0 - timedelta(hours=1)}, "expires_at"),
+    ],
+)
+def test_requests_failing_checks_beyond_the_schema_are_explained(change: dict, expected: str) -> None:
+    problems = validation.problems(request_event("d", **change).data, JURISDICTIONS)
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_shipped_strategy_segments_by_days_past_due() -> None:
+    strategy = Strategy.load()
+    assert strategy.plan(account(5)).segment == "early"
+    assert strategy.plan(account(45)).segment == "late"
+    assert strategy.plan(account(200)).segment == "residual"
+    assert strategy.plan(account(0)).segment == "default"
+    early = strategy.plan(account(5))
+    assert early.channels[0] == "sms" and early.min_gap == timedelta(hours=4) and early.template_suffix == "_early"
+    assert strategy.plan(account(45)).channels[0] == "voice"
+    assert DEFAULT_PATH.name == "strategy.yaml"
+
+
+def test_segments_can_use_balance_risk_and_product(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+defaults: {channels: [email], daily_caps: {sms: 2}}
+segments:
+  - {name: big-risky, balance: [5000, null], risk_score: [0.7, 1], channels: [voice, sms], weekly_caps: {voice: 3}}
+  - {name: mortgage, products: [mortgage], channels: [email, sms], variant: B}
+""", encoding="utf-8")
+    strategy = Strategy.load(path)
+    big = strategy.plan(account(10, "9000", 0.9))
+    assert (big.segment, big.channels, big.weekly_caps, big.daily_caps) == (
+        "big-risky", ("voice", "sms"), {"voice": 3}, {"sms": 2})
+    assert strategy.plan(account(10, "9000", 0.1)).segment == "default"
+    assert strategy.plan(account(10, "9000")).segment == "default"  # no score: a risk band cannot match
+    mortgage = strategy.plan(account(10, product="mortgage"))
+    assert (mortgage.segment, mortgage.variant) == ("mortgage", "B")
+
+
+def test_auto_channel_order_follows_preference_and_authorisation() -> None:
+    plan = Strategy.load().plan(account(5))
+    event = request_event("d", channel="auto", debtor={"preferred_channel": "email"})
+    assert channel_order(event.data, plan)[0] == "email"
+    event = request_event("d", channel="auto", debtor={"authorized_channels": ["email", "voice"]})
+    assert channel_order(event.data, plan) == ["email", "voice"]
+    assert channel_order(request_event("d", channel="voice").data, plan) == ["voice"]
+
+
+def test_statuses_only_move_forward_and_map_to_the_policy_vocabulary() -> None:
+    assert STATUS_RANK["delivered"] > STATUS_RANK["sent"] > STATUS_RANK["accepted"]
+    assert STATUS_RANK["undelivered"] > STATUS_RANK["sent"]
+    assert STATUS_RANK["delivered"] > STATUS_RANK["failed"]
+    assert ledger_outcome("voice", "busy") == "busy"
+    assert ledger_outcome("voice", "failed") == "not_connected"
+    assert ledger_outcome("voice", "dispatched") == "sent"  # a placed call counts until told otherwise
+    assert ledger_outcome("sms", "read") == "delivered"
+    assert ledger_outcome("email", "bounced") == "failed"
