@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.runtime import policy_port
@@ -27,12 +28,14 @@ class RuntimeComponent:
             policy = policy_port.load(ctx.settings.policy_dirs)
             app.state.policy = policy
         strategy = Strategy.load(ctx.settings.strategy_path or None)
-        rt = Runtime(ctx=ctx, strategy=strategy, policy=policy, jurisdictions=policy_port.jurisdictions(policy))
+        counter = Counter("orchestrator_contact_status", "Contact status changes by status", ["status"],
+                          registry=app.state.metrics)
+        rt = Runtime(ctx=ctx, strategy=strategy, policy=policy, jurisdictions=policy_port.jurisdictions(policy),
+                     status_counter=counter)
         app.state.runtime = rt
 
         scheduler = DeferralScheduler(rt, ctx.settings.scheduler_interval)
-        rt_scheduler = scheduler
-        app.state.scheduler = rt_scheduler
+        app.state.scheduler = scheduler
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
 

@@ -89,6 +89,8 @@ class Runtime:
     strategy: Strategy
     policy: Any
     jurisdictions: set[str] = field(default_factory=set)
+    #: ``orchestrator_contact_status_total{status}`` on the app's registry (None outside an app).
+    status_counter: Any = None
 
     @property
     def postgres(self) -> bool:
@@ -178,6 +180,8 @@ def publish_status(
     final: bool = True,
 ) -> None:
     """Record a status change of ``request`` and stage its ``contact.status`` event."""
+    if rt.status_counter is not None:
+        rt.status_counter.labels(status=status).inc()
     if final:
         request.status, request.reason, request.updated_at = status, reason, now
     session.add(StatusHistoryRow(
@@ -374,11 +378,16 @@ async def decide(rt: Runtime, session: AsyncSession, row: ContactRequestRow, now
             continue
         candidates.append((channel, address))
     if not candidates:
+        if row.tried_channels:
+            reason = f"no channel left after {', '.join(row.tried_channels)} failed"
+            publish_status(rt, session, row, "failed", now, reason=reason, rules=["strategy.fallback"])
+            return "failed"
         reason = "no permitted channel" + (f": {'; '.join(skipped)}" if skipped else "")
         publish_status(rt, session, row, "rejected", now, reason=reason, rules=["strategy.channels"])
         return "rejected"
 
-    ledger = await load_ledger(session, row.debtor_id, now - rt.strategy.ledger_window)
+    lookback = timedelta(days=rt.policy.pack(debtor.jurisdiction or "default").lookback_days + 1)
+    ledger = await load_ledger(session, row.debtor_id, now - max(rt.strategy.ledger_window, lookback))
     context, state = debtor_context(debtor), account_state(account)
     limits = policy_port.limits_of(plan.min_gap, plan.daily_caps, plan.weekly_caps)
     policy_suppressions = [
