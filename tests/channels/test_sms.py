@@ -6,7 +6,7 @@ from typing import Any
 
 import services.sms.app as sms_app
 import services.sms.settings as sms_settings
-from services.sandbox.testing import SandboxHandle
+from services.sandbox.testing import SandboxHandle, running_sandbox
 from shared.config import KafkaSettings
 from tests.channels.harness import (
     Publisher,
@@ -171,3 +171,98 @@ async def test_replies_stop_baja_and_1_and_forged_webhooks_are_refused(
         await outcomes.wait_count(RESPONSE, 4)
         new = outcomes.events[events_before:]
         assert [(e.type, e.data.kind) for e in new] == [(RESPONSE, "help")]
+
+
+async def test_redelivered_dispatch_is_not_sent_again_even_after_a_restart(
+    kafka_settings: KafkaSettings, database_url: str, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    await publisher.template(template_event("reminder", "sms"))
+    to = unique_number("0003")
+    event = dispatch_event("sms", to, "reminder")
+    port = free_port()
+    settings = service_settings(SMS, kafka_settings, database_url, sandbox, port, group=group)
+    async with running_service(SMS, settings) as service:
+        await template_cached(service, "reminder")
+        await publisher.dispatch(event)
+        await publisher.dispatch(event)  # the same event again, as after a crash before the offset commit
+        await wait_for(lambda: "delivered" in statuses(outcomes, event.data.dispatch_id), what="delivered")
+        await wait_for(lambda: service.app.state.runner.handled >= 2, what="both copies handled")
+    # A new consumer group re-reads the topic from the start: every dispatch is redelivered to a restarted app.
+    restarted = service_settings(SMS, kafka_settings, database_url, sandbox, port, group=group + "-again")
+    async with running_service(SMS, restarted) as service:
+        await wait_for(lambda: service.app.state.runner.handled >= 2, what="redeliveries handled")
+        await wait_for(lambda: service.app.state.relay.published >= 2, what="outcomes re-emitted")
+        assert service.app.state.dispatch.requests == 0
+    assert len(await sandbox_messages(sandbox, to)) == 1
+    # Re-emitted outcomes carry the same ids: consumers' inboxes drop them.
+    ids = {e.id for e in deliveries(outcomes, event.data.dispatch_id)}
+    assert len(ids) == 3
+    assert set(statuses(outcomes, event.data.dispatch_id)) == {"accepted", "sent", "delivered"}
+
+
+async def test_timeout_after_acceptance_is_unknown_never_resent_and_reconciled_by_callbacks(
+    kafka_settings: KafkaSettings, tmp_path: Any, outcomes: TopicReader, publisher: Publisher, group: str,
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'sms.db'}"
+    await publisher.template(template_event("reminder", "sms"))
+    to = unique_number("0004")
+    event = dispatch_event("sms", to, "reminder")
+    # Real-time provider lifecycle (sent after 0.5 s): the request times out before any callback arrives.
+    async with running_sandbox(speed_factor=1.0) as sandbox:
+        settings = service_settings(SMS, kafka_settings, database_url, sandbox, free_port(), group=group,
+                                    request_timeout_s=0.3)
+        await sandbox.set_faults(provider="twilio", timeout_next=1, timeout_ms=1000)
+        async with running_service(SMS, settings) as service:
+            await template_cached(service, "reminder")
+            await publisher.dispatch(event)
+            await wait_for(lambda: "unknown" in statuses(outcomes, event.data.dispatch_id), what="unknown")
+            await publisher.dispatch(event)  # redelivered: still not sent again
+            await wait_for(lambda: service.app.state.runner.handled >= 2, what="redelivery handled")
+            # The message went out anyway: its signed callbacks name the dispatch and reconcile it.
+            await wait_for(lambda: "delivered" in statuses(outcomes, event.data.dispatch_id), what="delivered")
+            assert service.app.state.dispatch.results == {"unknown": 1}
+            assert service.app.state.dispatch.requests == 1
+        # The sandbox records a held request when it finally answers it.
+        sent = await wait_for(lambda: sandbox_messages(sandbox, to), what="the held request recorded")
+    assert len(sent) == 1 and sent[0]["fault"] == "timeout"
+    assert statuses(outcomes, event.data.dispatch_id)[0] == "unknown"
+    unknown = deliveries(outcomes, event.data.dispatch_id)[0]
+    assert unknown.data.provider_id is None
+    delivered = next(e for e in deliveries(outcomes, event.data.dispatch_id) if e.data.status == "delivered")
+    assert delivered.data.provider_id == sent[0]["sid"]
+
+
+async def test_429_burst_is_retried_sent_exactly_once_and_the_sender_rate_holds(
+    kafka_settings: KafkaSettings, tmp_path: Any, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    mps, burst, count, burst_429 = 10.0, 2, 20, 3
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'sms.db'}"
+    await publisher.template(template_event("reminder", "sms"))
+    events = [dispatch_event("sms", unique_number("0005"), "reminder") for _ in range(count)]
+    settings = service_settings(SMS, kafka_settings, database_url, sandbox, free_port(), group=group, mps=mps,
+                                burst=burst)
+    await sandbox.set_faults(provider="twilio", rate_limit_next=burst_429, retry_after_s=1)
+    async with running_service(SMS, settings) as service:
+        await template_cached(service, "reminder")
+        for event in events:
+            await publisher.dispatch(event)
+        await wait_for(
+            lambda: all("delivered" in statuses(outcomes, e.data.dispatch_id) for e in events), timeout=30,
+            what="every dispatch delivered",
+        )
+        handler = service.app.state.dispatch
+        assert handler.results == {"sent": count}
+        assert handler.requests == count + burst_429
+    requests = [r for r in await sandbox.requests(provider="twilio") if r["path"].endswith("/Messages.json")]
+    assert sorted(r["status"] for r in requests) == [201] * count + [429] * burst_429
+    for event in events:
+        assert [r["status"] for r in requests if r["to"] == [event.data.to]].count(201) == 1
+    stamps = sorted(r["received_ts"] for r in requests)
+    busiest = max(sum(1 for t in stamps if start <= t < start + 1.0) for start in stamps)
+    assert busiest <= mps + burst, f"{busiest} requests in one second"
+    # After the 429, nothing was sent until its Retry-After had passed.
+    first_429 = min(r["received_ts"] for r in requests if r["status"] == 429)
+    after = [r["received_ts"] for r in requests if r["status"] == 201]
+    assert min(after) >= first_429 + 0.99
