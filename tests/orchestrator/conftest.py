@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,14 +54,8 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-#: An empty extra pack directory: ``components.py`` passes ``policy_dirs or None`` and
-#: ``load_policy`` iterates it, so an empty list would fail at start-up (reported upstream).
-NO_EXTRA_PACKS = str(Path(__file__).parent / "packs")
-
-
 def make_settings(kafka: KafkaSettings, database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "policy_dirs": [NO_EXTRA_PACKS],
         "kafka": kafka,
         "database": DatabaseSettings(url=database_url, pool_size=5),
         "scheduler_interval": 0.05,

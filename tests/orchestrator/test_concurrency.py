@@ -20,7 +20,7 @@ from shared.bus.broker import free_port
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database
 from tests.helpers import TopicReader, wait_for
-from tests.orchestrator.conftest import EDITOR, NO_EXTRA_PACKS, FakeClock, make_settings, request_event, running
+from tests.orchestrator.conftest import EDITOR, FakeClock, make_settings, request_event, running
 
 DISPATCHED = "cadencia.contact.dispatched.v1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,6 @@ async def test_killing_the_orchestrator_mid_batch_loses_nothing_and_sends_nothin
         "ORCHESTRATOR_DATABASE_URL": pg_database_url,
         "CADENCIA_ORCHESTRATOR_PORT": str(free_port()),
         "CADENCIA_ORCHESTRATOR_STRATEGY_PATH": strategy_path,
-        "CADENCIA_ORCHESTRATOR_POLICY_DIRS": f'["{NO_EXTRA_PACKS}"]',
         "CADENCIA_ORCHESTRATOR_SEED_TEMPLATES": "false",
         "CADENCIA_ORCHESTRATOR_CONSUMER_GROUP": f"{kafka_settings.topic_prefix}orchestrator",
         # the killed member holds its partitions until its session times out
