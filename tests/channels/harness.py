@@ -30,7 +30,9 @@ from shared.events.contracts import (
 )
 from tests.helpers import wait_for
 
-SMS_BODY = "Hola {{ debtor | first_name }}, tu saldo es {{ account.balance | money }}. Paga en {{ account | payment_link }}"
+SMS_BODY = (
+    "Hola {{ debtor | first_name }}, tu saldo es {{ account.balance | money }}. Paga en {{ account | payment_link }}"
+)
 CONTENT_SID = "HX" + "0123456789abcdef" * 2
 
 
@@ -187,7 +189,9 @@ async def sandbox_messages(sandbox: SandboxHandle, to: str) -> list[dict[str, An
     return [r for r in await sandbox.requests(provider="twilio", to=to) if r["path"].endswith("/Messages.json")]
 
 
-async def signed_post(url: str, auth_token: str, params: dict[str, str], signature: str | None = None) -> httpx.Response:
+async def signed_post(
+    url: str, auth_token: str, params: dict[str, str], signature: str | None = None
+) -> httpx.Response:
     from shared.providers.twilio import TwilioSignature
 
     headers = {}

@@ -82,7 +82,8 @@ async def test_undelivered_invalid_opted_out_and_late_dispatches_produce_their_o
             await publisher.dispatch(event)
 
         def final(event: Any) -> Any:
-            found = [e for e in deliveries(outcomes, event.data.dispatch_id) if e.data.status in ("failed", "undelivered")]
+            done = ("failed", "undelivered")
+            found = [e for e in deliveries(outcomes, event.data.dispatch_id) if e.data.status in done]
             return found[0] if found else None
 
         await wait_for(lambda: all(final(e) for e in (undelivered, invalid, opted_out, late)), what="final outcomes")

@@ -1,0 +1,133 @@
+"""Unit tests of the channel building blocks: keywords, token bucket, backoff, status ranks, Twilio mapping."""
+
+from __future__ import annotations
+
+import random
+
+import aiohttp
+import httpx
+import pytest
+
+from shared.channels.keywords import KeywordClassifier
+from shared.channels.models import advances
+from shared.channels.ratelimit import TokenBucket
+from shared.channels.retry import backoff_delay
+from shared.channels.settings import KeywordSettings
+from shared.config import TwilioSettings
+from shared.providers.base import Ambiguous, Rejected, Retryable
+from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response, request_never_left
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("STOP", "opt_out"), ("stop", "opt_out"), ("Stop.", "opt_out"), ("BAJA", "opt_out"), ("baja", "opt_out"),
+        ("Bájá", "opt_out"), ("B\u0430ja", "opt_out"), ("BAJA por favor", "opt_out"), ("cancelar", "opt_out"),
+        ("Detener", "opt_out"), ("alto", "opt_out"), ("UNSUBSCRIBE", "opt_out"),
+        ("START", "opt_in"), ("alta", "opt_in"), ("unstop", "opt_in"),
+        ("HELP", "help"), ("Ayúda", "help"),
+        ("1", "promise_to_pay"), (" PAGAR! ", "promise_to_pay"), ("pago", "promise_to_pay"),
+        ("Ya pagué, gracias", "reply"), ("", "reply"), ("no me manden nada, stop", "reply"),
+    ],
+)
+def test_keywords(text: str, kind: str) -> None:
+    assert KeywordClassifier(KeywordSettings()).classify(text) == kind
+
+
+def test_keywords_are_configurable_and_help_is_localised() -> None:
+    classifier = KeywordClassifier(KeywordSettings(opt_out=["PARAR"], help_text={"es": "ayuda", "en": "help"}))
+    assert classifier.classify("parar") == "opt_out" and classifier.classify("BAJA") == "reply"
+    assert classifier.help_text("es-CO") == "ayuda" and classifier.help_text("en-US") == "help"
+    assert classifier.help_text(None) == "ayuda"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_spaces_requests_allows_burst_and_pauses() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, burst=3, clock=clock)
+    waits = [bucket.reserve() for _ in range(5)]
+    assert waits == pytest.approx([0, 0, 0, 0.1, 0.2])
+    assert bucket.reserve(max_wait=0.1) is None  # would wait 0.3 s: nothing reserved
+    clock.now += 10
+    bucket.pause(2.0)
+    assert bucket.reserve() == pytest.approx(2.0)
+    assert bucket.reserve() == pytest.approx(2.1)  # no burst right after a pause
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    rng = random.Random(7)
+    delays = [backoff_delay(n, base=0.2, cap=5, rng=rng) for n in range(1, 8)]
+    for n, delay in enumerate(delays, start=1):
+        ceiling = min(5, 0.2 * 2 ** (n - 1))
+        assert ceiling / 2 <= delay <= ceiling
+    assert backoff_delay(1, base=0.2, cap=5, retry_after=3, rng=rng) == 3
+
+
+def test_status_only_moves_forward() -> None:
+    assert advances(None, "accepted") and advances("accepted", "delivered") and advances("sent", "read")
+    assert not advances("delivered", "sent") and not advances("delivered", "accepted")
+    assert not advances("failed", "delivered") and not advances("undelivered", "read")
+    assert advances("unknown", "sent") and advances("delivered", "undelivered")
+
+
+def _response(status: int, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def test_twilio_responses_are_classified() -> None:
+    accepted = classify_response(_response(201, {"sid": "SM1", "status": "queued"}))
+    assert (accepted.provider_id, accepted.status) == ("SM1", "queued")
+    with pytest.raises(Retryable) as limited:
+        classify_response(_response(429, {"code": 20429, "message": "Too Many Requests"}, {"Retry-After": "2"}))
+    assert limited.value.retry_after == 2 and limited.value.code == "20429"
+    with pytest.raises(Retryable):
+        classify_response(_response(503, {"code": 20503}))
+    for code in (21211, 21610, 63016):
+        with pytest.raises(Rejected) as rejected:
+            classify_response(_response(400, {"code": code, "message": "no"}))
+        assert rejected.value.code == str(code)
+    for status in (500, 502, 504):
+        with pytest.raises(Ambiguous):
+            classify_response(_response(status, {"code": 20500}))
+
+
+def test_only_connect_failures_prove_a_request_never_left() -> None:
+    refused = httpx.ConnectError("refused")
+    refused.__cause__ = aiohttp.ClientConnectorError(aiohttp.client_reqrep.ConnectionKey(
+        "h", 1, False, True, None, None, None), OSError(111, "refused"))
+    assert request_never_left(refused)
+    dropped = httpx.ConnectTimeout("disconnected")  # how httpx_aiohttp maps a dropped connection
+    dropped.__cause__ = aiohttp.ServerDisconnectedError()
+    assert not request_never_left(dropped)
+    assert not request_never_left(httpx.ReadTimeout("slow"))
+    assert request_never_left(httpx.ConnectError("native transport"))
+
+
+async def test_connection_refused_is_retryable() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with TwilioMessages(TwilioSettings(base_url=f"http://127.0.0.1:{port}"), connect_timeout=1) as client:
+        with pytest.raises(Retryable):
+            await client.create({"To": "+15005550006", "From": "+15005550001", "Body": "x"})
+
+
+def test_signature_round_trip() -> None:
+    signer = TwilioSignature("token")
+    url = "https://sms.example/webhooks/twilio/status?dispatch=d1"
+    params = {"MessageSid": "SM1", "MessageStatus": "delivered"}
+    signature = signer.sign(url, params)
+    assert signer.verify(url, params, signature)
+    assert not signer.verify(url, {**params, "MessageStatus": "read"}, signature)
+    assert not signer.verify(url.replace("d1", "d2"), params, signature)
+    assert not signer.verify(url, params, None)
+    assert not TwilioSignature("other").verify(url, params, signature)
