@@ -94,10 +94,10 @@ def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.postgres
 async def test_killing_the_orchestrator_mid_batch_loses_nothing_and_sends_nothing_twice(
-    kafka_settings: KafkaSettings, pg_database_url: str, strategy_path: str, tmp_path: Path
+    kafka_settings: KafkaSettings, database_url: str, strategy_path: str, tmp_path: Path
 ) -> None:
+    pg_database_url = database_url  # both databases: SQLite file or a throwaway PostgreSQL database
     # Prepare the database (migrations, templates) in-process, then hand it to a real server process.
     prepare = make_settings(kafka_settings, pg_database_url, consumer_group=f"{kafka_settings.topic_prefix}prepare")
     async with running(prepare, FakeClock()) as o:

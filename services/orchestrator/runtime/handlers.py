@@ -18,7 +18,7 @@ OUTCOME_TYPES = {DeliveryUpdatedEvent.model_fields["type"].default, ResponseRece
 
 async def apply_request(rt: Runtime, event: ContactRequestedEvent) -> IntakeResult:
     """The one path of a contact request, whether it came from Kafka or ``POST /v1/contact-requests``."""
-    async with rt.ctx.db.transaction() as session:
+    async with rt.unit_of_work() as session:
         return await service.intake(rt, session, event, rt.ctx.clock())
 
 
@@ -34,15 +34,15 @@ class EventHandlers:
             await apply_request(rt, event)
             return
         if meta.topic == topics.account_events and isinstance(event, ACCOUNT_EVENTS):
-            async with rt.ctx.db.transaction() as session:
+            async with rt.unit_of_work() as session:
                 await service.apply_account_event(rt, session, event, rt.ctx.clock())  # type: ignore[arg-type]
             return
         if meta.topic == topics.contact_outcomes and isinstance(event, DeliveryUpdatedEvent):
-            async with rt.ctx.db.transaction() as session:
+            async with rt.unit_of_work() as session:
                 await service.apply_delivery(rt, session, event.id, event.data, rt.ctx.clock())
             return
         if meta.topic == topics.contact_outcomes and isinstance(event, ResponseReceivedEvent):
-            async with rt.ctx.db.transaction() as session:
+            async with rt.unit_of_work() as session:
                 await service.apply_response(rt, session, event.id, event.data, rt.ctx.clock())
             return
         raise PermanentError(f"{event.type} does not belong on {meta.topic}")

@@ -63,7 +63,7 @@ class DeferralScheduler:
             )).all()
         released = 0
         for deferred_id, debtor_id in due:
-            async with db.transaction() as session:
+            async with self.rt.unit_of_work() as session:
                 await service.lock_debtor(self.rt, session, debtor_id)
                 stmt = select(DeferredContactRow).where(
                     DeferredContactRow.id == deferred_id, DeferredContactRow.state == "pending"

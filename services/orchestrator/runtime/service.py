@@ -7,8 +7,10 @@ orchestrator instance; events to publish go to the outbox of that same transacti
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -91,6 +93,21 @@ class Runtime:
     jurisdictions: set[str] = field(default_factory=set)
     #: ``orchestrator_contact_status_total{status}`` on the app's registry (None outside an app).
     status_counter: Any = None
+    _sqlite_writer: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """``ctx.db.transaction()``; on SQLite one writer at a time in this process.
+
+        SQLite serialises writers anyway (``BEGIN IMMEDIATE``); queueing them here instead of in
+        SQLite's busy handler, which sleeps in growing steps, keeps concurrent partitions fast.
+        """
+        if self.postgres:
+            async with self.ctx.db.transaction() as session:
+                yield session
+            return
+        async with self._sqlite_writer, self.ctx.db.transaction() as session:
+            yield session
 
     @property
     def postgres(self) -> bool:
