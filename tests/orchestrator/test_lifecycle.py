@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from shared.events.contracts import (
+    CommunicationCeased,
+    CommunicationCeasedEvent,
     DeliveryUpdated,
     DeliveryUpdatedEvent,
+    DisputeOpened,
+    DisputeOpenedEvent,
+    DisputeResolved,
+    DisputeResolvedEvent,
     PaymentReceived,
     PaymentReceivedEvent,
     PromiseBroken,
@@ -110,6 +116,37 @@ async def test_payment_cancels_deferred_contacts_and_a_promise_defers_until_brok
             subject="deb-p2", data=PromiseBroken(debtor_id="deb-p2", account_id="acc-deb-p2")))
         [resumed] = await wait_for(lambda: dispatches(reader, paused.id), what="resumed after broken promise")
         assert resumed.data.channel == "sms"
+
+        # disputed: the pack allows only the acknowledgement until the dispute is resolved
+        await orchestrator.publish(t.account_events, DisputeOpenedEvent(
+            subject="deb-p3", data=DisputeOpened(debtor_id="deb-p3", account_id="acc-deb-p3")))
+
+        async def account_status(debtor_id: str, expected: str) -> bool:
+            view = await debtor_view(orchestrator, debtor_id)
+            return bool(view) and view["accounts"][0]["status"] == expected
+
+        await wait_for(lambda: account_status("deb-p3", "disputed"), what="account disputed")
+        result = (await orchestrator.submit(request_event("deb-p3", days_past_due=0))).json()["results"][0]
+        assert result["status"] == "rejected" and "disputed" in result["reason"]
+        await orchestrator.publish(t.account_events, DisputeResolvedEvent(
+            subject="deb-p3", data=DisputeResolved(debtor_id="deb-p3", account_id="acc-deb-p3")))
+        await wait_for(lambda: account_status("deb-p3", "active"), what="dispute resolved")
+        result = (await orchestrator.submit(request_event("deb-p3", days_past_due=0))).json()["results"][0]
+        assert result["status"] == "dispatched"
+
+        # a cease scoped to one medium suppresses that medium for the debtor
+        await orchestrator.publish(t.account_events, CommunicationCeasedEvent(
+            subject="deb-p4", data=CommunicationCeased(debtor_id="deb-p4", account_id="acc-deb-p4", scope="sms")))
+
+        async def ceased() -> bool:
+            view = await debtor_view(orchestrator, "deb-p4")
+            return bool(view) and [s["reason"] for s in view["suppressions"]] == ["ceased"]
+
+        await wait_for(ceased, what="sms ceased")
+        auto = (await orchestrator.submit(request_event("deb-p4", channel="auto", days_past_due=0))).json()
+        assert auto["results"][0]["status"] == "dispatched"
+        sms = (await orchestrator.submit(request_event("deb-p4", channel="sms", days_past_due=0))).json()
+        assert sms["results"][0]["status"] == "rejected" and "ceased" in sms["results"][0]["reason"]
 
 
 async def test_stop_on_sms_suppresses_sms_but_not_email_and_confirms_once(
