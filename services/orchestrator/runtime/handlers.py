@@ -7,10 +7,10 @@ from typing import get_args
 from services.orchestrator.runtime import service
 from services.orchestrator.runtime.service import IntakeResult, Runtime
 from shared.bus import PermanentError, RecordMeta
-from shared.events import AnyEvent
+from shared.events import AnyEvent, CloudEvent
 from shared.events.contracts import ContactRequestedEvent, DeliveryUpdatedEvent, ResponseReceivedEvent
 
-ACCOUNT_EVENTS: tuple[type, ...] = get_args(service.AccountEvent)
+ACCOUNT_EVENTS: tuple[type[CloudEvent], ...] = get_args(service.AccountEvent)
 REQUEST_TYPES = {ContactRequestedEvent.model_fields["type"].default}
 ACCOUNT_TYPES = {cls.model_fields["type"].default for cls in ACCOUNT_EVENTS}
 OUTCOME_TYPES = {DeliveryUpdatedEvent.model_fields["type"].default, ResponseReceivedEvent.model_fields["type"].default}

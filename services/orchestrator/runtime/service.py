@@ -211,8 +211,8 @@ def publish_status(
         correlationid=request.id,
         time=now,
         data=StatusChanged(
-            request_id=request.id, debtor_id=request.debtor_id, status=status,  # type: ignore[arg-type]
-            reason=reason[:2000] if reason else None, not_before=not_before, channel=channel,  # type: ignore[arg-type]
+            request_id=request.id, debtor_id=request.debtor_id, status=status,
+            reason=reason[:2000] if reason else None, not_before=not_before, channel=channel,
             dispatch_id=dispatch_id, rules=list(rules),
         ),
     )
@@ -269,7 +269,7 @@ def channel_order(request: ContactRequested, plan: SegmentPlan) -> list[str]:
     """The channels to try in order: the named one, or the strategy's order led by the preference."""
     if request.channel != "auto":
         return [request.channel]
-    order = list(plan.channels)
+    order: list[str] = list(plan.channels)
     preferred = request.debtor.preferred_channel
     if preferred is not None:
         order = [preferred] + [c for c in order if c != preferred]
@@ -532,9 +532,9 @@ async def dispatch(
         source=SOURCE, subject=row.debtor_id, correlationid=row.id, time=now,
         data=ContactDispatched(
             dispatch_id=dispatch_id, request_id=row.id, debtor_id=row.debtor_id, account_id=row.account_id,
-            channel=channel, to=address, locale=debtor.locale, template=template,  # type: ignore[arg-type]
+            channel=channel, to=address, locale=debtor.locale, template=template,
             variables=render_variables(rt, request, debtor, account), attempt=row.attempts, deadline=deadline,
-            kind=row.kind,  # type: ignore[arg-type]
+            kind=row.kind,
         ),
     )
     add_to_outbox(session, rt.ctx.topics.dispatch(channel), event)
@@ -780,7 +780,7 @@ async def confirm_opt_out(rt: Runtime, session: AsyncSession, event_id: str, ori
     current = Debtor(
         id=debtor.id, name=debtor.name, locale=debtor.locale, jurisdiction=debtor.jurisdiction or "default",
         time_zone=debtor.time_zone, phone=debtor.phone, email=debtor.email, whatsapp=debtor.whatsapp,
-        authorized_channels=debtor.authorized_channels, preferred_channel=debtor.preferred_channel,  # type: ignore[arg-type]
+        authorized_channels=debtor.authorized_channels, preferred_channel=debtor.preferred_channel,
     )
     request = original.model_copy(update={
         "debtor": current,

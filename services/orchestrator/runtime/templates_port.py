@@ -37,7 +37,7 @@ async def resolve(
     """
     service = _service()
     if service is None:
-        return TemplateRef(key=key, version=1, channel=channel, locale=locale, variant=variant)  # type: ignore[arg-type]
+        return TemplateRef(key=key, version=1, channel=channel, locale=locale, variant=variant)
     weights = {variant: 1.0} if variant else None
     ref: TemplateRef | None = await service.resolve(session, key, channel, locale, debtor_id, weights=weights)
     return ref
