@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 
-import aiohttp
-import httpx
+import orjson
 import pytest
 
 from shared.channels.keywords import KeywordClassifier
@@ -14,8 +13,8 @@ from shared.channels.ratelimit import TokenBucket
 from shared.channels.retry import backoff_delay
 from shared.channels.settings import KeywordSettings
 from shared.config import TwilioSettings
-from shared.providers.base import Ambiguous, Rejected, Retryable
-from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response, request_never_left
+from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
+from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response
 
 
 @pytest.mark.parametrize(
@@ -77,37 +76,43 @@ def test_status_only_moves_forward() -> None:
     assert advances("unknown", "sent") and advances("delivered", "undelivered")
 
 
-def _response(status: int, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json=body, headers=headers)
+def _response(status: int, body: object, headers: dict[str, str] | None = None) -> Accepted:
+    return classify_response(status, headers or {}, orjson.dumps(body))
 
 
 def test_twilio_responses_are_classified() -> None:
-    accepted = classify_response(_response(201, {"sid": "SM1", "status": "queued"}))
+    accepted = _response(201, {"sid": "SM1", "status": "queued"})
     assert (accepted.provider_id, accepted.status) == ("SM1", "queued")
     with pytest.raises(Retryable) as limited:
-        classify_response(_response(429, {"code": 20429, "message": "Too Many Requests"}, {"Retry-After": "2"}))
+        _response(429, {"code": 20429, "message": "Too Many Requests"}, {"Retry-After": "2"})
     assert limited.value.retry_after == 2 and limited.value.code == "20429"
     with pytest.raises(Retryable):
-        classify_response(_response(503, {"code": 20503}))
+        _response(503, {"code": 20503})
     for code in (21211, 21610, 63016):
         with pytest.raises(Rejected) as rejected:
-            classify_response(_response(400, {"code": code, "message": "no"}))
+            _response(400, {"code": code, "message": "no"})
         assert rejected.value.code == str(code)
     for status in (500, 502, 504):
         with pytest.raises(Ambiguous):
-            classify_response(_response(status, {"code": 20500}))
+            _response(status, {"code": 20500})
 
 
-def test_only_connect_failures_prove_a_request_never_left() -> None:
-    refused = httpx.ConnectError("refused")
-    refused.__cause__ = aiohttp.ClientConnectorError(aiohttp.client_reqrep.ConnectionKey(
-        "h", 1, False, True, None, None, None), OSError(111, "refused"))
-    assert request_never_left(refused)
-    dropped = httpx.ConnectTimeout("disconnected")  # how httpx_aiohttp maps a dropped connection
-    dropped.__cause__ = aiohttp.ServerDisconnectedError()
-    assert not request_never_left(dropped)
-    assert not request_never_left(httpx.ReadTimeout("slow"))
-    assert request_never_left(httpx.ConnectError("native transport"))
+async def test_a_dropped_connection_is_ambiguous() -> None:
+    import asyncio
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the request arrived: now the answer is lost
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with TwilioMessages(TwilioSettings(base_url=f"http://127.0.0.1:{port}")) as client:
+            with pytest.raises(Ambiguous):
+                await client.create({"To": "+15005550006", "From": "+15005550001", "Body": "x"})
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_connection_refused_is_retryable() -> None:
