@@ -107,10 +107,10 @@ def run_local(
     # Where the sandbox delivers inbound messages and events: the channel services' webhooks.
     common.update(
         {
-            "CADENCIA_SANDBOX_SMS_INBOUND_URL": f"http://127.0.0.1:{ports['sms']}/webhooks/twilio/inbound",
-            "CADENCIA_SANDBOX_WHATSAPP_INBOUND_URL": f"http://127.0.0.1:{ports['whatsapp']}/webhooks/twilio/inbound",
-            "CADENCIA_SANDBOX_VOICE_INBOUND_URL": f"http://127.0.0.1:{ports['voice']}/webhooks/twilio/voice",
-            "CADENCIA_SANDBOX_SENDGRID__WEBHOOK_URL": f"http://127.0.0.1:{ports['email']}/webhooks/sendgrid/events",
+            "CADENCIA_SANDBOX_INBOUND__SMS": f"http://127.0.0.1:{ports['sms']}/webhooks/twilio/inbound",
+            "CADENCIA_SANDBOX_INBOUND__WHATSAPP": f"http://127.0.0.1:{ports['whatsapp']}/webhooks/twilio/inbound",
+            "CADENCIA_SANDBOX_INBOUND__VOICE": f"http://127.0.0.1:{ports['voice']}/webhooks/twilio/voice",
+            "CADENCIA_SANDBOX_SENDGRID_WEBHOOK_URL": f"http://127.0.0.1:{ports['email']}/webhooks/sendgrid/events",
         }
     )
     services: list[Supervised] = []
