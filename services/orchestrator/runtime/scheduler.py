@@ -54,7 +54,7 @@ class DeferralScheduler:
     async def release_due(self, now: datetime) -> int:
         """Release every deferral due at ``now`` (one pass); returns how many this call released."""
         db = self.rt.ctx.db
-        async with db.sessions() as session:
+        async with self.rt.unit_of_work() as session:  # (on SQLite every transaction takes the write lock)
             due = (await session.execute(
                 select(DeferredContactRow.id, DeferredContactRow.debtor_id)
                 .where(DeferredContactRow.state == "pending", DeferredContactRow.not_before <= now)
