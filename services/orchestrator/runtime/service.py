@@ -72,6 +72,8 @@ STATUS_RANK: dict[str, int] = {
     "delivered": 4, "voicemail": 4, "read": 5, "opened": 5, "conversation": 5, "clicked": 6,
 }
 FAILED = frozenset({"failed", "undelivered", "bounced"})
+#: Calls that reached no one: retried on voice, then the contact falls back to the next channel.
+UNANSWERED = frozenset({"no_answer", "busy"})
 DELIVERED = frozenset({"delivered", "read", "opened", "clicked", "voicemail", "conversation"})
 #: Kinds the law allows past an opt-out or a cease: the policy decides them, not the strategy.
 LEGAL_NOTICES = frozenset({"opt_out_confirmation", "cease_notice", "dispute_ack"})
@@ -676,7 +678,7 @@ async def apply_delivery(rt: Runtime, session: AsyncSession, event_id: str, upda
     if update_.status in DELIVERED and previous not in DELIVERED:
         publish_status(rt, session, row, "delivered", now, channel=dispatch_row.channel,
                        dispatch_id=dispatch_row.id, final=is_current)
-    elif update_.status in FAILED or update_.status == "no_answer":
+    elif update_.status in FAILED or update_.status in UNANSWERED:
         reason = f"{update_.status}" + (f" ({update_.error_code})" if update_.error_code else "")
         publish_status(rt, session, row, "failed", now, reason=reason, channel=dispatch_row.channel,
                        dispatch_id=dispatch_row.id, final=is_current)
@@ -694,14 +696,14 @@ async def fall_back(rt: Runtime, session: AsyncSession, row: ContactRequestRow, 
                     now: datetime) -> None:
     """Move a failed contact to its next permitted channel: a new attempt of the same request.
 
-    A call that ends ``no_answer`` is retried on voice until it has done so the configured
-    number of times; the channel is then given up like a failed one.
+    A call that ends ``no_answer`` (or ``busy``) is retried on voice until that has happened the
+    configured number of times; the channel is then given up like a failed one.
     """
-    if failed.status == "no_answer":
+    if failed.status in UNANSWERED:
         plan = rt.strategy.plan(ContactRequested.model_validate(row.payload).account)
         unanswered = (await session.execute(
             select(DispatchRow.id).where(DispatchRow.request_id == row.id, DispatchRow.channel == "voice",
-                                         DispatchRow.status == "no_answer")
+                                         DispatchRow.status.in_(UNANSWERED))
         )).all()
         if len(unanswered) < plan.no_answer_fallback_after:
             await decide(rt, session, row, now)
