@@ -265,3 +265,22 @@ async def test_unanswered_calls_fall_back_after_the_configured_count_and_replies
         assert moved.data.channel == "email"
         view = await debtor_view(orchestrator, "deb-n2")
         assert [(s["channel"], s["reason"]) for s in view["suppressions"]] == [("sms", "invalid_number")]
+
+
+async def test_a_telephone_conversation_blocks_calls_for_seven_days_but_not_other_channels(
+    orchestrator: Orchestrator, kafka_settings
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("voice"), t.contact_status) as reader:
+        call = request_event("deb-c1", channel="voice", days_past_due=0)
+        await orchestrator.submit(call)
+        [placed] = await wait_for(lambda: dispatches(reader, call.id))
+        await orchestrator.publish(t.contact_outcomes, delivery(placed, "conversation", T0))
+        await wait_for(lambda: ("delivered", None) in history(reader, call.id), what="conversation recorded")
+        again = (await orchestrator.submit(request_event("deb-c1", channel="voice", days_past_due=0))).json()
+        assert again["results"][0]["status"] == "deferred"
+        status = (await orchestrator.http.get(f"/v1/contact-requests/{again['request_ids'][0]}", headers=VIEWER)).json()
+        assert "US.reg_f.after_conversation" in status["history"][-1]["rules"]
+        assert status["history"][-1]["not_before"] >= (T0 + timedelta(days=6)).isoformat()
+        email = (await orchestrator.submit(request_event("deb-c1", channel="email", days_past_due=0))).json()
+        assert email["results"][0]["status"] == "dispatched"
