@@ -450,12 +450,10 @@ async def decide(rt: Runtime, session: AsyncSession, row: ContactRequestRow, now
 async def pick_template(
     rt: Runtime, session: AsyncSession, request: ContactRequested, plan: SegmentPlan, channel: str
 ) -> TemplateRef | None:
-    """The segment's variant of the requested key when it exists (``key + suffix``), else the key."""
+    """The segment's variant of the requested key (``key + suffix``) when published for the channel, else the key."""
     keys = [request.template]
     if plan.template_suffix and request.kind == "collection":
-        suffixed = request.template + plan.template_suffix
-        if await templates_port.key_exists(session, suffixed):
-            keys.insert(0, suffixed)
+        keys.insert(0, request.template + plan.template_suffix)
     for key in keys:
         ref = await templates_port.resolve(session, key, channel, request.debtor.locale, request.debtor.id,
                                            plan.variant)
