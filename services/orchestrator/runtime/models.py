@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, DateTime, Dialect, Index, Integer, Numeric, String, Text
+from sqlalchemy import JSON, BigInteger, Date, DateTime, Dialect, Index, Integer, Numeric, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -124,7 +124,11 @@ class DispatchRow(Base):
     """One attempt of a request on one channel; in the ledger from the moment it is decided."""
 
     __tablename__ = "dispatches"
-    __table_args__ = (Index("ix_dispatches_debtor_at", "debtor_id", "at"),)
+    __table_args__ = (
+        Index("ix_dispatches_debtor_at", "debtor_id", "at"),
+        # belt and braces: one dispatch per attempt of a request, whatever happens above
+        Index("ux_dispatches_request_attempt", "request_id", "attempt", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(_ID), index=True)
@@ -200,6 +204,9 @@ class DeferredContactRow(Base):
     __table_args__ = (
         Index("ix_deferred_contacts_due", "state", "not_before"),
         Index("ix_deferred_contacts_debtor_at", "debtor_id", "created_at"),
+        # at most one pending deferral per request
+        Index("ux_deferred_contacts_pending", "request_id", unique=True,
+              postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
