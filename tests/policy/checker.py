@@ -178,7 +178,8 @@ def violations(
                         broken.add(spec["id"])
         if limits is not None and collection:
             outbound = [e for e in past if e.direction == "outbound"]
-            if limits.min_gap and any(t < e.at + limits.min_gap for e in outbound):
+            reached = [e for e in outbound if e.outcome not in ("failed", "not_connected")]
+            if limits.min_gap and any(t < e.at + limits.min_gap for e in reached):
                 broken.add("strategy.min_gap")
             for channel, cap in limits.daily_caps:
                 if c.channel == channel and sum(

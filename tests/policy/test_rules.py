@@ -438,6 +438,13 @@ def test_strategy_limits(policy: Policy) -> None:
     assert isinstance(decide(policy, debtor(), notice, ledger, limits=gap), Allow)
 
 
+def test_min_gap_ignores_a_message_that_never_arrived(policy: Policy) -> None:
+    at = local(CHI, 2025, 6, 4, 10)
+    gap = StrategyLimits(min_gap=timedelta(hours=4))
+    undelivered = [out(at - timedelta(minutes=5), "sms", "failed")]
+    assert isinstance(decide(policy, debtor(), contact(at, "email"), undelivered, limits=gap), Allow)
+
+
 def test_future_ledger_entries_are_not_history_yet(policy: Policy) -> None:
     at = local(CHI, 2025, 6, 4, 10)
     later = [out(at + timedelta(hours=1), outcome="conversation")]

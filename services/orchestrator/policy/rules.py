@@ -387,6 +387,9 @@ class SingleChannelRule(TimeRule):
         )
 
 
+_UNREACHED = frozenset({"failed", "not_connected"})
+
+
 class MinGapRule(TimeRule):
     """Strategy: a minimum gap between any two outbound contacts to the debtor."""
 
@@ -398,7 +401,10 @@ class MinGapRule(TimeRule):
         self.lookback_days = self.gap // DAY_US + 2
 
     def prepare(self, ctx: EvalContext) -> Any:
-        return [t for t, e in ctx.entries if e.direction == "outbound"]
+        # A message that provably never reached the debtor (failed, undelivered, bounced, a call that
+        # did not connect) is no contact to space from: fallback to the next channel must not wait.
+        # The legal caps still count such attempts; this is the operator's pacing rule only.
+        return [t for t, e in ctx.entries if e.direction == "outbound" and e.outcome not in _UNREACHED]
 
     def check(self, state: Any, ctx: EvalContext, zv: ZoneView) -> tuple[int, str] | None:
         hi = bisect_right(state, zv.t)
