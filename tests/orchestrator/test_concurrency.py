@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Operator limits off, so only the law limits what these tests count.
 UNLIMITED_STRATEGY = """
+creditor: {name: Financiera Ejemplo, phone: "+18005550100"}
 defaults:
   channels: [voice, sms, email, whatsapp]
   min_gap_hours: 0

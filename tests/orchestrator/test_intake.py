@@ -111,3 +111,27 @@ async def test_invalid_requests_are_rejected_with_a_reason_and_poison_goes_to_th
     malformed = await orchestrator.http.post("/v1/contact-requests", json={"requests": [{"debtor": {}}]},
                                              headers={"Authorization": "Bearer editor-key"})
     assert malformed.status_code == 422
+
+
+async def test_a_request_its_template_cannot_render_is_rejected_with_the_reason(
+    orchestrator: Orchestrator, kafka_settings, clock: FakeClock
+) -> None:
+    from services.orchestrator.templates import service
+    from shared.events.contracts import TemplateContent
+
+    ctx = orchestrator.app.state.ctx
+    async with ctx.db.transaction() as session:
+        draft = service.Draft(channel="sms", locale="es-MX", variant="A", variables_schema={}, content=TemplateContent(
+            body="{{ creditor.name }}: vence el {{ account.due_date | date }}. Responde STOP para no recibir más."))
+        row = await service.create_version(session, "due_notice", draft, clock())
+        await service.publish(session, ctx.topics.templates, row, clock())
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("sms"), t.contact_status) as reader:
+        event = request_event("deb-nodue", channel="sms", template="due_notice", jurisdiction="MX",
+                              time_zone="America/Mexico_City", phone="+525512340000")
+        await orchestrator.publish(t.contact_requests, event)
+        await wait_for(lambda: "rejected" in statuses(reader, event.id), what="rejected")
+    [rejected] = [e for e in reader.of_type(STATUS) if e.data.request_id == event.id and e.data.status == "rejected"]
+    assert "cannot render" in (rejected.data.reason or "") and "date" in (rejected.data.reason or "")
+    assert "template.render" in rejected.data.rules
+    assert not reader.of_type(DISPATCHED)  # nothing doomed was sent to the channel service

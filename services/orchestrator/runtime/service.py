@@ -433,6 +433,13 @@ async def decide(rt: Runtime, session: AsyncSession, row: ContactRequestRow, now
             if template is None:
                 denials.append(f"{channel}: no published template {request.template!r}")
                 continue
+            problem = await templates_port.render_problem(
+                session, template, render_variables(rt, request, debtor, account)
+            )
+            if problem is not None:
+                denials.append(f"{channel}: {problem}")
+                denial_rules.append("template.render")
+                continue
             await dispatch(rt, session, row, request, debtor, account, channel, address, template, now, ids)
             return "dispatched"
         if isinstance(decision, policy_port.Defer):

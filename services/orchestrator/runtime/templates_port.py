@@ -41,3 +41,35 @@ async def resolve(
     weights = {variant: 1.0} if variant else None
     ref: TemplateRef | None = await service.resolve(session, key, channel, locale, debtor_id, weights=weights)
     return ref
+
+
+#: Published versions are immutable, so their content is cached by (key, version).
+_CONTENT: dict[tuple[str, int], Any] = {}
+
+
+async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dict[str, Any]) -> str | None:
+    """Render the pinned version with the dispatch's data, as the channel service will; the error, if any.
+
+    A request that cannot render (say the template shows ``account.due_date`` and the backend sent
+    none) is rejected at the orchestrator with the reason, instead of failing later in a channel
+    service where the backend only sees a failed delivery.
+    """
+    service = _service()
+    if service is None:
+        return None
+    from shared.templates import TemplateError, render_dispatch
+
+    published = _CONTENT.get((ref.key, ref.version))
+    if published is None:
+        version = await service.get_version(session, ref.key, ref.version)
+        if version is None:
+            return f"template {ref.key} v{ref.version} not found"
+        published = version.as_published()
+        if len(_CONTENT) > 10_000:
+            _CONTENT.clear()
+        _CONTENT[(ref.key, ref.version)] = published
+    try:
+        render_dispatch(published, variables)
+    except TemplateError as exc:
+        return f"template {ref.key} v{ref.version} cannot render: {exc.message}"
+    return None
