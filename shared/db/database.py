@@ -38,6 +38,11 @@ class Database:
         if self.is_sqlite:
             self._tune_sqlite()
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: Read-only work: on SQLite a deferred transaction, so readers never queue behind writers (WAL).
+        self.read_sessions = async_sessionmaker(
+            self.engine.execution_options(sqlite_begin="DEFERRED") if self.is_sqlite else self.engine,
+            expire_on_commit=False,
+        )
         self._after_commit: list[Callable[[], None]] = []
 
     def _tune_sqlite(self) -> None:
@@ -57,7 +62,8 @@ class Database:
 
         @event.listens_for(sync_engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
     def on_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after every successful ``transaction()`` (e.g. wake the outbox relay)."""

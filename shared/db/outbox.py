@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, delete, select, text
@@ -106,21 +107,42 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of committed rows; returns how many were published."""
+        if self.db.is_postgres:
+            return await self._relay_locked()
+        # SQLite: one relay per process and one process per file. Read without the write lock,
+        # publish, then delete in a short write transaction, so writers never wait on broker acks.
+        async with self.db.read_sessions() as session:
+            rows = (
+                await session.execute(select(OutboxRecord).order_by(OutboxRecord.id).limit(self.batch_size))
+            ).scalars().all()
+        if not rows:
+            return 0
+        await self._publish(rows)
         async with self.db.sessions() as session, session.begin():
-            if self.db.is_postgres:
-                locked = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({_RELAY_LOCK_ID})"))
-                if not locked:
-                    return 0
+            await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_([r.id for r in rows])))
+        self.published += len(rows)
+        return len(rows)
+
+    async def _relay_locked(self) -> int:
+        # PostgreSQL: an advisory lock makes one relay active per database, so key order holds
+        # across instances; the rows are deleted in the transaction that read them.
+        async with self.db.sessions() as session, session.begin():
+            locked = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({_RELAY_LOCK_ID})"))
+            if not locked:
+                return 0
             rows = (
                 await session.execute(select(OutboxRecord).order_by(OutboxRecord.id).limit(self.batch_size))
             ).scalars().all()
             if not rows:
                 return 0
-            futures = [
-                await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None)
-                for row in rows
-            ]
-            await asyncio.gather(*futures)
+            await self._publish(rows)
             await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_([r.id for r in rows])))
         self.published += len(rows)
         return len(rows)
+
+    async def _publish(self, rows: Sequence[OutboxRecord]) -> None:
+        futures = [
+            await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None)
+            for row in rows
+        ]
+        await asyncio.gather(*futures)

@@ -35,7 +35,7 @@ class StatsCache:
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> dict[str, Any]:
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.read_sessions() as session:
             self.snapshot = await collect(session, self.ctx.clock())
         return self.snapshot
 

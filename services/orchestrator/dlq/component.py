@@ -69,7 +69,7 @@ async def list_dead_letters(
             query, count = query.where(column == value), count.where(column == value)
     if before_id:
         query = query.where(DeadLetter.id < before_id)
-    async with ctx.db.sessions() as session:
+    async with ctx.db.read_sessions() as session:
         rows = (await session.execute(query)).scalars().all()
         total = int(await session.scalar(count) or 0)
     return DeadLetterPage(total=total, items=[DeadLetterView(**_view(r)) for r in rows])
