@@ -36,7 +36,9 @@ def next_lawful_noon() -> datetime:
     return (noon if noon > now else noon + timedelta(days=1)).astimezone(UTC)
 
 
-def request(debtor_id: str, phone: str, channel: str = "sms", template: str = "reminder_early") -> ContactRequestedEvent:
+def request(
+    debtor_id: str, phone: str, channel: str = "sms", template: str = "reminder_early"
+) -> ContactRequestedEvent:
     return ContactRequestedEvent(subject=debtor_id, source="tests", data=ContactRequested(
         debtor=Debtor(id=debtor_id, name="Lupita Hernández", locale="es-MX", jurisdiction="MX",
                       time_zone="America/Mexico_City", phone=phone, email=f"{debtor_id}@example.com"),

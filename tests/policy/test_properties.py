@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from hypothesis import HealthCheck, given, settings
-from phonenumbers.timezone import time_zones_for_number
 from hypothesis import strategies as st
+from phonenumbers.timezone import time_zones_for_number
 
 from services.orchestrator.policy import (
     AccountState,
