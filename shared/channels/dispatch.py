@@ -48,11 +48,12 @@ DEADLINE = "deadline"
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    """What one channel hands its provider: the address, the rate-limit key, the request payload."""
+    """What one channel hands its provider: the address, the rate-limit key, the request payload
+    (Twilio's form parameters, SendGrid's JSON mail body)."""
 
     to: str
     sender: str
-    payload: dict[str, str]
+    payload: dict[str, Any]
 
 
 class Unsendable(Exception):

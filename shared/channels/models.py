@@ -25,10 +25,13 @@ STATUS_RANK: dict[str, int] = {
     "sent": 2,
     "delivered": 3,
     "read": 4,
-    "failed": 5,
-    "undelivered": 5,
+    "opened": 4,
+    "clicked": 5,
+    "failed": 6,
+    "undelivered": 6,
+    "bounced": 6,
 }
-TERMINAL = frozenset({"failed", "undelivered"})
+TERMINAL = frozenset({"failed", "undelivered", "bounced"})
 
 
 def advances(current: str | None, new: str) -> bool:

@@ -1,0 +1,1 @@
+"""Email channel service: SendGrid v3 mail send, the signed event webhook, one-click unsubscribe."""

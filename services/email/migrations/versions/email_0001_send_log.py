@@ -1,0 +1,20 @@
+"""email: send log and webhook receipts
+
+Revision ID: email_0001
+Revises:
+"""
+
+from shared.channels.schema import create_channel_tables_v1, drop_channel_tables_v1
+
+revision = "email_0001"
+down_revision = None
+branch_labels = ("email",)
+depends_on = "shared_0001"
+
+
+def upgrade() -> None:
+    create_channel_tables_v1()
+
+
+def downgrade() -> None:
+    drop_channel_tables_v1()
