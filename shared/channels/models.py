@@ -30,8 +30,13 @@ STATUS_RANK: dict[str, int] = {
     "failed": 6,
     "undelivered": 6,
     "bounced": 6,
+    # How a call ended (voice): each is final.
+    "conversation": 6,
+    "voicemail": 6,
+    "no_answer": 6,
+    "busy": 6,
 }
-TERMINAL = frozenset({"failed", "undelivered", "bounced"})
+TERMINAL = frozenset({"failed", "undelivered", "bounced", "conversation", "voicemail", "no_answer", "busy"})
 
 
 def advances(current: str | None, new: str) -> bool:

@@ -14,7 +14,7 @@ import base64
 import email.utils
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -88,6 +88,9 @@ class TwilioMessages:
     concurrent use. Only a failure to connect (refused, connect timeout) proves the request never left.
     """
 
+    #: The API resource created by :meth:`create` (``Messages``; :class:`TwilioCalls` uses ``Calls``).
+    resource: ClassVar[str] = "Messages"
+
     def __init__(
         self,
         settings: TwilioSettings,
@@ -97,7 +100,7 @@ class TwilioMessages:
         max_connections: int = 64,
     ) -> None:
         self.account_sid = settings.account_sid
-        self.url = f"{settings.base_url.rstrip('/')}/{API_VERSION}/Accounts/{settings.account_sid}/Messages.json"
+        self.url = f"{settings.base_url.rstrip('/')}/{API_VERSION}/Accounts/{settings.account_sid}/{self.resource}.json"
         credentials = f"{settings.account_sid}:{settings.auth_token.get_secret_value()}".encode()
         self._authorization = "Basic " + base64.b64encode(credentials).decode()
         self._timeout = aiohttp.ClientTimeout(
@@ -134,9 +137,12 @@ class TwilioMessages:
 
     async def create(self, params: Mapping[str, str]) -> Accepted:
         """Create one message from Twilio's form parameters (``To``, ``From``, ``Body``, ``StatusCallback``...)."""
+        return await self._post(dict(params))
+
+    async def _post(self, form: dict[str, str] | list[tuple[str, str]]) -> Accepted:
         session = self._session or self._open()
         try:
-            async with session.post(self.url, data=dict(params)) as response:
+            async with session.post(self.url, data=form) as response:
                 body = await response.read()
                 status, headers, reason = response.status, response.headers, response.reason or ""
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -145,6 +151,23 @@ class TwilioMessages:
             # Read timeout, dropped connection, protocol error: the request may have been processed.
             raise Ambiguous(f"{type(exc).__name__}: {exc}") from exc
         return classify_response(status, headers, body, reason)
+
+
+class TwilioCalls(TwilioMessages):
+    """Places calls through ``POST /2010-04-01/Accounts/{sid}/Calls.json``: the same session, auth and
+    outcome classes as messages (a 201 is :class:`Accepted` with the ``CA…`` sid, status ``queued``).
+
+    ``StatusCallbackEvent`` may be given space-separated (``"initiated ringing answered completed"``);
+    it is sent as one repeated form field per event, as Twilio's own client does.
+    """
+
+    resource: ClassVar[str] = "Calls"
+
+    async def create(self, params: Mapping[str, str]) -> Accepted:
+        """Create one call from Twilio's form parameters (``To``, ``From``, ``Url``, ``StatusCallback``...)."""
+        form = [(key, value) for key, value in params.items() if key != "StatusCallbackEvent"]
+        form += [("StatusCallbackEvent", event) for event in params.get("StatusCallbackEvent", "").split()]
+        return await self._post(form)
 
 
 class _Params(dict[str, list[str]]):

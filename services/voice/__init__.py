@@ -1,0 +1,1 @@
+"""Voice channel service: dispatches to Twilio Calls, TwiML with answering-machine detection and an IVR."""

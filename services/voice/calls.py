@@ -1,0 +1,82 @@
+"""The Twilio Calls adapter of the shared dispatch pipeline (send log, at most once, rate limit, retries).
+
+Composing a call stores its :class:`~services.voice.models.CallSession` (the rendered scripts) before the
+call is placed, so the TwiML webhooks Twilio calls once the debtor answers serve exactly what was
+rendered for this dispatch; the request itself only carries the URLs.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from services.voice import twiml
+from services.voice.models import CallSession
+from services.voice.settings import Settings
+from shared.channels.dispatch import OutboundMessage, Unsendable
+from shared.db import Database
+from shared.events import utcnow
+from shared.events.contracts import Channel, ContactDispatched
+from shared.providers.base import Accepted
+from shared.providers.twilio import TwilioCalls
+from shared.templates import RenderedMessage
+
+TWIML_PATH = "/voice/twiml/{dispatch_id}"
+GATHER_PATH = "/voice/gather/{dispatch_id}"
+CALL_STATUS_PATH = "/webhooks/twilio/call-status"
+STATUS_EVENTS = "initiated ringing answered completed"
+
+
+def public(settings: Settings, path: str) -> str:
+    return settings.public_url.rstrip("/") + path
+
+
+def call_status_url(settings: Settings, dispatch_id: str) -> str:
+    return public(settings, f"{CALL_STATUS_PATH}?dispatch={dispatch_id}")
+
+
+class TwilioCallAdapter:
+    channel: Channel = "voice"
+    provider = "twilio"
+
+    def __init__(self, client: TwilioCalls, settings: Settings, db: Database) -> None:
+        self.client, self.settings, self.db = client, settings, db
+
+    async def compose(
+        self, dispatch: ContactDispatched, rendered: RenderedMessage, status_callback: str
+    ) -> OutboundMessage:
+        if not rendered.voice_script:
+            raise Unsendable("template_error", f"template {rendered.key} v{rendered.version} has no voice_script")
+        await self._store_session(dispatch, rendered)
+        payload = {
+            "To": dispatch.to,
+            "From": self.settings.caller.caller_id,
+            "Url": public(self.settings, TWIML_PATH.format(dispatch_id=dispatch.dispatch_id)),
+            "Method": "POST",
+            "StatusCallback": status_callback,
+            "StatusCallbackMethod": "POST",
+            "StatusCallbackEvent": STATUS_EVENTS,
+        }
+        if self.settings.amd:
+            # Synchronous AMD: Twilio fetches the TwiML once it knows who answered (AnsweredBy), and with
+            # DetectMessageEnd only after the greeting's beep, so the voicemail is recorded whole.
+            payload["MachineDetection"] = "DetectMessageEnd"
+        return OutboundMessage(to=dispatch.to, sender=self.settings.caller.caller_id, payload=payload)
+
+    async def send(self, message: OutboundMessage) -> Accepted:
+        return await self.client.create(message.payload)
+
+    async def _store_session(self, dispatch: ContactDispatched, rendered: RenderedMessage) -> None:
+        now = utcnow()
+        values = {
+            "dispatch_id": dispatch.dispatch_id, "call_sid": None, "debtor_id": dispatch.debtor_id,
+            "request_id": dispatch.request_id, "address": dispatch.to, "locale": dispatch.locale,
+            "voice_script": rendered.voice_script, "voicemail_script": rendered.voicemail_script,
+            "ivr_prompt": twiml.ivr_prompt(rendered.ivr_prompts), "created_at": now, "updated_at": now,
+        }
+        insert = pg_insert if self.db.is_postgres else sqlite_insert
+        async with self.db.transaction() as session:
+            # A redelivered dispatch never gets here (the send log replays it); a concurrent twin keeps the first.
+            await session.execute(
+                insert(CallSession).values(**values).on_conflict_do_nothing(index_elements=["dispatch_id"])
+            )

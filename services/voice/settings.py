@@ -1,0 +1,68 @@
+"""Settings of the voice service (``CADENCIA_VOICE_*``, nested with ``__``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.channels.settings import SendingSettings
+from shared.config import ServiceSettings, TwilioSettings
+from shared.events.contracts import ResponseKind
+
+
+class CallerSettings(BaseModel):
+    """Who calls: the caller id number and how many calls it may place per second (Twilio's account CPS,
+    1 by default), ``burst`` back to back after a pause."""
+
+    caller_id: str = "+15005550006"
+    cps: float = Field(default=1.0, gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+DEFAULT_DIGITS: dict[str, ResponseKind] = {"1": "promise_to_pay", "2": "callback_request", "9": "opt_out"}
+
+
+class IvrSettings(BaseModel):
+    """The keypad menu played to a person after the live script.
+
+    ``digits`` maps a key to the response it reports on ``contact.outcomes``; any other key is reported as
+    ``keypress`` with its digits.
+    """
+
+    digits: dict[str, ResponseKind] = Field(default_factory=lambda: dict(DEFAULT_DIGITS))
+    #: Seconds Twilio waits for a key before the fallback message.
+    timeout_s: int = Field(default=5, ge=1, le=60)
+
+
+class Settings(ServiceSettings):
+    service_name: ClassVar[str] = "voice"
+    model_config = SettingsConfigDict(env_prefix="CADENCIA_VOICE_", env_nested_delimiter="__", extra="ignore")
+
+    port: int = 8003
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    caller: CallerSettings = Field(default_factory=CallerSettings)
+    sending: SendingSettings = Field(default_factory=SendingSettings)
+    ivr: IvrSettings = Field(default_factory=IvrSettings)
+    #: Answering-machine detection (``MachineDetection=DetectMessageEnd``): a machine hears only the
+    #: limited-content voicemail. Off, every answer is treated as a person.
+    amd: bool = True
+    #: The orchestrator's template API, asked when a pinned version is not in the templates topic.
+    orchestrator_url: str = Field(
+        default="http://127.0.0.1:8000", validation_alias=AliasChoices("orchestrator_url", "CADENCIA_ORCHESTRATOR_URL")
+    )
+    #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
+    orchestrator_api_key: SecretStr = Field(
+        default=SecretStr("dev-admin-key"),
+        validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
+    )
+    consumer_group: str = ""
+    #: Create Cadencia's topics at startup (idempotent).
+    create_topics: bool = True
+
+    @model_validator(mode="after")
+    def _voice_defaults(self) -> Settings:
+        if not self.consumer_group:
+            self.consumer_group = f"cadencia-{self.service_name}"
+        return self

@@ -1,0 +1,206 @@
+"""The voice service's Twilio webhooks: the call's TwiML, the IVR keypress, and call status callbacks.
+
+Every one verifies ``X-Twilio-Signature`` over the configured public URL (403 problem+json otherwise,
+before the database is touched). Effects are idempotent: a status callback already applied
+``(CallSid, CallStatus)`` or a keypress already recorded changes nothing, and a call's status only moves
+forward (``sent`` → ``conversation`` | ``voicemail`` | ``no_answer`` | ``busy`` | ``failed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.voice import twiml
+from services.voice.calls import CALL_STATUS_PATH, GATHER_PATH, TWIML_PATH
+from services.voice.models import CallSession
+from services.voice.settings import Settings
+from shared.channels.models import SendLogRecord
+from shared.channels.outcomes import advance, outcome_id
+from shared.channels.webhooks import first_receipt
+from shared.db import Database, add_to_outbox
+from shared.events import Topics, utcnow
+from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
+from shared.http import Problem
+from shared.logging import get_logger
+from shared.providers.twilio import SIGNATURE_HEADER, TwilioSignature
+
+log = get_logger(__name__)
+
+TWIML = "application/xml"
+
+
+@dataclass
+class VoiceContext:
+    settings: Settings
+    db: Database
+    topics: Topics
+    signature: TwilioSignature
+    source: str
+    provider: str = "twilio"
+    clock: Callable[[], datetime] = utcnow
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+
+def get_context(request: Request) -> VoiceContext:
+    ctx: VoiceContext = request.app.state.voice
+    return ctx
+
+
+ContextDep = Annotated[VoiceContext, Depends(get_context)]
+
+
+async def verified_params(request: Request, ctx: VoiceContext) -> dict[str, str]:
+    """The form parameters of a correctly signed request; 403 problem otherwise."""
+    raw = await request.body()
+    multi: dict[str, list[str]] = {}
+    for key, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
+        multi.setdefault(key, []).append(value)
+    url = ctx.settings.public_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    if not ctx.signature.verify(url, multi, request.headers.get(SIGNATURE_HEADER)):
+        ctx.count("forged")
+        log.warning("webhook refused: bad or missing Twilio signature", path=request.url.path)
+        raise Problem(403, "Forbidden", "invalid or missing X-Twilio-Signature", "/problems/signature")
+    return {key: values[0] for key, values in multi.items()}
+
+
+async def _session(db_session: AsyncSession, dispatch_id: str) -> CallSession | None:
+    stmt = select(CallSession).where(CallSession.dispatch_id == dispatch_id).with_for_update()
+    return (await db_session.execute(stmt)).scalar_one_or_none()
+
+
+async def answer_call(ctx: VoiceContext, dispatch_id: str, params: dict[str, str]) -> str:
+    """The TwiML for an answered call: the voicemail to a machine, the live script and IVR to a person."""
+    # No AnsweredBy (AMD off): whoever answered is treated as a person.
+    answered_by = params.get("AnsweredBy") or None
+    async with ctx.db.transaction() as db_session:
+        call = await _session(db_session, dispatch_id)
+        if call is None:
+            log.warning("TwiML requested for an unknown dispatch", dispatch_id=dispatch_id)
+            return twiml.hangup()
+        call.call_sid = call.call_sid or params.get("CallSid") or None
+        call.answered_by = call.answered_by or answered_by or "human"
+        call.updated_at = ctx.clock()
+        played_to, voicemail_script, voice_script = call.answered_by, call.voicemail_script, call.voice_script
+        prompt, locale = call.ivr_prompt, call.locale
+    if played_to == "fax":
+        return twiml.hangup()
+    if twiml.is_machine(played_to):
+        ctx.count("voicemail")
+        return twiml.voicemail(voicemail_script, locale)
+    ctx.count("live")
+    action = ctx.settings.public_url.rstrip("/") + GATHER_PATH.format(dispatch_id=dispatch_id)
+    return twiml.live(voice_script, prompt, locale, action, ctx.settings.ivr.timeout_s)
+
+
+async def record_keypress(ctx: VoiceContext, dispatch_id: str, params: dict[str, str]) -> str:
+    """A key pressed at the IVR → ``response_received`` (outbox); answers a localized thank-you and hangs up."""
+    digits = (params.get("Digits") or "").strip()
+    call_sid = params.get("CallSid") or dispatch_id
+    now = ctx.clock()
+    async with ctx.db.transaction() as db_session:
+        call = await _session(db_session, dispatch_id)
+        if call is None:
+            log.warning("keypress for an unknown dispatch", dispatch_id=dispatch_id)
+            return twiml.hangup()
+        locale = call.locale
+        if not digits:
+            return twiml.goodbye("no_input", locale)
+        kind = twiml.response_kind(digits, ctx.settings.ivr.digits)
+        if await first_receipt(db_session, call_sid, f"digits:{digits}", now):
+            call.digits, call.updated_at = digits, now
+            event = ResponseReceivedEvent(
+                id=outcome_id("keypress", call_sid, digits),
+                source=ctx.source,
+                subject=call.debtor_id,
+                correlationid=call.request_id,
+                data=ResponseReceived(
+                    debtor_id=call.debtor_id, dispatch_id=call.dispatch_id, channel="voice", kind=kind,
+                    digits=digits, address=call.address, occurred_at=now,
+                ),
+            )
+            add_to_outbox(db_session, ctx.topics.contact_outcomes, event)
+            ctx.count(f"keypress_{kind}")
+    return twiml.goodbye(kind, locale)
+
+
+async def apply_call_status(ctx: VoiceContext, params: dict[str, str], dispatch_hint: str | None) -> str:
+    """Apply one call status callback; returns what happened (for logs, metrics and tests)."""
+    sid = params.get("CallSid") or ""
+    raw = (params.get("CallStatus") or "").lower()
+    if not sid or not raw:
+        return "ignored"
+    now = ctx.clock()
+    async with ctx.db.transaction() as db_session:
+        if not await first_receipt(db_session, sid, f"call:{raw}", now):
+            return "duplicate"
+        row = None
+        if dispatch_hint:
+            row = await _send_log(db_session, SendLogRecord.dispatch_id == dispatch_hint)
+            if row is not None and row.provider_id not in (None, sid):
+                row = None
+        if row is None:
+            row = await _send_log(db_session, SendLogRecord.provider_id == sid)
+        if row is None:
+            log.warning("status callback for an unknown call", call_sid=sid, status=raw)
+            return "unknown_call"
+        if row.provider_id is None:
+            row.provider_id = sid
+        if row.state in ("sending", "unknown"):
+            row.state = "sent"  # the callback proves Twilio placed the call
+        call = await _session(db_session, row.dispatch_id)
+        answered_by = params.get("AnsweredBy") or None
+        if call is not None:
+            call.call_sid = call.call_sid or sid
+            answered_by = call.answered_by or answered_by
+        status = twiml.call_outcome(raw, answered_by)
+        if status is None:
+            return "recorded"
+        if call is not None and status != "sent":
+            call.outcome, call.updated_at = status, now
+        moved = advance(
+            db_session, ctx.topics.contact_outcomes, row, status, source=ctx.source, provider=ctx.provider, now=now,
+            error_code=params.get("ErrorCode") or None, error_message=params.get("ErrorMessage") or None,
+        )
+        return "applied" if moved else "stale"
+
+
+async def _send_log(db_session: AsyncSession, condition: object) -> SendLogRecord | None:
+    stmt = select(SendLogRecord).where(condition).order_by(SendLogRecord.created_at.desc()).limit(1)  # type: ignore[arg-type]
+    return (await db_session.execute(stmt.with_for_update())).scalars().first()
+
+
+def voice_webhooks() -> APIRouter:
+    """``POST /voice/twiml/{id}``, ``POST /voice/gather/{id}``, ``POST /webhooks/twilio/call-status``."""
+    router = APIRouter(tags=["webhooks"])
+
+    @router.post(TWIML_PATH)
+    async def call_twiml(dispatch_id: str, request: Request, ctx: ContextDep) -> Response:
+        params = await verified_params(request, ctx)
+        return Response(await answer_call(ctx, dispatch_id, params), media_type=TWIML)
+
+    @router.post(GATHER_PATH)
+    async def call_gather(dispatch_id: str, request: Request, ctx: ContextDep) -> Response:
+        params = await verified_params(request, ctx)
+        return Response(await record_keypress(ctx, dispatch_id, params), media_type=TWIML)
+
+    @router.post(CALL_STATUS_PATH, status_code=204)
+    async def call_status(request: Request, ctx: ContextDep, dispatch: str | None = None) -> Response:
+        params = await verified_params(request, ctx)
+        outcome = await apply_call_status(ctx, params, dispatch)
+        ctx.count(f"status_{outcome}")
+        return Response(status_code=204)
+
+    return router

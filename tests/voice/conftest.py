@@ -1,0 +1,5 @@
+"""The channel tests' fixtures (sandbox, topics, outcomes reader, publisher, group), reused for voice."""
+
+from tests.channels.conftest import group, outcomes, publisher, sandbox, topics
+
+__all__ = ["group", "outcomes", "publisher", "sandbox", "topics"]
