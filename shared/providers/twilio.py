@@ -2,7 +2,7 @@
 
 The client posts the same form the official ``twilio`` package sends, to the same path, with the
 same Basic auth, so it runs unchanged against ``api.twilio.com`` and the sandbox. It talks aiohttp
-directly: ``bench/pipeline.py`` measured it as fast as the official ``AsyncTwilioHttpClient`` (also
+directly: ``bench/http_clients.py`` measured it as fast as the official ``AsyncTwilioHttpClient`` (also
 aiohttp) and well ahead of httpx on either transport, and unlike the official client it sees the
 ``Retry-After`` header (``TwilioRestException`` drops it) and tells "never left" (connect failure)
 from "may have been processed" (anything after) without guessing from a mapped exception.
