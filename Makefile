@@ -43,6 +43,7 @@ schemas: install
 bench: install
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

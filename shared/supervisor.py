@@ -109,7 +109,6 @@ def run_local(
         {
             "CADENCIA_SANDBOX_INBOUND__SMS": f"http://127.0.0.1:{ports['sms']}/webhooks/twilio/inbound",
             "CADENCIA_SANDBOX_INBOUND__WHATSAPP": f"http://127.0.0.1:{ports['whatsapp']}/webhooks/twilio/inbound",
-            "CADENCIA_SANDBOX_INBOUND__VOICE": f"http://127.0.0.1:{ports['voice']}/webhooks/twilio/voice",
             "CADENCIA_SANDBOX_SENDGRID_WEBHOOK_URL": f"http://127.0.0.1:{ports['email']}/webhooks/sendgrid/events",
         }
     )

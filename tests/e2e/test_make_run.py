@@ -46,7 +46,7 @@ def test_run_starts_every_service_prints_urls_and_stops_on_ctrl_c(tmp_path: Path
         assert urls.get("orchestrator") == f"http://127.0.0.1:{base}", lines
         assert urls.get("sandbox") == f"http://127.0.0.1:{sandbox}", lines
         assert urls["demo"].endswith("contact requests published")
-        for name in ("orchestrator", "sandbox", "sms", "whatsapp"):
+        for name in ("orchestrator", "sandbox", "sms", "whatsapp", "email", "voice"):
             with urllib.request.urlopen(f"{urls[name]}/health", timeout=5) as response:
                 assert response.status == 200, name
     finally:
