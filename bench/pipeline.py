@@ -13,6 +13,7 @@ Processes: the embedded broker, the Twilio sandbox (``cadencia serve sandbox``) 
    service at the same time, as in production.
 
     .venv/bin/python bench/pipeline.py --messages 2000
+    BENCH_SMS_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/<empty db> .venv/bin/python bench/pipeline.py
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ async def main() -> None:
                "CADENCIA_TOPIC_PREFIX": kafka.topic_prefix, "TWILIO_API_BASE_URL": sandbox,
                "CADENCIA_LOG_LEVEL": "WARNING", "CADENCIA_SANDBOX_LOG_LEVEL": "WARNING",
                "CADENCIA_SMS_LOG_LEVEL": "WARNING", "CADENCIA_SANDBOX_SPEED_FACTOR": "1000",
-               "SMS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'sms.db'}",
+               "SMS_DATABASE_URL": os.environ.get("BENCH_SMS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp / 'sms.db'}"),
                "CADENCIA_SMS_SENDER__MPS": "100000", "CADENCIA_SMS_SENDER__BURST": "1000",
                "CADENCIA_SMS_SENDING__MAX_IN_FLIGHT": str(args.concurrency),
                "CADENCIA_SMS_KAFKA__PARTITION_CONCURRENCY": os.environ.get("BENCH_PARTITION_CONCURRENCY", "64")}
