@@ -1,0 +1,119 @@
+"""What every channel service's lifespan starts, whatever its provider.
+
+:func:`open_channel` brings up, in order, the database (migrated), the producer, the outbox relay and
+the template cache; :func:`start_dispatch` adds the dispatch consumer around a channel's adapter. Each
+registers its cleanup on the caller's ``AsyncExitStack``, so everything stops in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from shared.bus import ConsumerRunner, EventProducer, ensure_topics
+from shared.channels.dispatch import ChannelAdapter, DispatchHandler
+from shared.channels.ratelimit import SenderLimits
+from shared.channels.settings import SendingSettings
+from shared.config import DatabaseSettings, KafkaSettings
+from shared.db import Database, OutboxRelay
+from shared.db.migrate import upgrade
+from shared.events import Topics
+from shared.events.contracts import Channel
+from shared.templates.cache import TemplateCache
+
+
+class ChannelServiceSettings(Protocol):
+    service_name: ClassVar[str]
+    database: DatabaseSettings
+    kafka: KafkaSettings
+    create_topics: bool
+    orchestrator_url: str
+    orchestrator_api_key: SecretStr
+    consumer_group: str
+    sending: SendingSettings
+
+
+@dataclass
+class ChannelInfrastructure:
+    db: Database
+    topics: Topics
+    producer: EventProducer
+    relay: OutboxRelay
+    templates: TemplateCache
+    templates_started: asyncio.Task[None]
+
+
+async def open_channel(
+    settings: ChannelServiceSettings, migrations: Path, stack: AsyncExitStack
+) -> ChannelInfrastructure:
+    service = settings.service_name
+    db = Database(settings.database)
+    stack.push_async_callback(db.dispose)
+    await upgrade(db, service, migrations)
+    if settings.create_topics:
+        await ensure_topics(settings.kafka)
+    producer = EventProducer(settings.kafka, client_id=service)
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    relay = OutboxRelay(db, producer)
+    await relay.start()
+    stack.push_async_callback(relay.stop)
+    templates = TemplateCache(
+        settings.kafka, settings.orchestrator_url, settings.orchestrator_api_key.get_secret_value()
+    )
+    # Joining the cache's consumer group takes the broker's initial rebalance delay (3 s on the
+    # embedded broker): overlap it with the dispatch consumer's join instead of waiting twice.
+    templates_started = asyncio.create_task(templates.start(), name="template-cache-start")
+    stack.push_async_callback(templates.stop)
+    return ChannelInfrastructure(db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started)
+
+
+async def start_dispatch(
+    app: FastAPI,
+    settings: ChannelServiceSettings,
+    infra: ChannelInfrastructure,
+    stack: AsyncExitStack,
+    *,
+    channel: Channel,
+    adapter: ChannelAdapter,
+    limits: SenderLimits,
+    callback_url: Callable[[str], str],
+) -> DispatchHandler:
+    """Consume ``dispatch.<channel>`` through the shared send log; ready checks and app state included."""
+    service = settings.service_name
+    handler = DispatchHandler(
+        adapter=adapter,
+        db=infra.db,
+        topics=infra.topics,
+        templates=infra.templates,
+        limits=limits,
+        sending=settings.sending,
+        callback_url=callback_url,
+        consumer=f"{service}.dispatch",
+        source=f"cadencia/{service}",
+    )
+    runner = ConsumerRunner(
+        name=f"{service}-dispatch",
+        service=service,
+        topics=[infra.topics.dispatch(channel)],
+        group_id=settings.consumer_group,
+        kafka=settings.kafka,
+        handler=handler,
+        producer=infra.producer,
+        accept_types={"cadencia.contact.dispatched.v1"},
+    )
+    await runner.start()
+    stack.push_async_callback(runner.stop)
+    await infra.templates_started
+    stack.callback(handler.stop)  # runs first: sends waiting to retry give their dispatch back
+    app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
+    app.state.templates, app.state.relay = infra.templates, infra.relay
+    app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping])
+    return handler
