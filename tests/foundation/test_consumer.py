@@ -209,7 +209,6 @@ async def test_one_partition_runs_debtors_concurrently_but_each_debtor_in_order(
                 # when both debtors run concurrently within the one partition.
                 await asyncio.wait_for(b_started.wait(), timeout=10)
             seen[debtor].append(event.data.account_id)  # type: ignore[union-attr]
-            await asyncio.sleep(0)
         finally:
             in_flight -= 1
 

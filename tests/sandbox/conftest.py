@@ -45,14 +45,9 @@ class Receiver:
         self.replies[path] = (status, body, content_type)
 
     async def wait(self, path: str, count: int = 1, timeout: float = 5.0) -> list[Received]:
-        import asyncio
-        import time
+        from tests.helpers import wait_for
 
-        deadline = time.monotonic() + timeout
-        while len(self.at(path)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{path}: {len(self.at(path))}/{count} requests after {timeout}s")
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(self.at(path)) >= count, timeout, what=f"{count} requests to {path}")
         return self.at(path)
 
     async def handle(self, request: Request) -> Response:

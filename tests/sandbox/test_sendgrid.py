@@ -14,6 +14,7 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
 from services.sandbox.testing import SandboxHandle
+from tests.helpers import wait_for
 from tests.sandbox.conftest import Receiver
 
 
@@ -54,11 +55,8 @@ def verified_events(receiver: Receiver, public_key: str) -> list[dict[str, Any]]
 
 
 async def wait_events(receiver: Receiver, public_key: str, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 5
-    while len(events := verified_events(receiver, public_key)) < count:
-        assert time.monotonic() < deadline, f"{len(events)}/{count} events"
-        await asyncio.sleep(0.01)
-    return events
+    await wait_for(lambda: len(verified_events(receiver, public_key)) >= count, timeout=5, what=f"{count} events")
+    return verified_events(receiver, public_key)
 
 
 async def test_official_client_sends_and_events_verify(sandbox: SandboxHandle, receiver: Receiver) -> None:
