@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
@@ -22,15 +21,13 @@ from services.voice import twiml
 from services.voice.calls import CALL_STATUS_PATH, GATHER_PATH, TWIML_PATH
 from services.voice.models import CallSession
 from services.voice.settings import Settings
-from shared.channels.models import SendLogRecord
 from shared.channels.outcomes import advance, outcome_id
-from shared.channels.webhooks import first_receipt
+from shared.channels.webhooks import find_send_log, first_receipt, verify_twilio_form
 from shared.db import Database, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
-from shared.http import Problem
 from shared.logging import get_logger
-from shared.providers.twilio import SIGNATURE_HEADER, TwilioSignature
+from shared.providers.twilio import TwilioSignature
 
 log = get_logger(__name__)
 
@@ -61,19 +58,7 @@ ContextDep = Annotated[VoiceContext, Depends(get_context)]
 
 
 async def verified_params(request: Request, ctx: VoiceContext) -> dict[str, str]:
-    """The form parameters of a correctly signed request; 403 problem otherwise."""
-    raw = await request.body()
-    multi: dict[str, list[str]] = {}
-    for key, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
-        multi.setdefault(key, []).append(value)
-    url = ctx.settings.public_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    if not ctx.signature.verify(url, multi, request.headers.get(SIGNATURE_HEADER)):
-        ctx.count("forged")
-        log.warning("webhook refused: bad or missing Twilio signature", path=request.url.path)
-        raise Problem(403, "Forbidden", "invalid or missing X-Twilio-Signature", "/problems/signature")
-    return {key: values[0] for key, values in multi.items()}
+    return await verify_twilio_form(request, ctx.signature, ctx.settings.public_url, ctx.count)
 
 
 async def _session(db_session: AsyncSession, dispatch_id: str) -> CallSession | None:
@@ -146,20 +131,10 @@ async def apply_call_status(ctx: VoiceContext, params: dict[str, str], dispatch_
     async with ctx.db.transaction() as db_session:
         if not await first_receipt(db_session, sid, f"call:{raw}", now):
             return "duplicate"
-        row = None
-        if dispatch_hint:
-            row = await _send_log(db_session, SendLogRecord.dispatch_id == dispatch_hint)
-            if row is not None and row.provider_id not in (None, sid):
-                row = None
-        if row is None:
-            row = await _send_log(db_session, SendLogRecord.provider_id == sid)
+        row = await find_send_log(db_session, sid, dispatch_hint)
         if row is None:
             log.warning("status callback for an unknown call", call_sid=sid, status=raw)
             return "unknown_call"
-        if row.provider_id is None:
-            row.provider_id = sid
-        if row.state in ("sending", "unknown"):
-            row.state = "sent"  # the callback proves Twilio placed the call
         call = await _session(db_session, row.dispatch_id)
         answered_by = params.get("AnsweredBy") or None
         if call is not None:
@@ -175,11 +150,6 @@ async def apply_call_status(ctx: VoiceContext, params: dict[str, str], dispatch_
             error_code=params.get("ErrorCode") or None, error_message=params.get("ErrorMessage") or None,
         )
         return "applied" if moved else "stale"
-
-
-async def _send_log(db_session: AsyncSession, condition: object) -> SendLogRecord | None:
-    stmt = select(SendLogRecord).where(condition).order_by(SendLogRecord.created_at.desc()).limit(1)  # type: ignore[arg-type]
-    return (await db_session.execute(stmt.with_for_update())).scalars().first()
 
 
 def voice_webhooks() -> APIRouter:

@@ -87,21 +87,49 @@ def get_context(request: Request) -> WebhookContext:
 ContextDep = Annotated[WebhookContext, Depends(get_context)]
 
 
-async def verified_params(request: Request, ctx: WebhookContext) -> dict[str, str]:
-    """The form parameters of a correctly signed request; 403 problem otherwise."""
+async def verify_twilio_form(
+    request: Request, signature: TwilioSignature, public_url: str, count: Callable[[str], None]
+) -> dict[str, str]:
+    """The form parameters of a request Twilio signed for ``public_url``; 403 problem otherwise.
+
+    Every Twilio webhook of every channel (messages, calls, TwiML fetches) goes through here.
+    """
     raw = await request.body()
     pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
     multi: dict[str, list[str]] = {}
     for key, value in pairs:
         multi.setdefault(key, []).append(value)
-    url = ctx.public_url.rstrip("/") + request.url.path
+    url = public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    if not ctx.signature.verify(url, multi, request.headers.get(SIGNATURE_HEADER)):
-        ctx.count("forged")
+    if not signature.verify(url, multi, request.headers.get(SIGNATURE_HEADER)):
+        count("forged")
         log.warning("webhook refused: bad or missing Twilio signature", path=request.url.path)
         raise Problem(403, "Forbidden", "invalid or missing X-Twilio-Signature", "/problems/signature")
     return {key: values[0] for key, values in multi.items()}
+
+
+async def verified_params(request: Request, ctx: WebhookContext) -> dict[str, str]:
+    return await verify_twilio_form(request, ctx.signature, ctx.public_url, ctx.count)
+
+
+async def find_send_log(session: AsyncSession, provider_id: str, dispatch_hint: str | None) -> SendLogRecord | None:
+    """The send-log row a provider callback is about, locked: by the dispatch id in the callback URL
+    (set even when the send's answer was lost), else by the provider's id. The first callback for a
+    row that never recorded its answer adopts the provider id and proves the provider has it."""
+    row = None
+    if dispatch_hint:
+        row = await _locked(session, SendLogRecord.dispatch_id == dispatch_hint)
+        if row is not None and row.provider_id not in (None, provider_id):
+            row = None
+    if row is None:
+        row = await _locked(session, SendLogRecord.provider_id == provider_id)
+    if row is not None:
+        if row.provider_id is None:
+            row.provider_id = provider_id
+        if row.state in ("sending", "unknown"):
+            row.state = "sent"
+    return row
 
 
 async def first_receipt(session: AsyncSession, provider_id: str, status: str, now: datetime) -> bool:
@@ -129,20 +157,10 @@ async def apply_status(ctx: WebhookContext, params: dict[str, str], dispatch_hin
     async with ctx.db.transaction() as session:
         if not await first_receipt(session, sid, raw, now):
             return "duplicate"
-        row = None
-        if dispatch_hint:
-            row = await _locked(session, SendLogRecord.dispatch_id == dispatch_hint)
-            if row is not None and row.provider_id not in (None, sid):
-                row = None
-        if row is None:
-            row = await _locked(session, SendLogRecord.provider_id == sid)
+        row = await find_send_log(session, sid, dispatch_hint)
         if row is None:
             log.warning("status callback for an unknown message", message_sid=sid, status=raw)
             return "unknown_message"
-        if row.provider_id is None:
-            row.provider_id = sid
-        if row.state in ("sending", "unknown"):
-            row.state = "sent"  # the callback proves the provider has it
         status = TWILIO_STATUS.get(raw)
         if status is None:
             return "recorded"
