@@ -7,13 +7,35 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install lint typecheck pytest browser schemas bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+LOCK_DEV     := requirements/dev.txt
+LOCK_RUNTIME := requirements/runtime.txt
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check --no-input
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock" pyproject.toml requirements/build.in
+
+.PHONY: lock lock-upgrade
+
+# Everything is installed from the committed lock with hashes: a fresh clone gets the same
+# packages on any day. The project itself is installed without touching the index.
+$(STAMP): pyproject.toml $(LOCK_DEV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the locked dependencies ($(LOCK_DEV)) into $(VENV); log: $(VENV)/install.log"
+	@{ $(PIP) install --require-hashes --no-deps -r $(LOCK_DEV) && \
+	   $(PIP) install --no-deps --no-build-isolation -e . ; } >$(VENV)/install.log 2>&1 \
+	  || { cat $(VENV)/install.log; echo "install failed (log above)"; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-resolve the locks after a change to pyproject.toml (existing pins are kept where they still fit).
+lock: install
+	$(UV_COMPILE) --extra dev -o $(LOCK_DEV)
+	$(UV_COMPILE) -c $(LOCK_DEV) -o $(LOCK_RUNTIME)
+
+## Move every pin to the newest release the constraints allow: a reviewed commit, never a surprise.
+lock-upgrade: install
+	$(UV_COMPILE) --extra dev --upgrade -o $(LOCK_DEV)
+	$(UV_COMPILE) -c $(LOCK_DEV) -o $(LOCK_RUNTIME)
 
 ## The whole system: embedded Kafka-compatible broker, sandbox providers, every service, a demo portfolio.
 run: install
