@@ -16,6 +16,7 @@ from shared.templates.rendering import (
     first_name,
     format_day,
     format_money,
+    minor_units,
     payment_link,
     render_source,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "format_money",
     "lint",
     "locale_chain",
+    "minor_units",
     "payment_link",
     "render_content",
     "render_dispatch",

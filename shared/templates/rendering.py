@@ -8,6 +8,7 @@ nothing but the context they are given and the filters below (``money``, ``date`
 
 from __future__ import annotations
 
+import copy
 import operator
 import sys
 import time
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency
+from babel.numbers import NumberPattern, parse_pattern
 from jinja2 import StrictUndefined, Template, nodes, pass_context
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
@@ -85,12 +86,47 @@ def _decimal(value: Any) -> Decimal:
         raise ValueError(f"money needs a number, got {value!r}") from exc
 
 
-def format_money(amount: Any, currency: str, locale: str | None) -> str:
-    """``1234.5, "COP", "es-CO"`` → ``$ 1.234,50``; ``"USD", "en-US"`` → ``$1,234.50``."""
+#: ISO 4217 minor units where they are not 2 (active currencies). CLDR's ``digits`` are a display
+#: preference that changes between releases (CLDR 46 shows COP with none); a debt is owed in the
+#: currency's legal minor unit, so that is what every amount is written with.
+ISO_4217_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+                     "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+
+
+def minor_units(currency: str) -> int:
+    """The ISO 4217 minor units of ``currency``: 2 for MXN, COP, PEN and USD; 0 for CLP."""
+    return ISO_4217_MINOR_UNITS.get(currency.upper(), 2)
+
+
+@lru_cache(maxsize=256)
+def _currency_pattern(locale: str, digits: int) -> NumberPattern:
     loc = babel_locale(locale)
-    pattern = CURRENCY_PATTERNS.get(str(loc))
-    text = format_currency(_decimal(amount), currency.upper(), format=pattern, locale=loc, currency_digits=True)
-    return _normalise_spaces(text)
+    override = CURRENCY_PATTERNS.get(str(loc))
+    pattern = copy.copy(parse_pattern(override) if override else loc.currency_formats["standard"])
+    pattern.frac_prec = (digits, digits)
+    return pattern
+
+
+def format_money(amount: Any, currency: str, locale: str | None) -> str:
+    """``1234.5, "COP", "es-CO"`` → ``$ 1.234,50``; ``"USD", "en-US"`` → ``$1,234.50``.
+
+    The amount is written exactly, always with the currency's ISO 4217 minor units, whatever the
+    installed CLDR data prefers. An amount with a non-zero fraction finer than those units
+    (``1.005 USD``) cannot be stated truthfully and is an error, never rounded.
+    """
+    value = _decimal(amount)
+    if not value.is_finite():
+        raise ValueError(f"money needs a finite amount, got {value}")
+    code = currency.upper()
+    digits = minor_units(code)
+    if value != value.quantize(Decimal(1).scaleb(-digits)):
+        raise ValueError(f"{value} has more decimals than {code} allows ({digits}); refusing to round an amount owed")
+    pattern = _currency_pattern(str(babel_locale(locale)), digits)
+    return _normalise_spaces(pattern.apply(value, babel_locale(locale), currency=code, currency_digits=False))
 
 
 def _as_date(value: Any) -> date:

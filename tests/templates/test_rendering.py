@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import date
 from decimal import Decimal
 
 import pytest
+from babel.numbers import parse_decimal
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.events.contracts import TemplateContent, TemplatePublished
 from shared.templates import (
@@ -20,6 +24,7 @@ from shared.templates import (
     format_day,
     format_money,
     locale_chain,
+    minor_units,
     payment_link,
     render_dispatch,
     render_source,
@@ -32,13 +37,48 @@ from shared.templates import (
     ("amount", "currency", "locale", "expected"),
     [
         ("1234.5", "USD", "en-US", "$1,234.50"),
+        ("1234", "USD", "en-US", "$1,234.00"),
         (Decimal("1234.50"), "COP", "es-CO", "$ 1.234,50"),
+        ("99.90", "COP", "es-CO", "$ 99,90"),
+        ("0.01", "COP", "es-CO", "$ 0,01"),
+        ("1234", "COP", "es-CO", "$ 1.234,00"),
         (1234.5, "MXN", "es-MX", "$1,234.50"),
+        ("1234", "MXN", "es-MX", "$1,234.00"),
         ("1234.5", "PEN", "es-PE", "S/ 1,234.50"),
+        ("1234", "PEN", "es-PE", "S/ 1,234.00"),
+        ("150000", "CLP", "es-CL", "$150.000"),
+        ("150000.00", "CLP", "es-CL", "$150.000"),
     ],
 )
 def test_money_matches_local_usage(amount: object, currency: str, locale: str, expected: str) -> None:
     assert format_money(amount, currency, locale) == expected
+
+
+#: Every currency/locale pair the seeded templates and the demo portfolio use.
+MONEY_PAIRS = [("MXN", "es-MX"), ("COP", "es-CO"), ("PEN", "es-PE"), ("CLP", "es-CL"), ("USD", "en-US"),
+               ("USD", "es-MX"), ("MXN", "en-US")]
+
+
+def _parse_rendered(text: str, locale: str) -> Decimal:
+    number = re.sub(r"[^0-9.,-]", "", text)
+    return parse_decimal(number, locale=locale.replace("-", "_"), strict=True)
+
+
+@given(pair=st.sampled_from(MONEY_PAIRS), cents=st.integers(min_value=0, max_value=10**13))
+def test_money_renders_exactly_the_amount_it_is_given(pair: tuple[str, str], cents: int) -> None:
+    currency, locale = pair
+    amount = Decimal(cents).scaleb(-minor_units(currency))
+    assert _parse_rendered(format_money(amount, currency, locale), locale) == amount
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("1.005", "USD"), ("99.901", "COP"), ("150000.5", "CLP")])
+def test_money_refuses_to_round_an_amount_it_cannot_state(amount: str, currency: str) -> None:
+    with pytest.raises(ValueError, match="more decimals"):
+        format_money(amount, currency, "es-CO")
+    with pytest.raises(TemplateError, match="more decimals"):
+        render_source("{{ account.balance | money }}",
+                      build_context({"account": {"balance": amount, "currency": currency}}, locale="es-CO",
+                                    channel="sms"))
 
 
 def test_money_filter_takes_currency_and_locale_from_the_context() -> None:
