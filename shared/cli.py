@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int)
     p_run = sub.add_parser("run", help="run the whole system locally (embedded broker, sandbox, services)")
     p_run.add_argument("--no-demo", action="store_true", help="do not load the demo portfolio")
-    p_run.add_argument("--base-port", type=int, default=8000)
-    p_run.add_argument("--kafka-port", type=int, default=9092)
-    p_run.add_argument("--sandbox-port", type=int, default=8090)
+    p_run.add_argument("--base-port", type=int, default=8000,
+                       help="orchestrator port; sms, email, voice, whatsapp follow it (0: free ports)")
+    p_run.add_argument("--kafka-port", type=int, default=9092, help="embedded broker port (0: a free port)")
+    p_run.add_argument("--sandbox-port", type=int, default=8090, help="provider sandbox port (0: a free port)")
     p_schemas = sub.add_parser("schemas", help="export JSON Schemas and the AsyncAPI document to docs/")
     p_schemas.add_argument("--out", default="docs")
     p_broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")

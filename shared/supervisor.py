@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,59 @@ SANDBOX_PORT = 8090
 
 def available_services() -> list[str]:
     return [name for name in PORTS if importlib.util.find_spec(f"services.{name}.app") is not None]
+
+
+class PortUnavailable(RuntimeError):
+    """A port ``cadencia run`` was asked to use is taken (or two services were given the same one)."""
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and Tansu bind: TIME_WAIT is fine
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def plan_ports(base_port: int, kafka_port: int, sandbox_port: int, services: list[str]) -> dict[str, int]:
+    """Every port of the local system, chosen together so that no two processes share one.
+
+    A port of 0 means "any free port": those are taken from the kernel while every other port of
+    the plan is held open, so they can neither repeat nor land on a requested one. A requested port
+    that is already taken raises :class:`PortUnavailable` naming it, before anything starts.
+    """
+    requested: dict[str, int] = {"kafka": kafka_port, "sandbox": sandbox_port}
+    requested.update({name: (base_port + PORTS[name] if base_port else 0) for name in services})
+    fixed: dict[int, str] = {}
+    for name, port in requested.items():
+        if port and port in fixed:
+            raise PortUnavailable(f"port {port} is asked for both {fixed[port]} and {name}")
+        if port:
+            fixed[port] = name
+    held: list[socket.socket] = []
+    plan: dict[str, int] = {}
+    try:
+        for port, name in fixed.items():
+            try:
+                held.append(_bind(port))
+            except OSError as exc:
+                raise PortUnavailable(
+                    f"port {port} for {name} is already in use ({exc.strerror}); stop what holds it or choose "
+                    "another (--base-port, --kafka-port, --sandbox-port; 0 picks free ports)"
+                ) from exc
+            plan[name] = port
+        for name, port in requested.items():
+            if not port:
+                sock = _bind(0)
+                held.append(sock)
+                plan[name] = int(sock.getsockname()[1])
+    finally:
+        for sock in held:
+            sock.close()
+    return plan
 
 
 @dataclass
@@ -92,10 +146,15 @@ def run_local(
 ) -> int:
     var = Path(os.environ.get("CADENCIA_VAR_DIR", "var"))
     (var / "log").mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port=kafka_port, log_path=str(var / "log" / "broker.log"))
+    names = available_services()
+    try:
+        ports = plan_ports(base_port, kafka_port, sandbox_port, names)
+    except PortUnavailable as exc:
+        print(f"cadencia run: {exc}", file=sys.stderr, flush=True)
+        return 2
+    broker = EmbeddedBroker(port=ports["kafka"], log_path=str(var / "log" / "broker.log"))
     broker.start()
-    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    ports = {name: base_port + offset for name, offset in PORTS.items()}
+    sandbox_url = f"http://127.0.0.1:{ports['sandbox']}"
     common = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -114,8 +173,8 @@ def run_local(
     )
     services: list[Supervised] = []
     if importlib.util.find_spec("services.sandbox.app") is not None:
-        services.append(Supervised("sandbox", sandbox_port, common, var / "log" / "sandbox.log"))
-    for name in available_services():
+        services.append(Supervised("sandbox", ports["sandbox"], common, var / "log" / "sandbox.log"))
+    for name in names:
         env = {**common, f"{name.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{var / (name + '.db')}"}
         services.append(Supervised(name, ports[name], env, var / "log" / f"{name}.log"))
 
