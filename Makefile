@@ -1,11 +1,12 @@
 # Cadencia — two commands: `make run` (the whole system locally) and `make test` (the full suite).
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck pytest browser schemas bench clean
+.PHONY: run test install lint typecheck pytest browser postgres schemas bench clean
 
 LOCK_DEV     := requirements/dev.txt
 LOCK_RUNTIME := requirements/runtime.txt
@@ -39,10 +40,10 @@ lock-upgrade: install
 
 ## The whole system: embedded Kafka-compatible broker, sandbox providers, every service, a demo portfolio.
 run: install
-	$(BIN)/cadencia run
+	@$(BIN)/cadencia run
 
 ## Installs everything (Python packages, Debian's chromium for the browser tests) and runs the suite.
-test: install browser lint typecheck pytest
+test: install browser postgres lint typecheck pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -58,6 +59,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+# Database tests run on SQLite and PostgreSQL. With no server at 127.0.0.1:5432 (and no
+# CADENCIA_TEST_PG), the tests start a throwaway cluster from Debian's binaries: make sure they exist.
+postgres:
+	@if [ -z "$$CADENCIA_TEST_PG" ] && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null \
+	    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "no PostgreSQL at 127.0.0.1:5432: installing Debian's postgresql for a throwaway test cluster"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi; fi
 
 schemas: install
 	$(BIN)/cadencia schemas

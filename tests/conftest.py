@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,8 +11,7 @@ import pytest
 
 from shared.bus.broker import EmbeddedBroker
 from shared.config import DatabaseSettings, KafkaSettings
-
-PG_ADMIN_DSN = os.environ.get("CADENCIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests import postgres
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +36,22 @@ def kafka_settings(kafka_broker: EmbeddedBroker) -> KafkaSettings:
     )
 
 
-async def _create_pg_database() -> str:
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """The PostgreSQL admin DSN: ``CADENCIA_TEST_PG``, 127.0.0.1:5432, or a throwaway cluster of our own."""
+    dsn, cluster = postgres.admin_dsn()
+    try:
+        yield dsn
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+async def _create_pg_database(admin_dsn: str) -> str:
     import asyncpg
 
     name = f"cadencia_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -50,29 +59,29 @@ async def _create_pg_database() -> str:
     return name
 
 
-async def _drop_pg_database(name: str) -> None:
+async def _drop_pg_database(admin_dsn: str, name: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
 
 
-def _pg_url(name: str) -> str:
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+def _pg_url(admin_dsn: str, name: str) -> str:
+    base = admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     return f"{base}/{name}"
 
 
 @pytest.fixture
-async def pg_database_url() -> AsyncIterator[str]:
-    """A throwaway PostgreSQL database (trust auth on 127.0.0.1:5432), dropped afterwards."""
-    name = await _create_pg_database()
+async def pg_database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """A throwaway PostgreSQL database, dropped afterwards."""
+    name = await _create_pg_database(pg_admin_dsn)
     try:
-        yield _pg_url(name)
+        yield _pg_url(pg_admin_dsn, name)
     finally:
-        await _drop_pg_database(name)
+        await _drop_pg_database(pg_admin_dsn, name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -81,11 +90,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
         return
-    name = await _create_pg_database()
+    admin: str = request.getfixturevalue("pg_admin_dsn")
+    name = await _create_pg_database(admin)
     try:
-        yield _pg_url(name)
+        yield _pg_url(admin, name)
     finally:
-        await _drop_pg_database(name)
+        await _drop_pg_database(admin, name)
 
 
 @pytest.fixture
