@@ -139,3 +139,31 @@ async def test_seeded_store_api_publish_rollback_and_cache(
         assert variants == {"A", "B"}
         row = await service.get_version(session, ref.key, ref.version)
         assert row is not None and row.as_published().content.body == BODY
+
+
+@pytest.mark.parametrize(
+    ("balance", "currency", "locale", "expected"),
+    [("1234.50", "COP", "es-CO", "1.234,50"), ("99.90", "COP", "es-CO", "99,90"),
+     ("150000", "CLP", "es-CL", "150.000"), ("1234.5", "USD", "en-US", "1,234.50")],
+)
+async def test_preview_states_the_exact_amount_owed(
+    orchestrator: tuple[FastAPI, httpx.AsyncClient], balance: str, currency: str, locale: str, expected: str
+) -> None:
+    _, client = orchestrator
+    body = {"channel": "sms", "locale": locale, "content": {"body": "Saldo: {{ account.balance | money }}."},
+            "sample": {"account": {"id": "a1", "balance": balance, "currency": currency}}}
+    preview = (await client.post("/v1/templates/amount/preview", json=body, headers=VIEWER)).json()
+    rendered = preview["rendered"]["body"]
+    assert rendered.startswith("Saldo: ") and rendered.endswith(f"{expected}."), rendered
+    assert rendered.removeprefix("Saldo: ").rstrip(".").lstrip("$ ") == expected  # nothing rounded or added
+
+
+async def test_preview_refuses_an_amount_finer_than_the_currency_allows(
+    orchestrator: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    _, client = orchestrator
+    body = {"channel": "sms", "locale": "es-CO", "content": {"body": "Saldo: {{ account.balance | money }}."},
+            "sample": {"account": {"id": "a1", "balance": "99.901", "currency": "COP"}}}
+    preview = (await client.post("/v1/templates/amount/preview", json=body, headers=VIEWER)).json()
+    assert preview["rendered"] is None or "99,90" not in str(preview["rendered"])
+    assert any("more decimals" in f["message"] for f in preview["findings"]), preview["findings"]
