@@ -287,10 +287,12 @@ class _Watchdog:
 
     def __init__(self, limits: Limits, template: Template) -> None:
         self.limits, self.template = limits, template
-        self.deadline = time.monotonic() + limits.time_limit
+        # CPU time of this thread, not wall time: a runaway template burns CPU, while a busy machine
+        # (or a first load of a locale's CLDR data from disk) must not fail a legitimate render.
+        self.deadline = time.thread_time() + limits.time_limit
 
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if time.monotonic() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise TemplateLimitError(f"rendering took longer than {self.limits.time_limit}s", self._line(frame))
         for value in frame.f_locals.values():
             if isinstance(value, str) and len(value) > self.limits.max_output_chars:
