@@ -8,8 +8,10 @@ and ``CADENCIA_<SERVICE>_<SECTION>__<FIELD>`` sets any nested field.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -22,6 +24,24 @@ DEV_API_KEYS = "admin:dev-admin-key"
 DEV_TWILIO_ACCOUNT_SID = "AC00000000000000000000000000000000"
 DEV_TWILIO_AUTH_TOKEN = "dev-twilio-auth-token"
 DEV_SENDGRID_API_KEY = "SG.dev-sendgrid-api-key"
+#: The orchestrator key channel services use in development (a key of ``DEV_API_KEYS``).
+DEV_ORCHESTRATOR_API_KEY = "dev-admin-key"
+#: Where ``make run`` and the tests serve the provider sandbox; production never points here.
+SANDBOX_URL = "http://127.0.0.1:8090"
+
+
+def is_public_https(url: str) -> bool:
+    """True for an ``https`` URL whose host is neither loopback, unspecified nor ``localhost``:
+    what a provider on the internet can call back, or a production provider API."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" or not host or host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return not (address.is_loopback or address.is_unspecified)
 
 
 class KafkaSettings(BaseModel):
@@ -51,12 +71,13 @@ class TwilioSettings(BaseModel):
     account_sid: str = DEV_TWILIO_ACCOUNT_SID
     auth_token: SecretStr = SecretStr(DEV_TWILIO_AUTH_TOKEN)
     #: Where the REST API lives: the sandbox locally, ``https://api.twilio.com`` in production.
-    base_url: str = "http://127.0.0.1:8090"
+    base_url: str = SANDBOX_URL
 
 
 class SendGridSettings(BaseModel):
     api_key: SecretStr = SecretStr(DEV_SENDGRID_API_KEY)
-    base_url: str = "http://127.0.0.1:8090"
+    #: The v3 API: the sandbox locally, ``https://api.sendgrid.com`` in production.
+    base_url: str = SANDBOX_URL
     #: Base64 DER public key of the signed event webhook; empty means "fetch from the sandbox".
     webhook_public_key: str = ""
 
@@ -90,6 +111,9 @@ class ConventionalEnvSource(PydanticBaseSettingsSource):
         put("kafka", "bootstrap_servers", self._first(f"{s}_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"))
         put("kafka", "topic_prefix", self._first("CADENCIA_TOPIC_PREFIX"))
         put("database", "url", self._first(f"{s}_DATABASE_URL", "DATABASE_URL"))
+        redis_url = self._first(f"{s}_REDIS_URL", "REDIS_URL")
+        if redis_url and "redis_url" in fields:
+            found["redis_url"] = redis_url
         put("twilio", "account_sid", self._first("TWILIO_ACCOUNT_SID"))
         put("twilio", "auth_token", self._first("TWILIO_AUTH_TOKEN"))
         put("twilio", "base_url", self._first("TWILIO_API_BASE_URL"))
@@ -109,6 +133,9 @@ class ServiceSettings(BaseSettings):
     """Base for every service's settings. Subclasses set ``service_name`` and ``model_config``."""
 
     service_name: ClassVar[str] = "service"
+    #: Providers call this service back (webhooks, TwiML, unsubscribe links): production needs a
+    #: public ``https`` ``public_url``.
+    receives_webhooks: ClassVar[bool] = False
 
     env: Environment = "development"
     host: str = "127.0.0.1"
@@ -122,6 +149,13 @@ class ServiceSettings(BaseSettings):
     #: ``role:key,role:key``; roles are viewer, editor, admin.
     api_keys: SecretStr = SecretStr(DEV_API_KEYS)
     max_body_bytes: int = 1_000_000
+    #: Run the database migrations at start-up. Unset: yes in development, no in production, where
+    #: ``cadencia migrate`` runs once (a Kubernetes Job, a compose one-shot) and services only
+    #: refuse to start on a schema that is behind their code.
+    migrate_on_start: bool | None = None
+    #: ``redis://…`` (``REDIS_URL``): state every replica shares, today the per-sender rate limits.
+    #: Unset, each process limits its senders on its own (right for one replica per channel).
+    redis_url: str = ""
 
     model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
 
@@ -146,29 +180,45 @@ class ServiceSettings(BaseSettings):
     def _defaults(self) -> ServiceSettings:
         if not self.database.url:
             self.database.url = f"sqlite+aiosqlite:///./var/{self.service_name}.db"
-        if not self.public_url:
-            self.public_url = f"http://{self.host}:{self.port}"
+        if self.migrate_on_start is None:
+            self.migrate_on_start = self.env != "production"
         if self.env == "production":
             bad = self.development_defaults_in_use()
             if bad:
                 raise ValueError(
                     "refusing to start in production with development defaults for: " + ", ".join(bad)
                 )
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
         return self
 
     def development_defaults_in_use(self) -> list[str]:
-        """Names of secrets still at their development default; extended by services."""
+        """Names of settings still at a development default (a secret, the sandbox, loopback);
+        extended by services. Called before ``public_url`` gets its local default."""
         bad = []
         if "dev-admin-key" in self.api_keys.get_secret_value():
             bad.append("CADENCIA_API_KEYS")
         twilio = getattr(self, "twilio", None)
-        if isinstance(twilio, TwilioSettings) and twilio.auth_token.get_secret_value() == DEV_TWILIO_AUTH_TOKEN:
-            bad.append("TWILIO_AUTH_TOKEN")
+        if isinstance(twilio, TwilioSettings):
+            if twilio.auth_token.get_secret_value() == DEV_TWILIO_AUTH_TOKEN:
+                bad.append("TWILIO_AUTH_TOKEN")
+            if twilio.account_sid == DEV_TWILIO_ACCOUNT_SID:
+                bad.append("TWILIO_ACCOUNT_SID")
+            if not is_public_https(twilio.base_url):
+                bad.append("TWILIO_API_BASE_URL")
         sendgrid = getattr(self, "sendgrid", None)
-        if isinstance(sendgrid, SendGridSettings) and (
-            sendgrid.api_key.get_secret_value() == DEV_SENDGRID_API_KEY
+        if isinstance(sendgrid, SendGridSettings):
+            if sendgrid.api_key.get_secret_value() == DEV_SENDGRID_API_KEY:
+                bad.append("SENDGRID_API_KEY")
+            if not is_public_https(sendgrid.base_url):
+                bad.append("SENDGRID_API_BASE_URL")
+        orchestrator_key = getattr(self, "orchestrator_api_key", None)
+        if isinstance(orchestrator_key, SecretStr) and orchestrator_key.get_secret_value() in (
+            "", DEV_ORCHESTRATOR_API_KEY
         ):
-            bad.append("SENDGRID_API_KEY")
+            bad.append("CADENCIA_ORCHESTRATOR_API_KEY")
+        if self.receives_webhooks and not is_public_https(self.public_url):
+            bad.append(f"CADENCIA_{self.service_name.upper()}_PUBLIC_URL")
         return bad
 
     def role_by_key(self) -> dict[str, Role]:

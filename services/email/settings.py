@@ -9,11 +9,12 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.channels.email import DEV_UNSUBSCRIBE_SECRET, EmailSenderSettings, UnsubscribeSettings
 from shared.channels.settings import SendingSettings
-from shared.config import SendGridSettings, ServiceSettings
+from shared.config import DEV_ORCHESTRATOR_API_KEY, SendGridSettings, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: ClassVar[str] = "email"
+    receives_webhooks: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="CADENCIA_EMAIL_", env_nested_delimiter="__", extra="ignore")
 
     port: int = 8002
@@ -29,7 +30,7 @@ class Settings(ServiceSettings):
     )
     #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
     orchestrator_api_key: SecretStr = Field(
-        default=SecretStr("dev-admin-key"),
+        default=SecretStr(DEV_ORCHESTRATOR_API_KEY),
         validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
     )
     consumer_group: str = ""

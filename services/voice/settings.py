@@ -8,7 +8,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.channels.settings import SendingSettings
-from shared.config import ServiceSettings, TwilioSettings
+from shared.config import DEV_ORCHESTRATOR_API_KEY, ServiceSettings, TwilioSettings
 from shared.events.contracts import ResponseKind
 
 
@@ -38,6 +38,7 @@ class IvrSettings(BaseModel):
 
 class Settings(ServiceSettings):
     service_name: ClassVar[str] = "voice"
+    receives_webhooks: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="CADENCIA_VOICE_", env_nested_delimiter="__", extra="ignore")
 
     port: int = 8003
@@ -54,7 +55,7 @@ class Settings(ServiceSettings):
     )
     #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
     orchestrator_api_key: SecretStr = Field(
-        default=SecretStr("dev-admin-key"),
+        default=SecretStr(DEV_ORCHESTRATOR_API_KEY),
         validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
     )
     consumer_group: str = ""

@@ -39,7 +39,7 @@ from shared.logging import get_logger
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.providers.twilio import OPTED_OUT
 from shared.templates import RenderedMessage, TemplateError, render_dispatch
-from shared.templates.cache import TemplateNotFound
+from shared.templates.cache import TemplateAccessRefused, TemplateNotFound
 
 log = get_logger(__name__)
 
@@ -150,6 +150,9 @@ class DispatchHandler:
         except Unsendable as exc:
             await self._fail_unsent(event, exc.code, exc.message)
             return
+        except TemplateAccessRefused as exc:
+            # Retrying would stall the partition forever; the dead letter is replayed once the key is fixed.
+            raise PermanentError(str(exc)) from exc
         except httpx.HTTPError as exc:  # the orchestrator's template API is unreachable: retry the event
             raise TransientError(f"template lookup failed: {exc}") from exc
         async with self._slots:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
-from shared.config import ServiceSettings, TwilioSettings
+from shared.config import DEV_ORCHESTRATOR_API_KEY, ServiceSettings, TwilioSettings
 
 
 class SenderSettings(BaseModel):
@@ -73,6 +75,7 @@ class KeywordSettings(BaseModel):
 class MessageServiceSettings(ServiceSettings):
     """Settings of a Twilio message channel service (SMS, WhatsApp); each service subclasses it with its
     ``service_name``, ``env_prefix`` and port."""
+    receives_webhooks: ClassVar[bool] = True
 
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sender: SenderSettings = Field(default_factory=SenderSettings)
@@ -84,7 +87,7 @@ class MessageServiceSettings(ServiceSettings):
     )
     #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
     orchestrator_api_key: SecretStr = Field(
-        default=SecretStr("dev-admin-key"),
+        default=SecretStr(DEV_ORCHESTRATOR_API_KEY),
         validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
     )
     consumer_group: str = ""

@@ -36,6 +36,11 @@ class TemplateNotFound(LookupError):
     """The orchestrator has no such ``(key, version)``."""
 
 
+class TemplateAccessRefused(PermissionError):
+    """The orchestrator refused this service's API key (401/403): a configuration error that no retry
+    fixes, unlike an unreachable orchestrator."""
+
+
 class TemplateCache:
     def __init__(
         self,
@@ -131,8 +136,9 @@ class TemplateCache:
     async def get(self, key: str, version: int) -> TemplatePublished:
         """The pinned version: from the topic, else from ``GET /v1/templates/{key}/versions/{version}``.
 
-        Raises :class:`TemplateNotFound` if the orchestrator does not know it and ``httpx.HTTPError``
-        when it cannot be reached (a transient failure for the caller).
+        Raises :class:`TemplateNotFound` if the orchestrator does not know it,
+        :class:`TemplateAccessRefused` if it refuses our key, and ``httpx.HTTPError`` when it cannot be
+        reached or fails (a transient failure for the caller).
         """
         cached = self.versions.get((key, version))
         if cached is not None:
@@ -143,6 +149,12 @@ class TemplateCache:
         self.http_fetches += 1
         if response.status_code == 404:
             raise TemplateNotFound(f"template {key} v{version} does not exist")
+        if response.status_code in (401, 403):
+            log.error("the orchestrator refused the template API key", status=response.status_code)
+            raise TemplateAccessRefused(
+                f"the orchestrator answered {response.status_code} to the template lookup: set "
+                "CADENCIA_ORCHESTRATOR_API_KEY to one of its viewer keys, then replay the dead letters"
+            )
         response.raise_for_status()
         template = template_from_api(response.json())
         self.versions[(key, version)] = template

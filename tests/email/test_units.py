@@ -72,8 +72,14 @@ def test_email_statuses_only_move_forward() -> None:
 def test_production_refuses_development_secrets() -> None:
     with pytest.raises(ValueError, match="CADENCIA_EMAIL_UNSUBSCRIBE__SECRET"):
         Settings(env="production", api_keys="admin:k", sendgrid={"api_key": "SG.real"})
+    with pytest.raises(ValueError, match="SENDGRID_API_BASE_URL.*CADENCIA_ORCHESTRATOR_API_KEY.*PUBLIC_URL"):
+        Settings(
+            env="production", api_keys="admin:k",
+            sendgrid={"api_key": "SG.real", "webhook_public_key": "MFkw"}, unsubscribe={"secret": "s3cret"},
+        )
     settings = Settings(
         env="production", api_keys="admin:k",
-        sendgrid={"api_key": "SG.real", "webhook_public_key": "MFkw"}, unsubscribe={"secret": "s3cret"},
+        sendgrid={"api_key": "SG.real", "webhook_public_key": "MFkw", "base_url": "https://api.sendgrid.com"},
+        unsubscribe={"secret": "s3cret"}, orchestrator_api_key="viewer-k", public_url="https://mail.example.com",
     )
     assert settings.port == 8002 and settings.consumer_group == "cadencia-email"

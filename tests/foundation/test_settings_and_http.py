@@ -10,8 +10,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from services.sms.settings import Settings as SmsSettings
 from shared.app import build_app
-from shared.config import ServiceSettings, TwilioSettings
+from shared.config import ServiceSettings, TwilioSettings, is_public_https
 from shared.http import EditorDep, ViewerDep
 
 
@@ -48,7 +49,52 @@ def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch)
         DemoSettings()
     monkeypatch.setenv("CADENCIA_API_KEYS", "admin:s3cret-admin,viewer:s3cret-view")
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "real-token")
-    assert DemoSettings().env == "production"
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
+    with pytest.raises(ValidationError, match="TWILIO_API_BASE_URL"):
+        DemoSettings()  # the sandbox is the development default
+    monkeypatch.setenv("TWILIO_API_BASE_URL", "https://api.twilio.com")
+    settings = DemoSettings()
+    assert settings.env == "production"
+    assert settings.migrate_on_start is False  # production migrates once, with `cadencia migrate`
+
+
+@pytest.mark.parametrize(
+    "url, public",
+    [
+        ("https://api.twilio.com", True),
+        ("https://hooks.example.com/sms", True),
+        ("http://api.twilio.com", False),
+        ("http://127.0.0.1:8090", False),
+        ("https://127.0.0.1:8443", False),
+        ("https://localhost", False),
+        ("https://0.0.0.0", False),
+        ("https://[::1]:8001", False),
+        ("", False),
+    ],
+)
+def test_only_public_https_urls_are_production_urls(url: str, public: bool) -> None:
+    assert is_public_https(url) is public
+
+
+def test_production_channel_refuses_sandbox_loopback_and_the_development_orchestrator_key() -> None:
+    real = {
+        "env": "production", "api_keys": "admin:s3cret",
+        "twilio": {"account_sid": "AC" + "1" * 32, "auth_token": "real", "base_url": "https://api.twilio.com"},
+        "orchestrator_api_key": "viewer-s3cret", "public_url": "https://sms.example.com",
+    }
+    assert SmsSettings(**real).public_url == "https://sms.example.com"
+    for field, value, variable in [
+        ("orchestrator_api_key", "dev-admin-key", "CADENCIA_ORCHESTRATOR_API_KEY"),
+        ("orchestrator_api_key", "", "CADENCIA_ORCHESTRATOR_API_KEY"),
+        ("public_url", "", "CADENCIA_SMS_PUBLIC_URL"),
+        ("public_url", "http://127.0.0.1:8001", "CADENCIA_SMS_PUBLIC_URL"),
+        ("twilio", {**real["twilio"], "base_url": "http://127.0.0.1:8090"}, "TWILIO_API_BASE_URL"),  # type: ignore[dict-item]
+    ]:
+        with pytest.raises(ValidationError, match=variable):
+            SmsSettings(**{**real, field: value})
+    # Development keeps its zero-configuration defaults.
+    local = SmsSettings(env="development")
+    assert local.public_url == "http://127.0.0.1:8001" and local.migrate_on_start is True
 
 
 class Body(BaseModel):
