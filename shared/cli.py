@@ -1,4 +1,4 @@
-"""The ``cadencia`` command: ``serve <service>``, ``run`` (the whole local system), ``schemas``."""
+"""The ``cadencia`` command: ``serve <service>``, ``migrate``, ``run`` (the whole local system), ``schemas``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 SERVICES = ("orchestrator", "sms", "email", "voice", "whatsapp", "sandbox")
+#: Services with a database of their own (the sandbox keeps its state in memory).
+DATABASE_SERVICES = ("orchestrator", "sms", "email", "voice", "whatsapp")
 
 
 def load_service(name: str) -> tuple[Any, Any]:
@@ -41,6 +43,57 @@ def serve(name: str, host: str | None, port: int | None) -> None:
     )
 
 
+def migrate(names: list[str], check: bool, wait: float) -> int:
+    """Migrate (or with ``check`` only verify) each service's database from its usual settings.
+
+    ``wait`` > 0 keeps checking until every schema is current or the time is up: an init container
+    waits for the migration Job this way instead of crash-looping the service."""
+    import asyncio
+    import time
+
+    from shared.db import Database
+    from shared.db.migrate import missing_revisions, upgrade
+    from shared.logging import configure_logging, get_logger
+
+    async def one(name: str) -> set[str]:
+        settings_cls, _ = load_service(name)
+        settings = settings_cls()
+        configure_logging(settings.log_level, settings.log_format)
+        versions = importlib.import_module(f"services.{name}.app").MIGRATIONS
+        db = Database(settings.database)
+        try:
+            if not check:
+                await upgrade(db, name, versions)
+            return await missing_revisions(db, name, versions)
+        finally:
+            await db.dispose()
+
+    async def all_current() -> bool:
+        log = get_logger("cadencia.migrate")
+        current = True
+        for name in names:
+            try:
+                missing = await one(name)
+            except Exception as exc:  # database not reachable yet: report, maybe wait
+                log.warning("schema check failed", service=name, error=f"{type(exc).__name__}: {exc}")
+                current = False
+                continue
+            if missing:
+                log.warning("schema behind the code", service=name, missing=sorted(missing))
+                current = False
+            else:
+                log.info("schema current", service=name, migrated=not check)
+        return current
+
+    deadline = time.monotonic() + wait
+    while True:
+        if asyncio.run(all_current()):
+            return 0
+        if time.monotonic() >= deadline:
+            return 1
+        time.sleep(2)  # a CLI poll between whole checks, not a test or a lifespan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cadencia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("service", choices=SERVICES)
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
+    p_migrate = sub.add_parser("migrate", help="bring each service's database to its code's schema (run once)")
+    p_migrate.add_argument("services", nargs="*", metavar="service",
+                           help=f"one of {', '.join(DATABASE_SERVICES)}; default: all of them")
+    p_migrate.add_argument("--check", action="store_true", help="only check; exit 1 if a schema is behind")
+    p_migrate.add_argument("--wait", type=float, default=0.0, help="keep checking up to this many seconds")
     p_run = sub.add_parser("run", help="run the whole system locally (embedded broker, sandbox, services)")
     p_run.add_argument("--no-demo", action="store_true", help="do not load the demo portfolio")
     p_run.add_argument("--base-port", type=int, default=8000,
@@ -62,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         serve(args.service, args.host, args.port)
+    elif args.command == "migrate":
+        unknown = set(args.services) - set(DATABASE_SERVICES)
+        if unknown:
+            parser.error(f"no database to migrate for: {', '.join(sorted(unknown))}")
+        return migrate(list(args.services) or list(DATABASE_SERVICES), args.check, args.wait)
     elif args.command == "run":
         from shared.supervisor import run_local
 

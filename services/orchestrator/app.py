@@ -14,7 +14,7 @@ from services.orchestrator.settings import Settings
 from shared.app import build_app
 from shared.bus import EventProducer, ensure_topics
 from shared.db import Database, OutboxRelay
-from shared.db.migrate import upgrade
+from shared.db.migrate import prepare_schema
 from shared.events import Topics, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
@@ -26,7 +26,7 @@ def create_app(settings: Settings, clock: Clock = utcnow) -> FastAPI:
         async with AsyncExitStack() as stack:
             db = Database(settings.database)
             stack.push_async_callback(db.dispose)
-            await upgrade(db, settings.service_name, MIGRATIONS)
+            await prepare_schema(db, settings.service_name, MIGRATIONS, migrate=bool(settings.migrate_on_start))
             if settings.create_topics:
                 await ensure_topics(settings.kafka)
             producer = EventProducer(settings.kafka, client_id="orchestrator")

@@ -16,14 +16,16 @@ from typing import ClassVar, Protocol
 
 from fastapi import FastAPI
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
 from shared.channels.ratelimit import SenderLimits
+from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database, OutboxRelay
-from shared.db.migrate import upgrade
+from shared.db.migrate import prepare_schema
 from shared.events import Topics
 from shared.events.contracts import Channel
 from shared.templates.cache import TemplateCache
@@ -38,6 +40,8 @@ class ChannelServiceSettings(Protocol):
     orchestrator_api_key: SecretStr
     consumer_group: str
     sending: SendingSettings
+    redis_url: str
+    migrate_on_start: bool | None
 
 
 @dataclass
@@ -48,6 +52,15 @@ class ChannelInfrastructure:
     relay: OutboxRelay
     templates: TemplateCache
     templates_started: asyncio.Task[None]
+    service: str = ""
+    redis: Redis | None = None
+
+    def sender_limits(self, rate: float, burst: int = 1, rates: dict[str, float] | None = None) -> SenderLimits:
+        """Per-sender limits: in Redis, shared by every replica, when ``REDIS_URL`` is set; else per process."""
+        if self.redis is None:
+            return SenderLimits(rate, burst, rates)
+        prefix = f"{self.topics.prefix}ratelimit:{self.service}:"
+        return RedisSenderLimits(self.redis, prefix, rate, burst, rates)
 
 
 async def open_channel(
@@ -56,7 +69,7 @@ async def open_channel(
     service = settings.service_name
     db = Database(settings.database)
     stack.push_async_callback(db.dispose)
-    await upgrade(db, service, migrations)
+    await prepare_schema(db, service, migrations, migrate=bool(settings.migrate_on_start))
     if settings.create_topics:
         await ensure_topics(settings.kafka)
     producer = EventProducer(settings.kafka, client_id=service)
@@ -72,7 +85,12 @@ async def open_channel(
     # embedded broker): overlap it with the dispatch consumer's join instead of waiting twice.
     templates_started = asyncio.create_task(templates.start(), name="template-cache-start")
     stack.push_async_callback(templates.stop)
-    return ChannelInfrastructure(db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+    return ChannelInfrastructure(
+        db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started, service, redis
+    )
 
 
 async def start_dispatch(
@@ -116,4 +134,6 @@ async def start_dispatch(
     app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
     app.state.templates, app.state.relay = infra.templates, infra.relay
     app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping])
+    # Redis is not a readiness check: without it the limits fall back to per process, and an unready
+    # pod would also stop receiving the provider webhooks.
     return handler
