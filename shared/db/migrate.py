@@ -59,7 +59,7 @@ async def missing_revisions(db: Database, service: str, service_versions: Path |
         current = set(context.get_current_heads())
         # A head counts as applied if it, or a revision descending from it, is recorded.
         reached: set[str] = set()
-        for revision in script.iterate_revisions(list(current), "base"):
+        for revision in script.iterate_revisions(tuple(current), "base"):
             if revision is not None:
                 reached.add(revision.revision)
         return reached
