@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from shared.bus.broker import EmbeddedBroker
 from shared.config import DatabaseSettings, KafkaSettings
 from tests import postgres
+
+REDIS_URL = os.environ.get("CADENCIA_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +104,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 @pytest.fixture
 def database_settings(database_url: str) -> DatabaseSettings:
     return DatabaseSettings(url=database_url, pool_size=5)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server at 127.0.0.1:6379 (override with ``CADENCIA_TEST_REDIS``); tests isolate by key prefix."""
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from shared.channels.email import (
     UnsubscribeTokens,
     email_routes,
 )
-from shared.channels.ratelimit import SenderLimits
 from shared.channels.runtime import open_channel, start_dispatch
 from shared.logging import get_logger
 from shared.providers.sendgrid import EventWebhookVerifier, SendGridMail, fetch_sandbox_public_key
@@ -65,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
                     client, settings.sender, settings.unsubscribe, tokens, settings.public_url
                 ),
                 # One bucket: SendGrid limits requests per API key, whatever the from address.
-                limits=SenderLimits(settings.sender.rate, settings.sender.burst),
+                limits=infra.sender_limits(settings.sender.rate, settings.sender.burst),
                 callback_url=lambda _dispatch_id: events_url,
             )
             app.state.webhooks = EmailWebhookContext(

@@ -17,7 +17,6 @@ from services.voice.calls import TwilioCallAdapter, call_status_url
 from services.voice.settings import Settings
 from services.voice.webhooks import VoiceContext, voice_webhooks
 from shared.app import build_app
-from shared.channels.ratelimit import SenderLimits
 from shared.channels.runtime import open_channel, start_dispatch
 from shared.providers.twilio import TwilioCalls, TwilioSignature
 
@@ -42,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
                 app, settings, infra, stack,
                 channel="voice",
                 adapter=TwilioCallAdapter(client, settings, infra.db),
-                limits=SenderLimits(settings.caller.cps, settings.caller.burst),
+                limits=infra.sender_limits(settings.caller.cps, settings.caller.burst),
                 callback_url=lambda dispatch_id: call_status_url(settings, dispatch_id),
             )
             app.state.voice = VoiceContext(

@@ -11,6 +11,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Bucket(Protocol):
+    """What a send waits on: one sender's rate, local to the process or shared by every replica."""
+
+    async def acquire(self, max_wait: float | None = None) -> bool:
+        """Wait for a slot; False (without waiting) if none is free within ``max_wait`` seconds."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """No request leaves for ``seconds`` (the provider said ``Retry-After``)."""
+        ...
 
 
 class TokenBucket:
@@ -52,7 +65,10 @@ class TokenBucket:
 
 
 class SenderLimits:
-    """One :class:`TokenBucket` per sender key (number or Messaging Service SID), created on first use."""
+    """One :class:`TokenBucket` per sender key (number or Messaging Service SID), created on first use.
+
+    In-process: right for one replica. With several, :class:`~shared.channels.ratelimit_redis.RedisSenderLimits`
+    keeps one bucket per sender in Redis for all of them (same interface)."""
 
     def __init__(
         self,
@@ -64,9 +80,15 @@ class SenderLimits:
         self.default_rate, self.burst, self.rates, self._clock = default_rate, burst, dict(rates or {}), clock
         self._buckets: dict[str, TokenBucket] = {}
 
-    def bucket(self, sender: str) -> TokenBucket:
+    def rate_of(self, sender: str) -> float:
+        return self.rates.get(sender, self.default_rate)
+
+    def bucket(self, sender: str) -> Bucket:
+        return self.local_bucket(sender)
+
+    def local_bucket(self, sender: str) -> TokenBucket:
         found = self._buckets.get(sender)
         if found is None:
-            found = TokenBucket(self.rates.get(sender, self.default_rate), self.burst, self._clock)
+            found = TokenBucket(self.rate_of(sender), self.burst, self._clock)
             self._buckets[sender] = found
         return found

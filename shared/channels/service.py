@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from shared.app import build_app
 from shared.channels.keywords import KeywordClassifier
 from shared.channels.messaging import TwilioMessageAdapter, WindowLookup
-from shared.channels.ratelimit import SenderLimits
 from shared.channels.runtime import open_channel, start_dispatch
 from shared.channels.settings import MessageServiceSettings
 from shared.channels.webhooks import InboundHook, WebhookContext, status_callback_url, twilio_webhooks
@@ -58,7 +57,7 @@ def create_message_app(
                 app, settings, infra, stack,
                 channel=channel,
                 adapter=TwilioMessageAdapter(channel, client, settings.sender, extra.window_open),
-                limits=SenderLimits(settings.sender.mps, settings.sender.burst, settings.sender.mps_by_sender),
+                limits=infra.sender_limits(settings.sender.mps, settings.sender.burst, settings.sender.mps_by_sender),
                 callback_url=lambda dispatch_id: status_callback_url(settings.public_url, dispatch_id),
             )
             app.state.webhooks = WebhookContext(
