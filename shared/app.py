@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import ServiceSettings
 from shared.http import Problem, install_problem_handlers, problem_response
+from shared.tracing import continued, parse_traceparent
 
 ReadyCheck = Callable[[], Awaitable[None]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -56,6 +57,27 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class TraceContextMiddleware:
+    """Continue the caller's trace: the W3C ``traceparent`` header, else a ``traceparent`` query parameter
+    (provider callbacks carry it in the URL we gave them). Events the request stages inherit it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
+        if value is None and b"traceparent=" in scope.get("query_string", b""):
+            from urllib.parse import parse_qs
+
+            found = parse_qs(scope["query_string"].decode("latin-1")).get("traceparent")
+            value = found[0] if found else None
+        with continued(parse_traceparent(value)):
+            await self.app(scope, receive, send)
+
+
 def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> FastAPI:
     """A FastAPI app with /health, /ready, /metrics, problem+json errors and API keys on state.
 
@@ -68,6 +90,7 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
     app.state.metrics = CollectorRegistry()
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TraceContextMiddleware)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -21,6 +21,8 @@ _ADDRESS_KEYS = frozenset(
     {"phone", "to", "from", "from_", "email", "whatsapp", "address", "recipient", "caller", "called", "number"}
 )
 _TEXT_KEYS = frozenset({"body", "text", "html", "message_body"})
+#: Hex identifiers that follow a contact across services; a run of digits in one is not a phone number.
+_TRACE_KEYS = frozenset({"trace_id", "span_id", "traceparent"})
 
 
 def mask_phone(value: str) -> str:
@@ -62,6 +64,8 @@ def mask_text(value: str) -> str:
 def _mask_value(key: str, value: Any) -> Any:
     if isinstance(value, str):
         lowered = key.lower()
+        if lowered in _TRACE_KEYS:
+            return value
         if lowered in _NAME_KEYS:
             return mask_name(value)
         if lowered in _ADDRESS_KEYS:

@@ -37,6 +37,7 @@ from shared.events.contracts import DeadLettered, DeadLetteredEvent
 from shared.events.envelope import utcnow
 from shared.events.topics import Topics
 from shared.logging import get_logger
+from shared.tracing import context_of, continued
 
 log = get_logger(__name__)
 
@@ -195,7 +196,8 @@ class ConsumerRunner:
             event_id=event.id, event_type=event.type, correlation_id=event.correlationid or event.id
         )
         try:
-            await self._handle_with_retries(event, meta, record)
+            with continued(context_of(event)):  # what the handler publishes continues this event's trace
+                await self._handle_with_retries(event, meta, record)
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id")
 

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.config import KafkaSettings
 from shared.events import CloudEvent, encode_event
+from shared.tracing import stamped
 
 
 class EventProducer:
@@ -43,16 +44,19 @@ class EventProducer:
         return future
 
     async def publish(self, topic: str, event: CloudEvent) -> None:
-        """Publish one event keyed by its subject (the debtor id) and wait for the ack."""
+        """Publish one event keyed by its subject (the debtor id) and wait for the ack; it carries the
+        current trace context (``traceparent``)."""
+        event = stamped(event)
         future = await self.send_raw(
             topic, encode_event(event), event.key, headers=[("ce_type", event.type.encode())]
         )
         await future
 
     async def publish_many(self, items: list[tuple[str, CloudEvent]]) -> None:
+        stamped_items = [(topic, stamped(ev)) for topic, ev in items]
         futures = [
             await self.send_raw(topic, encode_event(ev), ev.key, headers=[("ce_type", ev.type.encode())])
-            for topic, ev in items
+            for topic, ev in stamped_items
         ]
         await asyncio.gather(*futures)
 

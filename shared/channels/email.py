@@ -42,8 +42,15 @@ from shared.logging import get_logger
 from shared.providers.base import Accepted
 from shared.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier, SendGridMail
 from shared.templates import RenderedMessage
+from shared.tracing import continued, current, parse_traceparent
 
 log = get_logger(__name__)
+
+
+def traceparent_arg() -> dict[str, str]:
+    """The send's trace in SendGrid's ``custom_args``: its event webhook echoes it on every event."""
+    context = current()
+    return {"traceparent": context.traceparent} if context is not None else {}
 
 EVENTS_PATH = "/webhooks/sendgrid/events"
 UNSUBSCRIBE_PATH = "/unsubscribe/{token}"
@@ -180,6 +187,7 @@ class SendGridEmailAdapter:
                 "dispatch_id": dispatch.dispatch_id,
                 "request_id": dispatch.request_id,
                 "debtor_id": dispatch.debtor_id,
+                **traceparent_arg(),
             },
             "headers": self.list_unsubscribe(dispatch.dispatch_id),
         }
@@ -368,7 +376,11 @@ def email_routes() -> APIRouter:
         if not isinstance(events, list):
             raise Problem(400, "Bad Request", "the body must be a JSON array of events")
         for event in events:
-            outcome = await apply_event(ctx, event) if isinstance(event, dict) else "ignored"
+            if not isinstance(event, dict):
+                ctx.count("event_ignored")
+                continue
+            with continued(parse_traceparent(str(event.get("traceparent") or ""))):  # the send's trace
+                outcome = await apply_event(ctx, event)
             ctx.count(f"event_{outcome}")
         return Response(status_code=204)
 

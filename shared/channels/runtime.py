@@ -29,6 +29,7 @@ from shared.db.migrate import prepare_schema
 from shared.events import Topics
 from shared.events.contracts import Channel
 from shared.templates.cache import TemplateCache
+from shared.tracing import callback_url as traced_url
 
 
 class ChannelServiceSettings(Protocol):
@@ -113,7 +114,8 @@ async def start_dispatch(
         templates=infra.templates,
         limits=limits,
         sending=settings.sending,
-        callback_url=callback_url,
+        # The provider's callbacks continue the dispatch's trace (it rides in the callback URL).
+        callback_url=lambda dispatch_id: traced_url(callback_url(dispatch_id)),
         consumer=f"{service}.dispatch",
         source=f"cadencia/{service}",
     )

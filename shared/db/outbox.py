@@ -16,6 +16,7 @@ from shared.db.database import Base, Database
 from shared.events import CloudEvent, encode_event
 from shared.events.envelope import utcnow
 from shared.logging import get_logger
+from shared.tracing import stamped
 
 log = get_logger(__name__)
 _RELAY_LOCK_ID = 0x0CADE0C1A  # pg advisory lock: one active relay per database keeps key order
@@ -36,7 +37,8 @@ class OutboxRecord(Base):
 
 
 def add_to_outbox(session: AsyncSession, topic: str, event: CloudEvent) -> None:
-    """Stage ``event`` for ``topic`` in the caller's transaction."""
+    """Stage ``event`` for ``topic`` in the caller's transaction, with the current trace context."""
+    event = stamped(event)
     session.add(
         OutboxRecord(
             topic=topic,

@@ -37,6 +37,11 @@ class CloudEvent(BaseModel):
     datacontenttype: str = "application/json"
     #: CloudEvents extension attribute: the request this event descends from, for tracing.
     correlationid: str | None = Field(None, max_length=200)
+    #: CloudEvents distributed tracing extension: the W3C trace context of the work that made this
+    #: event (``00-<trace id>-<span id>-<flags>``); stamped on publish, see ``shared.tracing``. An
+    #: invalid value is ignored (a new trace starts), as W3C asks, not dead-lettered.
+    traceparent: str | None = Field(None, max_length=200)
+    tracestate: str | None = Field(None, max_length=512)
     data: Any
 
     @property

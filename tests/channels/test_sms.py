@@ -8,6 +8,7 @@ import services.sms.app as sms_app
 import services.sms.settings as sms_settings
 from services.sandbox.testing import SandboxHandle, running_sandbox
 from shared.config import KafkaSettings
+from shared.tracing import parse_traceparent
 from tests.channels.harness import (
     Publisher,
     dispatch_event,
@@ -56,7 +57,9 @@ async def test_dispatch_is_sent_once_rendered_with_status_callback_and_delivered
         form = sent[0]["form"]
         assert form["Body"] == "Hola María, tu saldo es $1,234.50. Paga en https://pay.example/a1"
         assert form["From"] == "+15005550006"
-        assert form["StatusCallback"] == f"{service.url}/webhooks/twilio/status?dispatch={event.data.dispatch_id}"
+        callback, _, trace = form["StatusCallback"].partition("&traceparent=")
+        assert callback == f"{service.url}/webhooks/twilio/status?dispatch={event.data.dispatch_id}"
+        assert parse_traceparent(trace) is not None  # the delivery callback continues the dispatch's trace
         assert statuses(outcomes, event.data.dispatch_id) == ["accepted", "sent", "delivered"] or set(
             statuses(outcomes, event.data.dispatch_id)
         ) == {"accepted", "sent", "delivered"}

@@ -14,6 +14,7 @@ from shared.channels.models import ProviderReceipt
 from shared.config import KafkaSettings
 from shared.db import OutboxRecord
 from shared.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from shared.tracing import parse_traceparent
 from tests.channels.harness import Publisher, dispatch_event, free_port, running_service, template_cached
 from tests.email.harness import (
     RESPONSE,
@@ -58,7 +59,9 @@ async def test_dispatch_is_one_mail_with_both_parts_and_unsubscribe_headers_then
         {"type": "text/plain", "value": "Hola María, tu saldo es $1,234.50. Paga en https://pay.example/a1"},
         {"type": "text/html", "value": "<p>Hola María, tu saldo es <b>$1,234.50</b>.</p>"},
     ]
-    assert mail["custom_args"] == {"dispatch_id": d.dispatch_id, "request_id": d.request_id, "debtor_id": d.debtor_id}
+    custom_args = dict(mail["custom_args"])
+    assert parse_traceparent(custom_args.pop("traceparent")) is not None  # echoed on each webhook event
+    assert custom_args == {"dispatch_id": d.dispatch_id, "request_id": d.request_id, "debtor_id": d.debtor_id}
     one_click, mailto = mail["headers"]["List-Unsubscribe"].split(", ")
     assert one_click.startswith(f"<{settings.public_url}/unsubscribe/") and one_click.endswith(">")
     assert mailto.startswith("<mailto:baja@acme.example?subject=unsubscribe%20")

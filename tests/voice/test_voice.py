@@ -19,6 +19,7 @@ from shared.events.contracts import (
     TemplatePublishedEvent,
     TemplateRef,
 )
+from shared.tracing import parse_traceparent
 from tests.channels.harness import (
     Publisher,
     free_port,
@@ -144,7 +145,9 @@ async def test_calls_end_as_conversation_voicemail_no_answer_busy_and_keypresses
         form = placed[0]["form"]
         dispatch_id = human.data.dispatch_id
         assert form["Url"] == f"{service.url}/voice/twiml/{dispatch_id}"
-        assert form["StatusCallback"] == f"{service.url}/webhooks/twilio/call-status?dispatch={dispatch_id}"
+        callback, _, trace = form["StatusCallback"].partition("&traceparent=")
+        assert callback == f"{service.url}/webhooks/twilio/call-status?dispatch={dispatch_id}"
+        assert parse_traceparent(trace) is not None  # call-status callbacks continue the dispatch's trace
         assert form["MachineDetection"] == "DetectMessageEnd" and form["From"] == "+15005550006"
         assert sorted(form["StatusCallbackEvent"]) == ["answered", "completed", "initiated", "ringing"]
 
