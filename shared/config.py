@@ -9,6 +9,7 @@ and ``CADENCIA_<SERVICE>_<SECTION>__<FIELD>`` sets any nested field.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -51,7 +52,10 @@ class KafkaSettings(BaseModel):
     #: The embedded broker long-polls by sleeping; Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 10
     max_poll_records: int = 500
+    #: Partitions of a topic Cadencia creates, unless ``topic_partitions`` names it (by its name without
+    #: the prefix, e.g. ``{"dispatch.sms": 12}``); docs/scaling.md gives the production counts and why.
     partitions: int = 6
+    topic_partitions: dict[str, int] = Field(default_factory=dict)
     replication_factor: int = 1
     linger_ms: int = 5
     #: Concurrent partitions handled per consumer batch (one partition is always sequential).
@@ -59,6 +63,11 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
+
+
+    def partitions_for(self, topic: str) -> int:
+        """Partitions for ``topic`` (with or without the prefix)."""
+        return self.topic_partitions.get(topic.removeprefix(self.topic_prefix), self.partitions)
 
 
 class DatabaseSettings(BaseModel):
@@ -80,6 +89,24 @@ class SendGridSettings(BaseModel):
     base_url: str = SANDBOX_URL
     #: Base64 DER public key of the signed event webhook; empty means "fetch from the sandbox".
     webhook_public_key: str = ""
+
+
+#: What deploy/secrets/cadencia-secrets.example.yaml fills every secret with.
+PLACEHOLDER = "replace-me"
+
+
+def _placeholders(model: BaseModel, path: str = "") -> list[str]:
+    """Settings (``section.field``) whose value still contains :data:`PLACEHOLDER`."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, BaseModel):
+            found.extend(_placeholders(value, f"{path}{name}."))
+        elif isinstance(value, str) and PLACEHOLDER in value.lower():
+            found.append(f"{path}{name}")
+    return found
 
 
 class ConventionalEnvSource(PydanticBaseSettingsSource):
@@ -110,6 +137,11 @@ class ConventionalEnvSource(PydanticBaseSettingsSource):
 
         put("kafka", "bootstrap_servers", self._first(f"{s}_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"))
         put("kafka", "topic_prefix", self._first("CADENCIA_TOPIC_PREFIX"))
+        put("kafka", "partitions", self._first("KAFKA_PARTITIONS"))
+        put("kafka", "replication_factor", self._first("KAFKA_REPLICATION_FACTOR"))
+        partitions = self._first("KAFKA_TOPIC_PARTITIONS")
+        if partitions and "kafka" in fields:
+            found.setdefault("kafka", {})["topic_partitions"] = json.loads(partitions)
         put("database", "url", self._first(f"{s}_DATABASE_URL", "DATABASE_URL"))
         redis_url = self._first(f"{s}_REDIS_URL", "REDIS_URL")
         if redis_url and "redis_url" in fields:
@@ -123,6 +155,10 @@ class ConventionalEnvSource(PydanticBaseSettingsSource):
         env = self._first("CADENCIA_ENV")
         if env:
             found["env"] = env
+        for name in ("log_format", "log_level"):
+            value = self._first(f"CADENCIA_{s}_{name.upper()}", f"CADENCIA_{name.upper()}")
+            if value:
+                found[name] = value
         keys = self._first("CADENCIA_API_KEYS")
         if keys and "api_keys" in fields:
             found["api_keys"] = keys
@@ -143,6 +179,7 @@ class ServiceSettings(BaseSettings):
     #: The URL providers reach this service at (webhook signatures are computed over it).
     public_url: str = ""
     log_level: str = "INFO"
+    #: ``console`` (key=value) locally; production defaults to ``json`` (``CADENCIA_LOG_FORMAT``).
     log_format: Literal["console", "json"] = "console"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -182,6 +219,8 @@ class ServiceSettings(BaseSettings):
             self.database.url = f"sqlite+aiosqlite:///./var/{self.service_name}.db"
         if self.migrate_on_start is None:
             self.migrate_on_start = self.env != "production"
+        if self.env == "production" and "log_format" not in self.model_fields_set:
+            self.log_format = "json"
         if self.env == "production":
             bad = self.development_defaults_in_use()
             if bad:
@@ -219,6 +258,7 @@ class ServiceSettings(BaseSettings):
             bad.append("CADENCIA_ORCHESTRATOR_API_KEY")
         if self.receives_webhooks and not is_public_https(self.public_url):
             bad.append(f"CADENCIA_{self.service_name.upper()}_PUBLIC_URL")
+        bad.extend(f"{name} (still a template placeholder)" for name in _placeholders(self))
         return bad
 
     def role_by_key(self) -> dict[str, Role]:

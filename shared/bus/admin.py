@@ -27,8 +27,9 @@ async def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None
         for topic in missing:
             configs = {"cleanup.policy": "compact"} if names.is_compacted(topic) else {}
             try:
+                partitions = settings.partitions_for(topic)
                 await admin.create_topics(
-                    [NewTopic(topic, settings.partitions, settings.replication_factor, topic_configs=configs)]
+                    [NewTopic(topic, partitions, settings.replication_factor, topic_configs=configs)]
                 )
                 created.append(topic)
             except TopicAlreadyExistsError:
