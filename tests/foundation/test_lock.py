@@ -76,7 +76,8 @@ def test_the_environment_under_test_is_exactly_the_lock() -> None:
 
 def test_make_ci_and_the_image_install_from_the_lock_with_hashes() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "--require-hashes --no-deps -r $(LOCK_DEV)" in makefile and "LOCK_DEV     := requirements/dev.txt" in makefile
+    assert "--require-hashes --no-deps -r $(LOCK_DEV)" in makefile
+    assert "LOCK_DEV     := requirements/dev.txt" in makefile
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "--require-hashes --no-deps -r requirements/runtime.txt" in dockerfile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
