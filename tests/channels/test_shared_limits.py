@@ -18,6 +18,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.sandbox.settings import Settings as SandboxSettings
 from services.sandbox.testing import SandboxHandle
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisBucket, RedisSenderLimits
@@ -69,10 +70,10 @@ async def test_an_unreachable_redis_falls_back_to_the_process_limit() -> None:
         await limits.redis.aclose()
 
 
-def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(env: dict[str, str], log: Path, service: str = "sms") -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "sms"], cwd=ROOT, env=env, stdout=out, stderr=out,
+        [sys.executable, "-m", "shared.cli", "serve", service], cwd=ROOT, env=env, stdout=out, stderr=out,
         start_new_session=True,
     )
 
@@ -91,13 +92,19 @@ def _assigned(log: Path) -> int | None:
 
 
 async def test_two_sms_processes_on_one_sender_never_exceed_its_rate_together(
-    kafka_settings: KafkaSettings, pg_database_url: str, redis_url: str, sandbox: SandboxHandle,
-    publisher: Publisher, tmp_path: Path,
+    kafka_settings: KafkaSettings, pg_database_url: str, redis_url: str, publisher: Publisher, tmp_path: Path,
 ) -> None:
     mps, count = 4.0, 24
     topics = Topics(kafka_settings.topic_prefix)
     await publisher.template(template_event("reminder", "sms"))
     ports = [free_port(), free_port()]
+    # The provider (sandbox) in a process of its own: its receive timestamps are the measurement, and
+    # this test's own event loop (broker readers, polling) must not delay them.
+    sandbox_port = free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    sandbox_settings = SandboxSettings()
+    processes = [_spawn({**os.environ, "CADENCIA_ENV": "test", "CADENCIA_SANDBOX_PORT": str(sandbox_port),
+                         "CADENCIA_SANDBOX_LOG_LEVEL": "WARNING"}, tmp_path / "sandbox.log", "sandbox")]
     base = {
         **os.environ,
         "CADENCIA_ENV": "test",
@@ -108,9 +115,9 @@ async def test_two_sms_processes_on_one_sender_never_exceed_its_rate_together(
         "CADENCIA_SMS_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         "SMS_DATABASE_URL": pg_database_url,  # replicas share their service's database
         "REDIS_URL": redis_url,
-        "TWILIO_ACCOUNT_SID": sandbox.settings.twilio.account_sid,
-        "TWILIO_AUTH_TOKEN": sandbox.settings.twilio.auth_token.get_secret_value(),
-        "TWILIO_API_BASE_URL": sandbox.url,
+        "TWILIO_ACCOUNT_SID": sandbox_settings.twilio.account_sid,
+        "TWILIO_AUTH_TOKEN": sandbox_settings.twilio.auth_token.get_secret_value(),
+        "TWILIO_API_BASE_URL": sandbox_url,
         "CADENCIA_SMS_SENDER__MPS": str(mps),
         "CADENCIA_SMS_SENDER__BURST": "1",
         "CADENCIA_SMS_CONSUMER_GROUP": f"{kafka_settings.topic_prefix}sms",
@@ -123,8 +130,10 @@ async def test_two_sms_processes_on_one_sender_never_exceed_its_rate_together(
         {**base, "CADENCIA_SMS_PORT": str(port), "CADENCIA_SMS_PUBLIC_URL": f"http://127.0.0.1:{port}"}
         for port in ports
     ]
-    processes = [_spawn(envs[0], logs[0])]
+    sandbox_http = httpx.AsyncClient(base_url=sandbox_url, timeout=10)
+    sandbox = SandboxHandle(sandbox_url, sandbox_settings, None, sandbox_http)
     try:
+        processes.append(_spawn(envs[0], logs[0]))
         async with httpx.AsyncClient(timeout=2) as client:
 
             async def ready(port: int) -> bool:
@@ -133,6 +142,7 @@ async def test_two_sms_processes_on_one_sender_never_exceed_its_rate_together(
                 except httpx.HTTPError:
                     return False
 
+            await wait_for(lambda: ready(sandbox_port), timeout=60, interval=0.2, what="sandbox ready")
             await wait_for(lambda: ready(ports[0]), timeout=60, interval=0.2, what="replica a ready")
             processes.append(_spawn({**envs[1], "CADENCIA_SMS_MIGRATE_ON_START": "false"}, logs[1]))
             await wait_for(lambda: ready(ports[1]), timeout=60, interval=0.2, what="replica b ready")
@@ -150,7 +160,9 @@ async def test_two_sms_processes_on_one_sender_never_exceed_its_rate_together(
 
             await wait_for(lambda: accepted() >= {e.data.dispatch_id for e in events}, timeout=60, interval=0.1,
                            what="every dispatch accepted")
+        sent = [r for r in await sandbox.requests(provider="twilio") if r["path"].endswith("/Messages.json")]
     finally:
+        await sandbox_http.aclose()
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -160,7 +172,6 @@ async def test_two_sms_processes_on_one_sender_never_exceed_its_rate_together(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-    sent = [r for r in await sandbox.requests(provider="twilio") if r["path"].endswith("/Messages.json")]
     assert len(sent) == count and all(r["status"] == 201 for r in sent)  # each once
     by_replica = {port: [r for r in sent if r["form"]["StatusCallback"].startswith(f"http://127.0.0.1:{port}/")]
                   for port in ports}
