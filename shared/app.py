@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -70,8 +71,6 @@ class TraceContextMiddleware:
             return
         value = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"traceparent"), None)
         if value is None and b"traceparent=" in scope.get("query_string", b""):
-            from urllib.parse import parse_qs
-
             found = parse_qs(scope["query_string"].decode("latin-1")).get("traceparent")
             value = found[0] if found else None
         with continued(parse_traceparent(value)):

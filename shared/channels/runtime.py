@@ -86,7 +86,11 @@ async def open_channel(
     # embedded broker): overlap it with the dispatch consumer's join instead of waiting twice.
     templates_started = asyncio.create_task(templates.start(), name="template-cache-start")
     stack.push_async_callback(templates.stop)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    # Short timeouts: a hung Redis must turn into the local fallback quickly, not into a stalled send.
+    redis = (
+        Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        if settings.redis_url else None
+    )
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     return ChannelInfrastructure(
