@@ -96,11 +96,12 @@ def current() -> TraceContext | None:
 
 def context_of(event: CloudEvent) -> TraceContext:
     """The trace an event belongs to: its ``traceparent``, else derived from its correlation (or own) id."""
-    correlation = event.correlationid or event.id
+    # Only a declared correlation restricts lending: an event without one is its own contact's root.
+    correlation = event.correlationid
     found = parse_traceparent(event.traceparent)
     if found is not None:
         return TraceContext(found.trace_id, found.span_id, found.flags, correlation, event.tracestate)
-    return TraceContext(trace_id_for(correlation), new_span_id(), correlation=correlation)
+    return TraceContext(trace_id_for(correlation or event.id), new_span_id(), correlation=correlation)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from shared.events.contracts import Channel, ContactDispatched
 from shared.providers.base import Accepted
 from shared.providers.twilio import TwilioCalls
 from shared.templates import RenderedMessage
+from shared.tracing import callback_url as traced_url
 
 TWIML_PATH = "/voice/twiml/{dispatch_id}"
 GATHER_PATH = "/voice/gather/{dispatch_id}"
@@ -51,7 +52,8 @@ class TwilioCallAdapter:
         payload = {
             "To": dispatch.to,
             "From": self.settings.caller.caller_id,
-            "Url": public(self.settings, TWIML_PATH.format(dispatch_id=dispatch.dispatch_id)),
+            # The TwiML fetch (and so the IVR after it) continues the dispatch's trace.
+            "Url": traced_url(public(self.settings, TWIML_PATH.format(dispatch_id=dispatch.dispatch_id))),
             "Method": "POST",
             "StatusCallback": status_callback,
             "StatusCallbackMethod": "POST",

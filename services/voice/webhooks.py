@@ -28,6 +28,7 @@ from shared.events import Topics, utcnow
 from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
 from shared.logging import get_logger
 from shared.providers.twilio import TwilioSignature
+from shared.tracing import callback_url as traced_url
 
 log = get_logger(__name__)
 
@@ -86,7 +87,7 @@ async def answer_call(ctx: VoiceContext, dispatch_id: str, params: dict[str, str
         ctx.count("voicemail")
         return twiml.voicemail(voicemail_script, locale)
     ctx.count("live")
-    action = ctx.settings.public_url.rstrip("/") + GATHER_PATH.format(dispatch_id=dispatch_id)
+    action = traced_url(ctx.settings.public_url.rstrip("/") + GATHER_PATH.format(dispatch_id=dispatch_id))
     return twiml.live(voice_script, prompt, locale, action, ctx.settings.ivr.timeout_s)
 
 

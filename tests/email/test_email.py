@@ -60,7 +60,8 @@ async def test_dispatch_is_one_mail_with_both_parts_and_unsubscribe_headers_then
         {"type": "text/html", "value": "<p>Hola María, tu saldo es <b>$1,234.50</b>.</p>"},
     ]
     custom_args = dict(mail["custom_args"])
-    assert parse_traceparent(custom_args.pop("traceparent")) is not None  # echoed on each webhook event
+    sent_in = parse_traceparent(custom_args.pop("traceparent"))  # echoed on each webhook event
+    assert sent_in is not None
     assert custom_args == {"dispatch_id": d.dispatch_id, "request_id": d.request_id, "debtor_id": d.debtor_id}
     one_click, mailto = mail["headers"]["List-Unsubscribe"].split(", ")
     assert one_click.startswith(f"<{settings.public_url}/unsubscribe/") and one_click.endswith(">")
@@ -70,6 +71,8 @@ async def test_dispatch_is_one_mail_with_both_parts_and_unsubscribe_headers_then
     delivered = next(e for e in deliveries(outcomes, d.dispatch_id) if e.data.status == "delivered")
     assert delivered.subject == d.debtor_id and delivered.data.channel == "email"
     assert delivered.data.provider == "sendgrid" and delivered.data.provider_id == sent[0]["sid"]
+    reported = parse_traceparent(delivered.traceparent)  # the webhook continued the send's trace
+    assert reported is not None and reported.trace_id == sent_in.trace_id
 
     # A restarted service (a new group re-reads the topic) re-emits the recorded outcome; nothing is sent.
     restarted = email_settings_for(kafka_settings, database_url, sandbox, port, group=group + "-again")

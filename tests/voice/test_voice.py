@@ -144,7 +144,8 @@ async def test_calls_end_as_conversation_voicemail_no_answer_busy_and_keypresses
         assert len(placed) == 1
         form = placed[0]["form"]
         dispatch_id = human.data.dispatch_id
-        assert form["Url"] == f"{service.url}/voice/twiml/{dispatch_id}"
+        twiml_url, _, twiml_trace = form["Url"].partition("?traceparent=")
+        assert twiml_url == f"{service.url}/voice/twiml/{dispatch_id}" and parse_traceparent(twiml_trace)
         callback, _, trace = form["StatusCallback"].partition("&traceparent=")
         assert callback == f"{service.url}/webhooks/twilio/call-status?dispatch={dispatch_id}"
         assert parse_traceparent(trace) is not None  # call-status callbacks continue the dispatch's trace
@@ -183,6 +184,12 @@ async def test_calls_end_as_conversation_voicemail_no_answer_busy_and_keypresses
         for event in every:
             got = statuses(outcomes, event.data.dispatch_id)
             assert got[-1] in FINAL and len([s for s in got if s in FINAL]) == 1
+        # One trace per call, from the dispatch through the call-status, TwiML and Gather callbacks.
+        for event in every:
+            mine = [e for e in outcomes.events if getattr(e.data, "dispatch_id", None) == event.data.dispatch_id]
+            contexts = [parse_traceparent(e.traceparent) for e in mine]
+            assert mine and all(contexts), event.data.dispatch_id
+            assert len({c.trace_id for c in contexts if c is not None}) == 1, event.data.dispatch_id
 
 
 async def test_forged_webhooks_are_refused_and_a_redelivered_dispatch_dials_once(
