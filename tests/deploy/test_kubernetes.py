@@ -25,6 +25,7 @@ from tests.deploy.artefacts import (
     SCHEMAS,
     SECRET_NAME,
     SECRET_TEMPLATE,
+    filled_secret,
     k8s_documents,
     of_kind,
     pod_environment,
@@ -164,3 +165,17 @@ def test_each_consumer_scales_on_its_lag_up_to_its_topics_partition_count() -> N
         # More members than partitions would idle: the cap is the largest topic's partition count.
         assert spec["maxReplicaCount"] == max(partitions[t] for t in topics)
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+
+
+def test_the_migration_job_and_init_containers_reach_each_services_database(settings_from: SettingsFrom) -> None:
+    from shared.cli import migration_settings
+
+    job = of_kind("Job")["cadencia-migrate"]
+    env = pod_environment(job["spec"]["template"]["spec"]["containers"][0])
+    settings_from("orchestrator", env)  # sets exactly the Job's environment
+    secret = filled_secret()
+    for service in PRODUCTION:
+        assert migration_settings(service).database.url == secret[f"{service.upper()}_DATABASE_URL"]
+    for name, deployment in of_kind("Deployment").items():
+        wait = deployment["spec"]["template"]["spec"]["initContainers"][0]
+        assert wait["envFrom"] == job["spec"]["template"]["spec"]["containers"][0]["envFrom"], name
