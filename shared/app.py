@@ -98,6 +98,9 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
     @app.get("/ready", tags=["ops"])
     async def ready(request: Request) -> JSONResponse:
         failures: dict[str, str] = {}
+        fatal = getattr(request.app.state, "fatal", None)
+        if fatal is not None:
+            failures["fatal"] = f"{type(fatal).__name__}: {fatal}"
         for check in request.app.state.ready_checks:
             try:
                 await check()
@@ -112,6 +115,24 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
         return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def fail_service(app: FastAPI, reason: BaseException) -> None:
+    """A part the service cannot work without (a consumer) died: stop being ready and ask the
+    process to exit non-zero, so its supervisor (``cadencia run``, compose, Kubernetes) restarts it.
+
+    ``cadencia serve`` installs ``app.state.exit_on_fatal``; an app run in-process (tests) only
+    turns not-ready.
+    """
+    app.state.fatal = reason
+    exit_hook = getattr(app.state, "exit_on_fatal", None)
+    if exit_hook is not None:
+        exit_hook(reason)
+
+
+def fatal_hook(app: FastAPI) -> Callable[[BaseException], None]:
+    """``on_fatal`` for a consumer runner of ``app``."""
+    return lambda reason: fail_service(app, reason)
 
 
 async def noop_lifespan(_: FastAPI) -> AsyncIterator[None]:

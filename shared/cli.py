@@ -19,7 +19,11 @@ def load_service(name: str) -> tuple[Any, Any]:
     return settings_mod.Settings, app_mod.create_app
 
 
-def serve(name: str, host: str | None, port: int | None) -> None:
+#: Exit status of a service whose consumer (or other vital background task) crashed.
+EXIT_FATAL = 70
+
+
+def serve(name: str, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from shared.logging import configure_logging
@@ -33,14 +37,24 @@ def serve(name: str, host: str | None, port: int | None) -> None:
     settings = settings_cls(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=15,
-    )
+    ))
+    fatal: list[BaseException] = []
+
+    def exit_on_fatal(reason: BaseException) -> None:
+        # Shut down cleanly (the lifespan commits what is done), then exit non-zero for a restart.
+        fatal.append(reason)
+        server.should_exit = True
+
+    app.state.exit_on_fatal = exit_on_fatal
+    server.run()
+    return EXIT_FATAL if fatal else 0
 
 
 def migration_settings(name: str) -> Any:
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        serve(args.service, args.host, args.port)
+        return serve(args.service, args.host, args.port)
     elif args.command == "migrate":
         unknown = set(args.services) - set(DATABASE_SERVICES)
         if unknown:

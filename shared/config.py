@@ -63,6 +63,13 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     request_timeout_ms: int = 30_000
+    #: Largest event accepted from a topic (encoded bytes); larger records are dead-lettered unread.
+    #: Well under the broker's and producer's message limit (1 MB by default), so any record we
+    #: accept can be republished, and a dead letter (bounded by this too) can always be produced.
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
+    #: A consumer that crashed on the same records this many times dead-letters the record instead
+    #: of handling it again (attempts are counted in the service database, across restarts).
+    max_crash_attempts: int = Field(default=2, ge=1)
 
 
     def partitions_for(self, topic: str) -> int:

@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -14,6 +14,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.config import Role
 
 PROBLEM = "application/problem+json"
+
+#: Largest integer every database we run on stores (SQLite INTEGER, PostgreSQL BIGINT). Integer
+#: path and query parameters are bounded by it (or less) so a fuzzed value is a 422, never a 500.
+DB_INT_MAX = 2**63 - 1
+#: PostgreSQL INTEGER columns (template versions, counters).
+INT32_MAX = 2**31 - 1
+#: A row id in a path: ``/v1/dlq/{letter_id}``.
+RowId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+#: A version number in a path (stored as INTEGER).
+VersionNumber = Annotated[int, Path(ge=1, le=INT32_MAX)]
+#: An optional "before this id" cursor in a query.
+BeforeId = Annotated[int | None, Query(ge=1, le=DB_INT_MAX)]
 _RANK: dict[str, int] = {"viewer": 0, "editor": 1, "admin": 2}
 
 

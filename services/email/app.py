@@ -24,6 +24,7 @@ from shared.channels.email import (
     email_routes,
 )
 from shared.channels.runtime import open_channel, start_dispatch
+from shared.db.parked import parked_outbox_router
 from shared.logging import get_logger
 from shared.providers.sendgrid import EventWebhookVerifier, SendGridMail, fetch_sandbox_public_key
 
@@ -47,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             verifier = EventWebhookVerifier(await webhook_public_key(settings), max_age_s=settings.webhook_max_age_s)
-            infra = await open_channel(settings, MIGRATIONS, stack)
+            infra = await open_channel(settings, MIGRATIONS, stack, app.state.metrics)
             client = SendGridMail(
                 settings.sendgrid,
                 timeout=settings.sending.request_timeout_s,
@@ -74,4 +75,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = build_app(settings, "Cadencia email", lifespan)
     app.include_router(email_routes())
+    app.include_router(parked_outbox_router(lambda request: request.app.state.db))
     return app

@@ -32,7 +32,7 @@ def create_app(settings: Settings, clock: Clock = utcnow) -> FastAPI:
             producer = EventProducer(settings.kafka, client_id="orchestrator")
             await producer.start()
             stack.push_async_callback(producer.stop)
-            relay = OutboxRelay(db, producer)
+            relay = OutboxRelay(db, producer, metrics=app.state.metrics)
             await relay.start()
             stack.push_async_callback(relay.stop)
             ctx = OrchestratorContext(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import ServiceSettings
@@ -23,3 +24,8 @@ class Settings(ServiceSettings):
     create_topics: bool = True
     #: Seed the shipped template set into an empty store at startup.
     seed_templates: bool = True
+    #: Largest ``variables`` object of a contact request (JSON bytes); larger requests are rejected.
+    max_variables_bytes: int = Field(default=4096, ge=256)
+    #: Dead-lettered payloads up to this size are kept whole in the dead-letter table (for replay);
+    #: larger ones keep only their size, SHA-256 and a prefix.
+    dead_letter_max_stored_bytes: int = Field(default=8 * 1024 * 1024, ge=0)

@@ -18,6 +18,7 @@ from services.voice.settings import Settings
 from services.voice.webhooks import VoiceContext, voice_webhooks
 from shared.app import build_app
 from shared.channels.runtime import open_channel, start_dispatch
+from shared.db.parked import parked_outbox_router
 from shared.providers.twilio import TwilioCalls, TwilioSignature
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
@@ -29,7 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            infra = await open_channel(settings, MIGRATIONS, stack)
+            infra = await open_channel(settings, MIGRATIONS, stack, app.state.metrics)
             client = TwilioCalls(
                 settings.twilio,
                 timeout=settings.sending.request_timeout_s,
@@ -55,4 +56,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = build_app(settings, "Cadencia voice", lifespan)
     app.include_router(voice_webhooks())
+    app.include_router(parked_outbox_router(lambda request: request.app.state.db))
     return app

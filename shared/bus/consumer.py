@@ -10,18 +10,25 @@
   partition forever.
 * A rebalance listener waits for the in-flight batch and commits what is done before giving
   partitions up; ``stop()`` finishes the in-flight batch, commits and closes.
+* Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
+  (:mod:`shared.bus.deadletter`), so publishing one can never fail for its size.
+* The runner never dies silently: an exception escaping its loop is logged with its traceback and
+  the records in hand, ``ping`` fails (not ready) and ``on_fatal`` is called (a served process exits
+  non-zero so its supervisor restarts it). With a :class:`CrashLog`, each partition batch counts
+  its attempts in the service database before it is handled; a batch that did not finish (the
+  process crashed or was killed) is retried one record at a time, and a record that crashed the
+  consumer ``kafka.max_crash_attempts`` times is dead-lettered instead of handled again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -30,11 +37,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.producer import EventProducer
 from shared.config import KafkaSettings
 from shared.events import AnyEvent, CloudEvent, parse_event
-from shared.events.contracts import DeadLettered, DeadLetteredEvent
-from shared.events.envelope import utcnow
 from shared.events.topics import Topics
 from shared.logging import get_logger
 from shared.tracing import context_of, continued
@@ -59,6 +65,16 @@ class RecordMeta:
 
 
 Handler = Callable[[AnyEvent, RecordMeta], Awaitable[None]]
+
+
+class CrashLog(Protocol):
+    """Durable attempt counts per partition (``shared.db.attempts.ConsumerAttempts``)."""
+
+    async def begin(self, group: str, topic: str, partition: int, offset: int) -> int:
+        """Record an attempt at the records from ``offset``; returns its number (1 = first)."""
+
+    async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
+        """An attempt ended without a crash (a clean shutdown): do not count it."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -90,12 +106,22 @@ class ConsumerRunner:
         retry_base: float = 0.05,
         retry_cap: float = 5.0,
         auto_offset_reset: str = "earliest",
+        crash_log: CrashLog | None = None,
+        keep_payload: PayloadKeeper | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.name, self.service, self.topics, self.group_id = name, service, topics, group_id
         self.kafka, self.handler, self.producer = kafka, handler, producer
         self.accept_types = accept_types
         self.max_attempts, self.retry_base, self.retry_cap = max_attempts, retry_base, retry_cap
         self.dlq_topic = Topics(kafka.topic_prefix).dlq
+        self.crash_log, self.keep_payload, self.on_fatal = crash_log, keep_payload, on_fatal
+        #: Dead letters carry the whole record up to half the event limit: with base64 and the
+        #: envelope a letter stays under the limit, so the DLQ consumer can read it back.
+        self.inline_bytes = kafka.max_event_bytes // 2
+        #: Why the runner stopped, when it crashed.
+        self.failure: BaseException | None = None
+        self._in_hand: dict[tuple[str, int], int] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=group_id,
@@ -130,6 +156,8 @@ class ConsumerRunner:
         await self._consumer.stop()
 
     async def ping(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError(f"consumer {self.name} crashed: {_short(self.failure)}")
         if self._task is not None and self._task.done():
             raise RuntimeError(f"consumer {self.name} stopped")
 
@@ -138,6 +166,28 @@ class ConsumerRunner:
         return set(self._consumer.assignment())
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            in_hand = self._coordinates()
+            if self._stopping.is_set():
+                # Shutting down mid-retry: the records stay uncommitted for the next owner.
+                log.info("consumer stopped with records unfinished", consumer=self.name, records=in_hand)
+                if self.crash_log is not None:
+                    await self.crash_log.forget(self.group_id, list(self._in_hand))
+                return
+            self.failure = exc
+            log.exception("consumer crashed", consumer=self.name, group=self.group_id, records=in_hand,
+                          error=_short(exc))
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+
+    def _coordinates(self) -> list[str]:
+        return [f"{topic}/{partition}@{offset}" for (topic, partition), offset in sorted(self._in_hand.items())]
+
+    async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 batches = await self._consumer.getmany(timeout_ms=100)
@@ -150,6 +200,7 @@ class ConsumerRunner:
             async with self._batch_lock:
                 await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 await self._commit_done(None)
+                self._in_hand.clear()
 
     async def _commit_done(self, only: set[TopicPartition] | None) -> None:
         offsets = {
@@ -170,6 +221,11 @@ class ConsumerRunner:
                 self._done.pop(tp, None)
 
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        if self.crash_log is not None:
+            attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, records[0].offset)
+            if attempt > 1:
+                await self._one_by_one(tp, records, attempt)
+                return
         by_key: dict[bytes | None, list[Any]] = defaultdict(list)
         for record in records:
             by_key[record.key].append(record)
@@ -182,8 +238,30 @@ class ConsumerRunner:
         await asyncio.gather(*(run_key(group) for group in by_key.values()))
         self._done[tp] = records[-1].offset + 1
 
+    async def _one_by_one(self, tp: TopicPartition, records: list[Any], attempt: int) -> None:
+        """After a crash: find the record that caused it by committing after each one."""
+        assert self.crash_log is not None
+        log.warning("records crashed this consumer before; handling them one at a time", consumer=self.name,
+                    topic=tp.topic, partition=tp.partition, offset=records[0].offset, attempt=attempt)
+        for index, record in enumerate(records):
+            if index > 0:
+                attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, record.offset)
+            if attempt > self.kafka.max_crash_attempts:
+                await self._dead_letter(
+                    record, f"crashed the consumer {attempt - 1} times (process killed or failed while handling it)"
+                )
+            else:
+                await self._record(record)
+            self._done[tp] = record.offset + 1
+            await self._commit_done({tp})
+
     async def _record(self, record: Any) -> None:
         meta = RecordMeta(record.topic, record.partition, record.offset, record.key)
+        self._in_hand[(record.topic, record.partition)] = record.offset
+        size = len(record.value or b"")
+        if size > self.kafka.max_event_bytes:
+            await self._dead_letter(record, f"event too large: {size} bytes; the limit is {self.kafka.max_event_bytes}")
+            return
         try:
             event = parse_event(record.value)
         except (ValidationError, orjson.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
@@ -228,24 +306,13 @@ class ConsumerRunner:
                 await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
-        key = record.key.decode("utf-8", "replace") if record.key else None
-        event = DeadLetteredEvent(
-            subject=key or "unknown",
-            source=f"cadencia/{self.service}",
-            data=DeadLettered(
-                source_topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=key,
-                value_b64=base64.b64encode(record.value or b"").decode(),
-                error=reason[:5000],
-                service=self.service,
-                failed_at=utcnow(),
-            ),
-        )
-        await self.producer.publish(self.dlq_topic, event)
+        letter = dead_letter(record, reason, self.service, self.inline_bytes)
+        if self.keep_payload is not None:
+            await self.keep_payload(letter, record.value or b"")
+        await self.producer.publish(self.dlq_topic, letter)
         self.dead_lettered += 1
-        log.warning("dead-lettered", consumer=self.name, topic=record.topic, offset=record.offset, reason=reason)
+        log.warning("dead-lettered", consumer=self.name, topic=record.topic, partition=record.partition,
+                    offset=record.offset, size=letter.data.size, reason=reason[:500])
 
 
 def _short(exc: BaseException) -> str:

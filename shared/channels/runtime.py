@@ -12,12 +12,13 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from shared.app import fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
 from shared.channels.ratelimit import SenderLimits
@@ -25,6 +26,7 @@ from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database, OutboxRelay
+from shared.db.attempts import ConsumerAttempts
 from shared.db.migrate import prepare_schema
 from shared.events import Topics
 from shared.events.contracts import Channel
@@ -65,7 +67,7 @@ class ChannelInfrastructure:
 
 
 async def open_channel(
-    settings: ChannelServiceSettings, migrations: Path, stack: AsyncExitStack
+    settings: ChannelServiceSettings, migrations: Path, stack: AsyncExitStack, metrics: Any = None
 ) -> ChannelInfrastructure:
     service = settings.service_name
     db = Database(settings.database)
@@ -76,7 +78,7 @@ async def open_channel(
     producer = EventProducer(settings.kafka, client_id=service)
     await producer.start()
     stack.push_async_callback(producer.stop)
-    relay = OutboxRelay(db, producer)
+    relay = OutboxRelay(db, producer, metrics=metrics)
     await relay.start()
     stack.push_async_callback(relay.stop)
     templates = TemplateCache(
@@ -132,6 +134,8 @@ async def start_dispatch(
         handler=handler,
         producer=infra.producer,
         accept_types={"cadencia.contact.dispatched.v1"},
+        crash_log=ConsumerAttempts(infra.db),
+        on_fatal=fatal_hook(app),
     )
     await runner.start()
     stack.push_async_callback(runner.stop)

@@ -21,6 +21,7 @@ from shared.channels.runtime import open_channel, start_dispatch
 from shared.channels.settings import MessageServiceSettings
 from shared.channels.webhooks import InboundHook, WebhookContext, status_callback_url, twilio_webhooks
 from shared.db import Database
+from shared.db.parked import parked_outbox_router
 from shared.events.contracts import Channel
 from shared.providers.twilio import TwilioMessages, TwilioSignature
 
@@ -44,7 +45,7 @@ def create_message_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            infra = await open_channel(settings, migrations, stack)
+            infra = await open_channel(settings, migrations, stack, app.state.metrics)
             client = TwilioMessages(
                 settings.twilio,
                 timeout=settings.sending.request_timeout_s,
@@ -74,4 +75,5 @@ def create_message_app(
 
     app = build_app(settings, title, lifespan)
     app.include_router(twilio_webhooks())
+    app.include_router(parked_outbox_router(lambda request: request.app.state.db))
     return app

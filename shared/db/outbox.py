@@ -1,13 +1,22 @@
-"""The transactional outbox: events written with the state change, relayed to Kafka after commit."""
+"""The transactional outbox: events written with the state change, relayed to Kafka after commit.
+
+The relay never blocks behind one row: a row the broker refuses ``max_publish_attempts`` times
+(too large, a topic that does not exist, …) is *parked* — kept with its error, counted, listed and
+replayable through the ops API (:mod:`shared.db.parked`) — and the relay moves on. Per-key order
+holds: while a debtor's row is failing, that debtor's later rows wait (and are parked with it),
+other debtors' rows keep flowing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, delete, select, text
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,6 +43,20 @@ class OutboxRecord(Base):
     event_id: Mapped[str] = mapped_column(String(200))
     event_type: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Failed publish attempts; at ``max_publish_attempts`` the row is parked (``parked_at`` set).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass
+class _Outcome:
+    """What one relay pass did to its rows."""
+
+    published: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    #: Rows held back behind a failing or parked row of the same key: id → the blocking row's id.
+    held: dict[int, int] = field(default_factory=dict)
 
 
 def add_to_outbox(session: AsyncSession, topic: str, event: CloudEvent) -> None:
@@ -59,14 +82,25 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, db: Database, producer: EventProducer, batch_size: int = 500, poll_interval: float = 0.25
+        self, db: Database, producer: EventProducer, batch_size: int = 500, poll_interval: float = 0.25,
+        max_publish_attempts: int = 5, metrics: Any = None,
     ) -> None:
         self.db, self.producer = db, producer
         self.batch_size, self.poll_interval = batch_size, poll_interval
+        self.max_publish_attempts = max_publish_attempts
+        #: Rows parked by this relay since start (also ``outbox_parked_total`` when ``metrics`` is given).
+        self.parked = 0
+        self._parked_counter: Any = None
+        if metrics is not None:
+            from prometheus_client import Counter
+
+            self._parked_counter = Counter("outbox_parked", "Outbox rows parked after failing to publish",
+                                           registry=metrics)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.published = 0
+        self.failures = 0
         db.on_commit(self.wake)
 
     def wake(self) -> None:
@@ -91,8 +125,13 @@ class OutboxRelay:
         backoff = self.poll_interval
         while True:
             try:
+                failures_before = self.failures
                 moved = await self.relay_once()
-                backoff = self.poll_interval
+                if self.failures == failures_before:
+                    backoff = self.poll_interval
+                else:  # some rows failed: retry them after a growing pause, the others already moved
+                    backoff = min(backoff * 2, 5.0)
+                    moved = min(moved, self.batch_size - 1)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database hiccup: keep the rows, try again later
@@ -112,39 +151,101 @@ class OutboxRelay:
         if self.db.is_postgres:
             return await self._relay_locked()
         # SQLite: one relay per process and one process per file. Read without the write lock,
-        # publish, then delete in a short write transaction, so writers never wait on broker acks.
+        # publish, then settle in a short write transaction, so writers never wait on broker acks.
         async with self.db.read_sessions() as session:
-            rows = (
-                await session.execute(select(OutboxRecord).order_by(OutboxRecord.id).limit(self.batch_size))
-            ).scalars().all()
+            rows = await self._pending(session)
+            held = await self._parked_keys(session, rows)
         if not rows:
             return 0
-        await self._publish(rows)
+        outcome = await self._publish(rows, held)
         async with self.db.sessions() as session, session.begin():
-            await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_([r.id for r in rows])))
-        self.published += len(rows)
-        return len(rows)
+            await self._settle(session, rows, outcome)
+        return len(outcome.published)
 
     async def _relay_locked(self) -> int:
         # PostgreSQL: an advisory lock makes one relay active per database, so key order holds
-        # across instances; the rows are deleted in the transaction that read them.
+        # across instances; the rows are settled in the transaction that read them.
         async with self.db.sessions() as session, session.begin():
             locked = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({_RELAY_LOCK_ID})"))
             if not locked:
                 return 0
-            rows = (
-                await session.execute(select(OutboxRecord).order_by(OutboxRecord.id).limit(self.batch_size))
-            ).scalars().all()
+            rows = await self._pending(session)
             if not rows:
                 return 0
-            await self._publish(rows)
-            await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_([r.id for r in rows])))
-        self.published += len(rows)
-        return len(rows)
+            outcome = await self._publish(rows, await self._parked_keys(session, rows))
+            await self._settle(session, rows, outcome)
+        return len(outcome.published)
 
-    async def _publish(self, rows: Sequence[OutboxRecord]) -> None:
-        futures = [
-            await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None)
-            for row in rows
-        ]
-        await asyncio.gather(*futures)
+    async def _pending(self, session: AsyncSession) -> Sequence[OutboxRecord]:
+        stmt = (select(OutboxRecord).where(OutboxRecord.parked_at.is_(None))
+                .order_by(OutboxRecord.id).limit(self.batch_size))
+        return (await session.execute(stmt)).scalars().all()
+
+    async def _parked_keys(self, session: AsyncSession, rows: Sequence[OutboxRecord]) -> dict[str, int]:
+        """Keys of ``rows`` that already have a parked row (key → that row's id): their rows wait."""
+        keys = {r.key for r in rows if r.key is not None}
+        if not keys:
+            return {}
+        stmt = (select(OutboxRecord.key, OutboxRecord.id)
+                .where(OutboxRecord.parked_at.is_not(None), OutboxRecord.key.in_(keys)))
+        return {key: row_id for key, row_id in (await session.execute(stmt)).all() if key is not None}
+
+    async def _publish(self, rows: Sequence[OutboxRecord], blocked: dict[str, int]) -> _Outcome:
+        outcome = _Outcome()
+        blocked = dict(blocked)
+        queued: list[tuple[OutboxRecord, asyncio.Future[Any]]] = []
+        for row in rows:
+            if row.key is not None and row.key in blocked:
+                outcome.held[row.id] = blocked[row.key]
+                continue
+            try:
+                future = await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None)
+            except Exception as exc:  # refused before it left (e.g. larger than the producer's limit)
+                outcome.failed[row.id] = _describe(exc)
+                if row.key is not None:
+                    blocked[row.key] = row.id
+                continue
+            queued.append((row, future))
+        results = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
+        for (row, _), result in zip(queued, results, strict=True):
+            if isinstance(result, BaseException):
+                outcome.failed[row.id] = _describe(result)
+            else:
+                outcome.published.append(row.id)
+        return outcome
+
+    async def _settle(self, session: AsyncSession, rows: Sequence[OutboxRecord], outcome: _Outcome) -> None:
+        if outcome.published:
+            await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_(outcome.published)))
+            self.published += len(outcome.published)
+        now = utcnow()
+        by_id = {r.id: r for r in rows}
+        parked_now: dict[int, str] = {}
+        for row_id, error in outcome.failed.items():
+            row = by_id[row_id]
+            attempts = row.attempts + 1
+            self.failures += 1
+            parked = attempts >= self.max_publish_attempts
+            await session.execute(update(OutboxRecord).where(OutboxRecord.id == row_id).values(
+                attempts=attempts, last_error=error[:4000], parked_at=now if parked else None))
+            if parked:
+                parked_now[row_id] = error
+                log.error("outbox row parked after failing to publish", outbox_id=row_id, topic=row.topic,
+                          event_id=row.event_id, attempts=attempts, error=error[:500])
+            else:
+                log.warning("outbox row failed to publish; will retry", outbox_id=row_id, topic=row.topic,
+                            attempts=attempts, error=error[:500])
+        for row_id, blocker in outcome.held.items():
+            # Behind a parked row of the same key: parked with it, to keep the debtor's order.
+            if blocker in parked_now or by_id.get(blocker) is None:
+                await session.execute(update(OutboxRecord).where(OutboxRecord.id == row_id).values(
+                    parked_at=now, last_error=f"waiting behind parked outbox row {blocker} of the same key"))
+                parked_now[row_id] = "held"
+        if parked_now:
+            self.parked += len(parked_now)
+            if self._parked_counter is not None:
+                self._parked_counter.inc(len(parked_now))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -224,6 +224,8 @@ class ResponseReceivedEvent(CloudEvent):
 
 ContactStatus = Literal[
     "accepted", "deferred", "rejected", "dispatched", "delivered", "failed", "responded", "expired",
+    # Terminal: the provider request may or may not have been processed; never re-sent automatically.
+    "unknown",
 ]
 
 
@@ -281,14 +283,24 @@ class TemplatePublishedEvent(CloudEvent):
 
 
 class DeadLettered(Contract):
-    source_topic: str
+    """A record a consumer could not apply. Bounded: ``value_b64`` holds the whole record only when
+    it is no larger than the consumer's event limit; otherwise a prefix (``truncated``), and
+    ``size`` and ``sha256`` identify the original, which stays at its offset on the source topic."""
+
+    source_topic: str = Field(max_length=250)
     partition: int
     offset: int
-    key: str | None = None
+    key: str | None = Field(None, max_length=1000)
     value_b64: str
     error: str = Field(max_length=5000)
-    service: str
+    service: str = Field(max_length=100)
     failed_at: datetime
+    #: Size of the original record value in bytes, and its SHA-256 (hex); additive to v1.
+    size: int | None = None
+    sha256: str | None = Field(None, max_length=64)
+    truncated: bool = False
+    #: The original record's headers (values decoded as UTF-8, each cut to 200 characters).
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class DeadLetteredEvent(CloudEvent):

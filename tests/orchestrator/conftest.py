@@ -134,13 +134,14 @@ def request_event(
     days_past_due: int = 12,
     locale: str = "es-MX",
     currency: str = "USD",
+    balance: str = "1234.50",
     **fields: Any,
 ) -> ContactRequestedEvent:
     debtor_fields = fields.pop("debtor", {})
     data = ContactRequested(
         debtor=Debtor(id=debtor_id, name="Ana Pérez", locale=locale, jurisdiction=jurisdiction, time_zone=time_zone,
                       phone=phone, email=email, **debtor_fields),
-        account=Account(id=account_id or f"acc-{debtor_id}", product="card", balance="1234.50", currency=currency,
+        account=Account(id=account_id or f"acc-{debtor_id}", product="card", balance=balance, currency=currency,
                         days_past_due=days_past_due, payment_url="https://pay.example.com/x"),
         channel=channel,  # type: ignore[arg-type]
         template=template,

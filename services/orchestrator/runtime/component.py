@@ -8,12 +8,15 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 from services.orchestrator.context import OrchestratorContext
+from services.orchestrator.dlq.component import payload_keeper
 from services.orchestrator.runtime import policy_port
 from services.orchestrator.runtime.handlers import ACCOUNT_TYPES, OUTCOME_TYPES, REQUEST_TYPES, EventHandlers
 from services.orchestrator.runtime.scheduler import DeferralScheduler
 from services.orchestrator.runtime.service import Runtime
 from services.orchestrator.runtime.strategy import Strategy
+from shared.app import fatal_hook
 from shared.bus import ConsumerRunner
+from shared.db.attempts import ConsumerAttempts
 
 
 class RuntimeComponent:
@@ -50,6 +53,9 @@ class RuntimeComponent:
             handler=EventHandlers(rt),
             producer=ctx.producer,
             accept_types=REQUEST_TYPES | ACCOUNT_TYPES | OUTCOME_TYPES,
+            crash_log=ConsumerAttempts(ctx.db),
+            keep_payload=payload_keeper(ctx),
+            on_fatal=fatal_hook(app),
         )
         await runner.start()
         stack.push_async_callback(runner.stop)

@@ -235,7 +235,7 @@ async def intake(rt: Runtime, session: AsyncSession, event: ContactRequestedEven
             return IntakeResult(event.id, "accepted", duplicate=True)
         return IntakeResult(existing.id, existing.intake_status, existing.intake_reason, duplicate=True)
     request = event.data
-    reasons = validation.problems(request, rt.jurisdictions)
+    reasons = validation.problems(request, rt.jurisdictions, rt.ctx.settings.max_variables_bytes)
     plan = rt.strategy.plan(request.account)
     if not await templates_port.key_exists(session, request.template) and not (
         plan.template_suffix and await templates_port.key_exists(session, request.template + plan.template_suffix)

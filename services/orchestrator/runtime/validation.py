@@ -7,12 +7,16 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 import phonenumbers
 from babel.numbers import list_currencies
 from email_validator import EmailNotValidError, validate_email
 
 from shared.events.contracts import ContactRequested
 
+#: Largest ``variables`` object by default (JSON bytes): template inputs are a few short values, and a
+#: request carrying megabytes of them would be fanned out into dispatches no broker accepts.
+MAX_VARIABLES_BYTES = 4096
 ADDRESS_FIELD = {"sms": "phone", "voice": "phone", "email": "email", "whatsapp": "whatsapp"}
 
 
@@ -54,10 +58,19 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def problems(request: ContactRequested, jurisdictions: Iterable[str]) -> list[str]:
+def problems(
+    request: ContactRequested, jurisdictions: Iterable[str], max_variables_bytes: int = MAX_VARIABLES_BYTES
+) -> list[str]:
     """Reasons to reject ``request`` (empty when it is valid). Template keys are checked by the caller."""
     found: list[str] = []
     debtor, account = request.debtor, request.account
+    if request.kind == "collection" and not account.balance > 0:
+        # A collection message states an amount owed; zero or negative is a data error upstream
+        # ("Tu pago de -$500.00"). Notices the law requires carry no amount and are unaffected.
+        found.append(f"account.balance must be greater than 0 for a collection message, got {account.balance}")
+    variables_size = len(orjson.dumps(request.variables, default=str))
+    if variables_size > max_variables_bytes:
+        found.append(f"variables are {variables_size} bytes; the limit is {max_variables_bytes}")
     for name in ("phone", "whatsapp"):
         value = getattr(debtor, name)
         if value is not None and not is_e164(value):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
@@ -91,7 +91,8 @@ _DISPATCH = ("id", "request_id", "account_id", "channel", "address", "kind", "at
 
 
 @router.get("/v1/debtors/{debtor_id}", dependencies=[Depends(require_role("viewer"))])
-async def get_debtor(debtor_id: str, rt: Runtime = Depends(get_runtime), limit: int = 100) -> dict[str, Any]:
+async def get_debtor(debtor_id: str, rt: Runtime = Depends(get_runtime),
+                     limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
     """A debtor's state, recent ledger, suppressions and pending deferrals."""
     limit = max(1, min(limit, 1000))
     async with rt.ctx.db.sessions() as session:

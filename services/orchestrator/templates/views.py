@@ -14,7 +14,7 @@ from services.orchestrator.context import CtxDep
 from services.orchestrator.templates import service
 from services.orchestrator.templates.models import TemplateVersion
 from shared.events.contracts import Channel, TemplateContent
-from shared.http import Problem, require_role
+from shared.http import INT32_MAX, Problem, VersionNumber, require_role
 from shared.templates import Finding, ValidationReport
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -89,7 +89,7 @@ async def get_template(key: str, ctx: CtxDep) -> dict[str, Any]:
 
 
 @router.get("/{key}/versions/{version}", dependencies=viewer)
-async def get_version(key: str, version: int, ctx: CtxDep) -> dict[str, Any]:
+async def get_version(key: str, version: VersionNumber, ctx: CtxDep) -> dict[str, Any]:
     async with ctx.db.transaction() as session:
         row = await service.get_version(session, key, version)
         live = await service.live_versions(session, key)
@@ -126,7 +126,7 @@ async def preview(key: str, body: PreviewIn, ctx: CtxDep) -> dict[str, Any]:
 
 
 @router.post("/{key}/versions/{version}/publish", dependencies=editor)
-async def publish(key: str, version: int, ctx: CtxDep, body: PublishIn | None = None) -> dict[str, Any]:
+async def publish(key: str, version: VersionNumber, ctx: CtxDep, body: PublishIn | None = None) -> dict[str, Any]:
     now: datetime = ctx.clock()
     async with ctx.db.transaction() as session:
         row = await service.get_version(session, key, version)
@@ -145,7 +145,7 @@ async def publish(key: str, version: int, ctx: CtxDep, body: PublishIn | None = 
 
 @router.get("/{key}/diff", dependencies=viewer)
 async def diff(
-    key: str, ctx: CtxDep, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
+    key: str, ctx: CtxDep, from_: int = Query(alias="from", ge=1, le=INT32_MAX), to: int = Query(ge=1, le=INT32_MAX)
 ) -> dict[str, Any]:
     async with ctx.db.transaction() as session:
         a = await service.get_version(session, key, from_)
