@@ -248,7 +248,8 @@ class ConsumerRunner:
                 attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, record.offset)
             if attempt > self.kafka.max_crash_attempts:
                 await self._dead_letter(
-                    record, f"crashed the consumer {attempt - 1} times (process killed or failed while handling it)"
+                    record, f"crashed the consumer {attempt - 1} times when handled alone (the process died or "
+                    "failed while handling it)"
                 )
             else:
                 await self._record(record)

@@ -69,11 +69,14 @@ async def test_poison_goes_to_the_dlq_with_its_reason_and_the_next_message_is_pr
     assert all(d.service == "test" for d in letters)
 
 
-def _spawn(kafka: KafkaSettings, topic: str, group: str, db_url: str, hang_after: str = "") -> subprocess.Popen[str]:
+def _spawn(kafka: KafkaSettings, topic: str, group: str, db_url: str, hang_after: str = "",
+           die_on: str = "") -> subprocess.Popen[str]:
     args = [sys.executable, "-m", "tests.foundation.worker", "--bootstrap", kafka.bootstrap_servers,
             "--prefix", kafka.topic_prefix, "--topic", topic, "--group", group, "--db", db_url]
     if hang_after:
         args += ["--hang-after", hang_after]
+    if die_on:
+        args += ["--die-on", die_on]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
