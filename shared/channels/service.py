@@ -17,13 +17,38 @@ from fastapi import FastAPI
 from shared.app import build_app
 from shared.channels.keywords import KeywordClassifier
 from shared.channels.messaging import TwilioMessageAdapter, WindowLookup
+from shared.channels.models import SendLogRecord
+from shared.channels.reconcile import AskProvider, Reconciler
 from shared.channels.runtime import open_channel, start_dispatch
 from shared.channels.settings import MessageServiceSettings
-from shared.channels.webhooks import InboundHook, WebhookContext, status_callback_url, twilio_webhooks
+from shared.channels.webhooks import (
+    InboundHook,
+    WebhookContext,
+    apply_status,
+    status_callback_url,
+    twilio_webhooks,
+)
 from shared.db import Database
 from shared.db.parked import parked_outbox_router
 from shared.events.contracts import Channel
 from shared.providers.twilio import TwilioMessages, TwilioSignature
+
+
+def message_lookup(client: TwilioMessages, webhooks: WebhookContext) -> AskProvider:
+    """Ask Twilio for a message's status and apply it as its status callback would have been."""
+
+    async def ask(row: SendLogRecord) -> None:
+        assert row.provider_id is not None
+        resource = await client.fetch(row.provider_id)
+        params = {"MessageSid": str(resource.get("sid") or row.provider_id),
+                  "MessageStatus": str(resource.get("status") or "")}
+        if resource.get("error_code"):
+            params["ErrorCode"] = str(resource["error_code"])
+        if resource.get("error_message"):
+            params["ErrorMessage"] = str(resource["error_message"])
+        await apply_status(webhooks, params, row.dispatch_id)
+
+    return ask
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,14 @@ def create_message_app(
                 source=f"cadencia/{service}",
                 on_inbound=extra.on_inbound,
             )
+            reconciler = Reconciler(
+                db=infra.db, topics=infra.topics, sending=settings.sending,
+                ask=message_lookup(client, app.state.webhooks), source=f"cadencia/{service}", provider="twilio",
+            )
+            await reconciler.start()
+            stack.push_async_callback(reconciler.stop)
+            app.state.reconciler = reconciler
+            app.state.ready_checks.append(reconciler.ping)
             yield
 
     app = build_app(settings, title, lifespan)

@@ -40,6 +40,14 @@ class SendingSettings(BaseModel):
     #: Exponential backoff with jitter: ``min(cap, base * 2**attempt)``, half of it randomised.
     retry_base_s: float = Field(default=0.2, gt=0)
     retry_cap_s: float = Field(default=30.0, gt=0)
+    #: A message accepted by the provider with no final status after this long (its callbacks were
+    #: lost, e.g. they hit this service while it was down) is looked up at the provider.
+    reconcile_after_s: float = Field(default=600.0, gt=0)
+    #: How often the reconciler looks for such messages, and how many it asks about per pass.
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    reconcile_batch: int = Field(default=100, ge=1, le=10_000)
+    #: Still no final status this long after it was sent: finalised as ``unknown`` (never re-sent).
+    give_up_after_s: float = Field(default=72 * 3600.0, gt=0)
 
 
 DEFAULT_HELP_TEXT: dict[str, str] = {

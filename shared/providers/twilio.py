@@ -15,13 +15,14 @@ import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from twilio.request_validator import RequestValidator
 
 from shared.config import TwilioSettings
-from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
+from shared.providers.base import Accepted, Ambiguous, ProviderError, Rejected, Retryable
 
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -138,6 +139,18 @@ class TwilioMessages:
     async def create(self, params: Mapping[str, str]) -> Accepted:
         """Create one message from Twilio's form parameters (``To``, ``From``, ``Body``, ``StatusCallback``...)."""
         return await self._post(dict(params))
+
+    async def fetch(self, sid: str) -> dict[str, Any]:
+        """The resource as Twilio has it now (``GET …/Messages/{sid}.json``, ``…/Calls/{sid}.json``):
+        the reconciler asks for the status of a message whose callbacks never arrived."""
+        session = self._session or self._open()
+        url = self.url.removesuffix(".json") + f"/{quote(sid, safe='')}.json"
+        async with session.get(url) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise ProviderError(f"fetch {self.resource} {sid}: HTTP {response.status}", status=response.status)
+        fetched: dict[str, Any] = orjson.loads(body)
+        return fetched
 
     async def _post(self, form: dict[str, str] | list[tuple[str, str]]) -> Accepted:
         session = self._session or self._open()

@@ -66,10 +66,12 @@ ACCOUNTS = "orchestrator.accounts"
 OUTCOMES = "orchestrator.outcomes"
 
 #: A dispatch's status only moves up this ranking: late or duplicate outcomes never move it back.
+#: ``unknown`` (the channel cannot tell whether the provider processed the request, or the provider
+#: never reported a final status) ends a request, but a later proof of failure or delivery still wins.
 STATUS_RANK: dict[str, int] = {
-    "dispatched": 0, "accepted": 1, "sent": 2, "unknown": 2,
-    "failed": 3, "undelivered": 3, "bounced": 3, "no_answer": 3, "busy": 3,
-    "delivered": 4, "voicemail": 4, "read": 5, "opened": 5, "conversation": 5, "clicked": 6,
+    "dispatched": 0, "accepted": 1, "sent": 2, "unknown": 3,
+    "failed": 4, "undelivered": 4, "bounced": 4, "no_answer": 4, "busy": 4,
+    "delivered": 5, "voicemail": 5, "read": 6, "opened": 6, "conversation": 6, "clicked": 7,
 }
 FAILED = frozenset({"failed", "undelivered", "bounced"})
 #: Calls that reached no one: retried on voice, then the contact falls back to the next channel.
@@ -682,6 +684,11 @@ async def apply_delivery(rt: Runtime, session: AsyncSession, event_id: str, upda
     is_current = current is not None and current.id == dispatch_row.id
     if update_.status in DELIVERED and previous not in DELIVERED:
         publish_status(rt, session, row, "delivered", now, channel=dispatch_row.channel,
+                       dispatch_id=dispatch_row.id, final=is_current)
+    elif update_.status == "unknown":
+        # Terminal, and never re-sent automatically: a duplicate collection message can break the law.
+        reason = "unknown: " + (update_.error_message or "the channel could not tell whether it was sent")
+        publish_status(rt, session, row, "unknown", now, reason=reason[:2000], channel=dispatch_row.channel,
                        dispatch_id=dispatch_row.id, final=is_current)
     elif update_.status in FAILED or update_.status in UNANSWERED:
         reason = f"{update_.status}" + (f" ({update_.error_code})" if update_.error_code else "")
