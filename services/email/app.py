@@ -23,7 +23,7 @@ from shared.channels.email import (
     UnsubscribeTokens,
     email_routes,
 )
-from shared.channels.runtime import open_channel, start_dispatch
+from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
 from shared.logging import get_logger
 from shared.providers.sendgrid import EventWebhookVerifier, SendGridMail, fetch_sandbox_public_key
@@ -71,6 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.webhooks = EmailWebhookContext(
                 db=infra.db, topics=infra.topics, verifier=verifier, tokens=tokens, source=f"cadencia/{service}"
             )
+            # SendGrid's per-message lookup (Email Activity API) is a paid add-on the sandbox does not
+            # serve: mail without a final event is only finalised, as unknown, after give_up_after_s.
+            await start_reconciler(app, settings, infra, stack, ask=None, provider="sendgrid")
             yield
 
     app = build_app(settings, "Cadencia email", lifespan)

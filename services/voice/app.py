@@ -15,13 +15,30 @@ from fastapi import FastAPI
 
 from services.voice.calls import TwilioCallAdapter, call_status_url
 from services.voice.settings import Settings
-from services.voice.webhooks import VoiceContext, voice_webhooks
+from services.voice.webhooks import VoiceContext, apply_call_status, voice_webhooks
 from shared.app import build_app
-from shared.channels.runtime import open_channel, start_dispatch
+from shared.channels.models import SendLogRecord
+from shared.channels.reconcile import AskProvider
+from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
 from shared.providers.twilio import TwilioCalls, TwilioSignature
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+
+def call_lookup(client: TwilioCalls, voice: VoiceContext) -> AskProvider:
+    """Ask Twilio for a call's status (``GET …/Calls/{sid}.json``) and apply it as its callback would."""
+
+    async def ask(row: SendLogRecord) -> None:
+        assert row.provider_id is not None
+        resource = await client.fetch(row.provider_id)
+        params = {"CallSid": str(resource.get("sid") or row.provider_id),
+                  "CallStatus": str(resource.get("status") or "")}
+        if resource.get("answered_by"):
+            params["AnsweredBy"] = str(resource["answered_by"])
+        await apply_call_status(voice, params, row.dispatch_id)
+
+    return ask
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -52,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
                 signature=TwilioSignature(settings.twilio.auth_token.get_secret_value()),
                 source=f"cadencia/{service}",
             )
+            await start_reconciler(app, settings, infra, stack, ask=call_lookup(client, app.state.voice),
+                                   provider="twilio")
             yield
 
     app = build_app(settings, "Cadencia voice", lifespan)

@@ -6,6 +6,8 @@ at the provider (Twilio ``GET …/Messages/{sid}.json`` or ``…/Calls/{sid}.jso
 provider reports is applied exactly as its callback would have been (same receipts, same outcome
 ids, so a callback arriving later changes nothing). One still without a final status
 ``give_up_after_s`` after it was sent is finalised as ``unknown``: never re-sent, visible to ops.
+A channel whose provider offers no lookup (SendGrid without its paid activity API) passes no
+``ask`` and only finalises.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ AskProvider = Callable[[SendLogRecord], Awaitable[None]]
 
 class Reconciler:
     def __init__(
-        self, *, db: Database, topics: Topics, sending: SendingSettings, ask: AskProvider, source: str,
+        self, *, db: Database, topics: Topics, sending: SendingSettings, ask: AskProvider | None, source: str,
         provider: str, clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db, self.topics, self.sending, self.ask = db, topics, sending, ask
@@ -84,8 +86,9 @@ class Reconciler:
             rows = (await session.execute(stmt)).scalars().all()
         for row in rows:
             try:
-                await self.ask(row)
-                self.asked += 1
+                if self.ask is not None:
+                    await self.ask(row)
+                    self.asked += 1
             except Exception as exc:  # the provider is unreachable: ask again next round
                 log.warning("provider lookup failed", dispatch_id=row.dispatch_id, error=f"{type(exc).__name__}: {exc}")
             await self._settle(row.dispatch_id)

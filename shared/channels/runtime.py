@@ -23,6 +23,7 @@ from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisSenderLimits
+from shared.channels.reconcile import AskProvider, Reconciler
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database, OutboxRelay
@@ -147,3 +148,17 @@ async def start_dispatch(
     # Redis is not a readiness check: without it the limits fall back to per process, and an unready
     # pod would also stop receiving the provider webhooks.
     return handler
+
+
+async def start_reconciler(
+    app: FastAPI, settings: ChannelServiceSettings, infra: ChannelInfrastructure, stack: AsyncExitStack,
+    *, ask: AskProvider | None, provider: str,
+) -> Reconciler:
+    """Finalise messages whose provider callbacks never arrived (``shared.channels.reconcile``)."""
+    reconciler = Reconciler(db=infra.db, topics=infra.topics, sending=settings.sending, ask=ask,
+                            source=f"cadencia/{settings.service_name}", provider=provider)
+    await reconciler.start()
+    stack.push_async_callback(reconciler.stop)
+    app.state.reconciler = reconciler
+    app.state.ready_checks.append(reconciler.ping)
+    return reconciler

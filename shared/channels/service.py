@@ -18,8 +18,8 @@ from shared.app import build_app
 from shared.channels.keywords import KeywordClassifier
 from shared.channels.messaging import TwilioMessageAdapter, WindowLookup
 from shared.channels.models import SendLogRecord
-from shared.channels.reconcile import AskProvider, Reconciler
-from shared.channels.runtime import open_channel, start_dispatch
+from shared.channels.reconcile import AskProvider
+from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
 from shared.channels.settings import MessageServiceSettings
 from shared.channels.webhooks import (
     InboundHook,
@@ -96,14 +96,8 @@ def create_message_app(
                 source=f"cadencia/{service}",
                 on_inbound=extra.on_inbound,
             )
-            reconciler = Reconciler(
-                db=infra.db, topics=infra.topics, sending=settings.sending,
-                ask=message_lookup(client, app.state.webhooks), source=f"cadencia/{service}", provider="twilio",
-            )
-            await reconciler.start()
-            stack.push_async_callback(reconciler.stop)
-            app.state.reconciler = reconciler
-            app.state.ready_checks.append(reconciler.ping)
+            await start_reconciler(app, settings, infra, stack, ask=message_lookup(client, app.state.webhooks),
+                                   provider="twilio")
             yield
 
     app = build_app(settings, title, lifespan)

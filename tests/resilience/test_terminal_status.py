@@ -147,3 +147,27 @@ async def test_a_dispatch_that_ended_unknown_ends_its_request_unknown_and_is_nev
             # Never re-sent, on this channel or any fallback channel.
             assert len(reader.of_type(DISPATCHED)) == 1
             assert (await orc.http.get("/ready")).status_code == 200
+
+
+async def test_a_call_whose_callbacks_never_arrived_is_reconciled_with_the_provider(
+    kafka_settings: KafkaSettings, tmp_path: Any, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    from tests.voice.test_voice import Voice, settings_for, voice_dispatch, voice_template
+
+    settings = settings_for(kafka_settings, f"sqlite+aiosqlite:///{tmp_path / 'voice.db'}", sandbox, group)
+    settings = settings.model_copy(update={
+        "public_url": f"http://127.0.0.1:{free_port()}",  # callbacks are lost
+        "sending": SendingSettings(request_timeout_s=2.0, connect_timeout_s=1.0, reconcile_after_s=0.5,
+                                   reconcile_interval_s=0.2),
+    })
+    await publisher.template(voice_template("reminder"))
+    call = voice_dispatch(unique_number("2001"), "reminder")  # the sandbox's "no answer" number
+    async with running_service(Voice, settings) as service:
+        await template_cached(service, "reminder")
+        await publisher.dispatch(call)
+        await wait_for(lambda: "no_answer" in statuses(outcomes, call.data.dispatch_id), timeout=20,
+                       what="no answer, learnt from the provider")
+        lookups = [r for r in await sandbox.requests(provider="twilio") if r["method"] == "GET"]
+        assert lookups and all("/Calls/" in r["path"] for r in lookups)
+        assert service.app.state.reconciler.asked >= 1
