@@ -221,6 +221,7 @@ class ConsumerRunner:
                 self._done.pop(tp, None)
 
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        self._in_hand[(tp.topic, tp.partition)] = records[0].offset
         if self.crash_log is not None:
             attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, records[0].offset)
             if attempt > 1:

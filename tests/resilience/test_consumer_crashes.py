@@ -119,3 +119,57 @@ async def test_a_record_that_keeps_killing_the_process_is_dead_lettered_and_the_
 
 async def _applied(db_url: str, n: int) -> bool:
     return len(await _effects(db_url)) == n
+
+
+async def test_a_served_service_whose_consumer_crashes_exits_70_for_its_supervisor(
+    kafka_settings: KafkaSettings, pg_database_url: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.channels.harness import dispatch_event, free_port
+    from tests.conftest import _drop_pg_database
+    from tests.foundation.test_consumer import ROOT
+
+    await ensure_topics(kafka_settings)
+    topics = Topics(kafka_settings.topic_prefix)
+    port = free_port()
+    log = tmp_path / "sms.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if "DATABASE_URL" not in k and "BOOTSTRAP" not in k},
+        "PYTHONPATH": str(ROOT), "CADENCIA_ENV": "test",
+        "CADENCIA_SMS_KAFKA__BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "CADENCIA_SMS_KAFKA__TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "CADENCIA_SMS_DATABASE__URL": pg_database_url,
+        "CADENCIA_SMS_CONSUMER_GROUP": f"g-{uuid.uuid4()}",
+        "CADENCIA_ORCHESTRATOR_URL": "http://127.0.0.1:9",
+    }
+    with open(log, "wb") as out:
+        service = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "sms", "--port", str(port)],
+                                   cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        async def ready() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as http:
+                    return (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(ready, timeout=60, interval=0.2, what="sms service ready")
+        # Its database disappears under it: the consumer cannot record its attempt and crashes.
+        await _drop_pg_database(pg_database_url.rsplit("/", 1)[1])
+        producer = EventProducer(kafka_settings)
+        await producer.start()
+        try:
+            await producer.publish(topics.dispatch("sms"), dispatch_event("sms", "+5215555550001", "reminder"))
+        finally:
+            await producer.stop()
+        await wait_for(lambda: service.poll() is not None, timeout=60, interval=0.2, what="the process exited")
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+    assert service.returncode == 70
+    text = log.read_text()
+    assert "consumer crashed" in text and f"{topics.dispatch('sms')}/" in text and "Traceback" in text
