@@ -34,9 +34,10 @@ class Debtor(Contract):
 class Account(Contract):
     id: str = Field(min_length=1, max_length=200)
     product: str = Field("", max_length=100)
-    balance: Decimal = Field(description="decimal string, e.g. \"1234.50\"")
+    #: Up to 14 integer and 4 fractional digits: what the ledger stores (NUMERIC(18, 4)).
+    balance: Decimal = Field(max_digits=18, decimal_places=4, description="decimal string, e.g. \"1234.50\"")
     currency: str = Field(min_length=3, max_length=3, description="ISO 4217")
-    days_past_due: int = Field(ge=0)
+    days_past_due: int = Field(ge=0, le=100_000)
     due_date: date | None = None
     risk_score: float | None = Field(None, ge=0, le=1)
     payment_url: str | None = Field(None, max_length=2000)
@@ -69,14 +70,14 @@ class AccountEventData(Contract):
 
 
 class PaymentReceived(AccountEventData):
-    amount: Decimal | None = None
+    amount: Decimal | None = Field(None, max_digits=18, decimal_places=4)
     currency: str | None = Field(None, min_length=3, max_length=3)
     #: A partial payment does not stop collection of the remainder.
     settles_account: bool = True
 
 
 class PromiseMade(AccountEventData):
-    amount: Decimal | None = None
+    amount: Decimal | None = Field(None, max_digits=18, decimal_places=4)
     due_date: date
 
 
@@ -106,7 +107,7 @@ class DebtorUpdated(AccountEventData):
     whatsapp: str | None = Field(None, max_length=40)
     authorized_channels: list[Channel] | None = None
     preferred_channel: Channel | None = None
-    consents: dict[str, bool] | None = None
+    consents: dict[str, bool] | None = Field(None, max_length=50)
 
 
 class PaymentReceivedEvent(CloudEvent):
@@ -149,10 +150,10 @@ class DebtorUpdatedEvent(CloudEvent):
 
 class TemplateRef(Contract):
     key: str = Field(min_length=1, max_length=200)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     channel: Channel | None = None
-    locale: str | None = None
-    variant: str | None = None
+    locale: str | None = Field(None, max_length=20)
+    variant: str | None = Field(None, max_length=20)
 
 
 class ContactDispatched(Contract):
@@ -162,10 +163,10 @@ class ContactDispatched(Contract):
     account_id: str = Field(min_length=1, max_length=200)
     channel: Channel
     to: str = Field(min_length=1, max_length=320)
-    locale: str = "es-MX"
+    locale: str = Field("es-MX", max_length=20)
     template: TemplateRef
     variables: dict[str, Any] = Field(default_factory=dict)
-    attempt: int = Field(1, ge=1)
+    attempt: int = Field(1, ge=1, le=1000)
     deadline: datetime
     kind: ContactKind = "collection"
 
@@ -236,7 +237,7 @@ class StatusChanged(Contract):
     reason: str | None = Field(None, max_length=2000)
     not_before: datetime | None = None
     channel: Channel | None = None
-    dispatch_id: str | None = None
+    dispatch_id: str | None = Field(None, max_length=200)
     #: Ids of the policy rules that decided (additive to the v1 contract).
     rules: list[str] = Field(default_factory=list)
 

@@ -13,7 +13,7 @@ import pytest
 from shared.cli import SERVICES, load_service
 from shared.config import KafkaSettings
 from shared.http import DB_INT_MAX
-from tests.orchestrator.conftest import make_settings, running
+from tests.orchestrator.conftest import make_settings, request_event, running
 
 
 def _integer_parameters(service: str) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -71,6 +71,13 @@ async def test_integers_too_large_for_the_database_get_422_problems(
         ]:
             response = await orc.http.request(method, url, headers=admin)
             assert response.status_code == 422, (url, response.status_code, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+        # Integers and amounts in a request body are bounded by the event contract the same way.
+        for change in ({"days_past_due": HUGE}, {"balance": "1e30"}):
+            body = request_event("deb-big").data.model_dump(mode="json")
+            body["account"].update(change)
+            response = await orc.http.post("/v1/contact-requests", json=body, headers=admin)
+            assert response.status_code == 422, (change, response.status_code, response.text)
             assert response.headers["content-type"].startswith("application/problem+json")
         # In range but absent is still a clean 404.
         assert (await orc.http.get("/v1/dlq/12345", headers=admin)).status_code == 404
