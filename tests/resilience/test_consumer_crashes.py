@@ -122,7 +122,7 @@ async def _applied(db_url: str, n: int) -> bool:
 
 
 async def test_a_served_service_whose_consumer_crashes_exits_70_for_its_supervisor(
-    kafka_settings: KafkaSettings, pg_database_url: str, tmp_path: Path
+    kafka_settings: KafkaSettings, pg_admin_dsn: str, pg_database_url: str, tmp_path: Path
 ) -> None:
     import os
     import subprocess
@@ -158,7 +158,7 @@ async def test_a_served_service_whose_consumer_crashes_exits_70_for_its_supervis
 
         await wait_for(ready, timeout=60, interval=0.2, what="sms service ready")
         # Its database disappears under it: the consumer cannot record its attempt and crashes.
-        await _drop_pg_database(pg_database_url.rsplit("/", 1)[1])
+        await _drop_pg_database(pg_admin_dsn, pg_database_url.rsplit("/", 1)[1])
         producer = EventProducer(kafka_settings)
         await producer.start()
         try:
