@@ -67,9 +67,10 @@ class KafkaSettings(BaseModel):
     #: Well under the broker's and producer's message limit (1 MB by default), so any record we
     #: accept can be republished, and a dead letter (bounded by this too) can always be produced.
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
-    #: A consumer that crashed on the same records this many times dead-letters the record instead
-    #: of handling it again (attempts are counted in the service database, across restarts).
-    max_crash_attempts: int = Field(default=2, ge=1)
+    #: After a crash a consumer handles the records it had in hand one at a time; a record that
+    #: crashed it this many times when handled alone is dead-lettered on its next attempt
+    #: (attempts are counted in the service database, across restarts).
+    max_crash_attempts: int = Field(default=1, ge=1)
 
 
     def partitions_for(self, topic: str) -> int:

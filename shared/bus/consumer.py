@@ -17,7 +17,8 @@
   non-zero so its supervisor restarts it). With a :class:`CrashLog`, each partition batch counts
   its attempts in the service database before it is handled; a batch that did not finish (the
   process crashed or was killed) is retried one record at a time, and a record that crashed the
-  consumer ``kafka.max_crash_attempts`` times is dead-lettered instead of handled again.
+  consumer ``kafka.max_crash_attempts`` times when handled alone is dead-lettered instead of
+  handled again.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ Handler = Callable[[AnyEvent, RecordMeta], Awaitable[None]]
 class CrashLog(Protocol):
     """Durable attempt counts per partition (``shared.db.attempts.ConsumerAttempts``)."""
 
-    async def begin(self, group: str, topic: str, partition: int, offset: int) -> int:
-        """Record an attempt at the records from ``offset``; returns its number (1 = first)."""
+    async def begin(self, group: str, topic: str, partition: int, offset: int, alone: bool = False) -> int:
+        """Record an attempt at the records from ``offset`` (a batch), or at that record ``alone``.
+
+        A batch gets 1 when nothing crashed there before; a record alone, its attempts alone."""
 
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
         """An attempt ended without a crash (a clean shutdown): do not count it."""
@@ -240,16 +243,17 @@ class ConsumerRunner:
         self._done[tp] = records[-1].offset + 1
 
     async def _one_by_one(self, tp: TopicPartition, records: list[Any], attempt: int) -> None:
-        """After a crash: find the record that caused it by committing after each one."""
+        """After a crash: find the record that caused it by committing after each one; a record that
+        crashed the consumer while handled alone is dead-lettered on its next attempt."""
         assert self.crash_log is not None
         log.warning("records crashed this consumer before; handling them one at a time", consumer=self.name,
                     topic=tp.topic, partition=tp.partition, offset=records[0].offset, attempt=attempt)
-        for index, record in enumerate(records):
-            if index > 0:
-                attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, record.offset)
-            if attempt > self.kafka.max_crash_attempts:
+        for record in records:
+            self._in_hand[(tp.topic, tp.partition)] = record.offset
+            alone = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, record.offset, alone=True)
+            if alone > self.kafka.max_crash_attempts:
                 await self._dead_letter(
-                    record, f"crashed the consumer {attempt - 1} times when handled alone (the process died or "
+                    record, f"crashed the consumer {alone - 1} time(s) when handled alone (the process died or "
                     "failed while handling it)"
                 )
             else:

@@ -1,9 +1,11 @@
 """How many times a consumer group started on a partition's records without finishing them.
 
-One row per (group, topic, partition): the first offset of the records in hand and the attempts
-at them. The consumer runner writes it before handling a batch (one small write per partition
-and batch), so the count survives a crash or a SIGKILL: after a restart it sees that the same
-records were already attempted and hunts down the one that crashes it (see ``ConsumerRunner``).
+One row per (group, topic, partition): the first offset of the records in hand, the attempts at
+them as a batch and the attempts at that first record alone. The consumer runner writes it before
+handling a batch (one small write per partition and batch), so the count survives a crash or a
+SIGKILL: after a restart it sees that the same records were already attempted, handles them one
+at a time to find the one that crashes it, and dead-letters that one on its next attempt (see
+``ConsumerRunner``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ class ConsumerAttempt(Base):
     topic: Mapped[str] = mapped_column(String(250), primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     first_offset: Mapped[int] = mapped_column(BigInteger)
+    #: Attempts at the records from ``first_offset`` as a batch, and at that record alone.
     attempts: Mapped[int] = mapped_column(Integer)
+    alone_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -34,16 +38,26 @@ class ConsumerAttempts:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def begin(self, group: str, topic: str, partition: int, offset: int) -> int:
+    async def begin(self, group: str, topic: str, partition: int, offset: int, alone: bool = False) -> int:
+        """Record an attempt at the records from ``offset`` (``alone``: at that record by itself).
+
+        Returns, for a batch, its attempts so far including this one plus the attempts at its first
+        record alone (1 = nothing crashed here before); for a record alone, its attempts alone.
+        """
         async with self.db.sessions() as session, session.begin():
             row = await session.get(ConsumerAttempt, (group, topic, partition), with_for_update=True)
             if row is None:
-                session.add(ConsumerAttempt(group_id=group, topic=topic, partition=partition, first_offset=offset,
-                                            attempts=1, updated_at=utcnow()))
-                return 1
-            row.attempts = row.attempts + 1 if row.first_offset == offset else 1
-            row.first_offset, row.updated_at = offset, utcnow()
-            return row.attempts
+                row = ConsumerAttempt(group_id=group, topic=topic, partition=partition, first_offset=offset,
+                                      attempts=0, alone_attempts=0)
+                session.add(row)
+            elif row.first_offset != offset:
+                row.first_offset, row.attempts, row.alone_attempts = offset, 0, 0
+            row.updated_at = utcnow()
+            if alone:
+                row.alone_attempts += 1
+                return row.alone_attempts
+            row.attempts += 1
+            return row.attempts + row.alone_attempts
 
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
         if not partitions:
@@ -56,7 +70,7 @@ class ConsumerAttempts:
 
     async def count(self, group: str, topic: str, partition: int) -> int:
         async with self.db.sessions() as session:
-            row = await session.scalar(select(ConsumerAttempt.attempts).where(
+            row = await session.scalar(select(ConsumerAttempt.attempts + ConsumerAttempt.alone_attempts).where(
                 ConsumerAttempt.group_id == group, ConsumerAttempt.topic == topic,
                 ConsumerAttempt.partition == partition))
             return int(row or 0)

@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("partition", sa.Integer, primary_key=True),
         sa.Column("first_offset", sa.BigInteger, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("alone_attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     with op.batch_alter_table("outbox") as batch:
