@@ -9,11 +9,18 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import ServiceSettings
 from shared.http import Problem, install_problem_handlers, problem_response
 from shared.tracing import continued, parse_traceparent
+
+
+class Health(BaseModel):
+    status: str
+    service: str
+
 
 ReadyCheck = Callable[[], Awaitable[None]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -84,16 +91,16 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
     """
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.api_keys = settings.role_by_key()
+    app.state.api_keys = settings.api_key_identities()
     app.state.ready_checks = []
     app.state.metrics = CollectorRegistry()
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TraceContextMiddleware)
 
-    @app.get("/health", tags=["ops"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "service": settings.service_name}
+    @app.get("/health", tags=["ops"], response_model=Health, operation_id="health")
+    async def health() -> Health:
+        return Health(status="ok", service=settings.service_name)
 
     @app.get("/ready", tags=["ops"])
     async def ready(request: Request) -> JSONResponse:

@@ -271,13 +271,42 @@ class ServiceSettings(BaseSettings):
 
     def role_by_key(self) -> dict[str, Role]:
         """Parse ``CADENCIA_API_KEYS`` into ``{key: role}``."""
-        parsed: dict[str, Role] = {}
+        return {key: identity.role for key, identity in self.api_key_identities().items()}
+
+    def api_key_identities(self) -> dict[str, ApiKeyIdentity]:
+        """Parse ``CADENCIA_API_KEYS`` into ``{key: identity}``.
+
+        Each entry is ``[name=]role[+four-eyes]:key``: ``ana=editor+four-eyes:k1`` is the key ``k1``
+        of Ana, an editor whose publishes wait for a second editor's approval. Without a name the
+        key is called after its role (``admin``), as it always was.
+        """
+        parsed: dict[str, ApiKeyIdentity] = {}
         for item in self.api_keys.get_secret_value().split(","):
             item = item.strip()
             if not item:
                 continue
-            role, sep, key = item.partition(":")
-            if not sep or role not in ("viewer", "editor", "admin") or not key:
-                raise ValueError(f"CADENCIA_API_KEYS entry must be role:key, got role {role!r}")
-            parsed[key] = role  # type: ignore[assignment]
+            head, sep, key = item.partition(":")
+            name, has_name, role_part = head.partition("=")
+            if not has_name:
+                name, role_part = "", head
+            role, _, flag = role_part.partition("+")
+            if not sep or role not in ("viewer", "editor", "admin") or not key or flag not in ("", "four-eyes"):
+                raise ValueError(
+                    f"CADENCIA_API_KEYS entry must be [name=]role[+four-eyes]:key, got role {role_part!r}"
+                )
+            if has_name and not name.strip():
+                raise ValueError("CADENCIA_API_KEYS: a key name must not be empty")
+            parsed[key] = ApiKeyIdentity(name=name.strip() or role, role=role,
+                                         four_eyes=flag == "four-eyes")
         return parsed
+
+
+class ApiKeyIdentity(BaseModel):
+    """Who a bearer key belongs to: recorded on every change it makes."""
+
+    model_config = {"frozen": True}
+
+    name: str
+    role: Role
+    #: Publishing with this key waits for a second editor's approval.
+    four_eyes: bool = False

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.config import Role
+from shared.config import ApiKeyIdentity, Role
 
 PROBLEM = "application/problem+json"
 
@@ -27,6 +29,29 @@ VersionNumber = Annotated[int, Path(ge=1, le=INT32_MAX)]
 #: An optional "before this id" cursor in a query.
 BeforeId = Annotated[int | None, Query(ge=1, le=DB_INT_MAX)]
 _RANK: dict[str, int] = {"viewer": 0, "editor": 1, "admin": 2}
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details: every error answer of every service (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+
+
+#: Declared on routers so OpenAPI (and a generated client) knows the error bodies.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemDetails, "description": description}
+    for status, description in (
+        (401, "No or an unknown bearer API key"),
+        (403, "The key's role is not enough"),
+        (404, "Not found"),
+        (422, "Invalid request (the fields in `errors`)"),
+    )
+}
 
 
 class Problem(Exception):
@@ -82,25 +107,46 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
-def require_role(minimum: Role) -> Callable[[Request], Awaitable[Role]]:
-    """Dependency: a bearer API key whose role is at least ``minimum``; compared in constant time."""
+#: Declares the bearer scheme in OpenAPI (``components.securitySchemes.bearer``); errors are ours.
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="An API key from CADENCIA_API_KEYS: `Authorization: Bearer <key>`.",
+)
 
-    async def check(request: Request) -> Role:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+
+def require_key(minimum: Role) -> Callable[..., Awaitable[ApiKeyIdentity]]:
+    """Dependency: the identity of a bearer API key whose role is at least ``minimum``.
+
+    Keys are compared in constant time against every configured key.
+    """
+
+    async def check(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)
+    ) -> ApiKeyIdentity:
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
             raise Problem(401, "Unauthorized", "a bearer API key is required", "/problems/unauthorized")
-        keys: dict[str, Role] = request.app.state.api_keys
-        role: Role | None = None
-        for key, key_role in keys.items():
+        token = credentials.credentials
+        keys: dict[str, ApiKeyIdentity] = request.app.state.api_keys
+        found: ApiKeyIdentity | None = None
+        for key, identity in keys.items():
             # Compare against every key so timing does not reveal which prefix matched.
             if hmac.compare_digest(key.encode(), token.encode()):
-                role = key_role
-        if role is None:
+                found = identity
+        if found is None:
             raise Problem(401, "Unauthorized", "unknown API key", "/problems/unauthorized")
-        if _RANK[role] < _RANK[minimum]:
+        if _RANK[found.role] < _RANK[minimum]:
             raise Problem(403, "Forbidden", f"role {minimum} required", "/problems/forbidden")
-        return role
+        return found
+
+    return check
+
+
+def require_role(minimum: Role) -> Callable[..., Awaitable[Role]]:
+    """Dependency: the role of a bearer API key whose role is at least ``minimum``."""
+    key_check = require_key(minimum)
+
+    async def check(identity: ApiKeyIdentity = Depends(key_check)) -> Role:
+        return identity.role
 
     return check
 
@@ -108,3 +154,6 @@ def require_role(minimum: Role) -> Callable[[Request], Awaitable[Role]]:
 ViewerDep = Annotated[Role, Depends(require_role("viewer"))]
 EditorDep = Annotated[Role, Depends(require_role("editor"))]
 AdminDep = Annotated[Role, Depends(require_role("admin"))]
+#: Who is making the request (name, role, four-eyes), for the records of who changed what.
+EditorKeyDep = Annotated[ApiKeyIdentity, Depends(require_key("editor"))]
+ViewerKeyDep = Annotated[ApiKeyIdentity, Depends(require_key("viewer"))]

@@ -29,3 +29,5 @@ class Settings(ServiceSettings):
     #: Dead-lettered payloads up to this size are kept whole in the dead-letter table (for replay);
     #: larger ones keep only their size, SHA-256 and a prefix.
     dead_letter_max_stored_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    #: SMS price per segment by country, ``{"CO": "0.0350 USD"}``, over indicative defaults (editor cost view).
+    sms_prices: dict[str, str] = {}

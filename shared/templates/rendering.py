@@ -191,11 +191,19 @@ def _date_filter(ctx: Context, value: Any, style: str = "long", locale: str | No
     return format_day(value, style, locale or ctx.get("locale"))
 
 
+def _gsm7_filter(value: Any) -> str:
+    from shared.templates.sms import to_gsm7
+
+    return to_gsm7(str(value))
+
+
 CADENCIA_FILTERS: dict[str, Callable[..., Any]] = {
     "money": _money_filter,
     "date": _date_filter,
     "first_name": first_name,
     "payment_link": payment_link,
+    # GSM-7 spelling of a value ("María" -> "Maria"), so one accented name does not make an SMS UCS-2.
+    "gsm7": _gsm7_filter,
 }
 
 

@@ -8,6 +8,7 @@ characters outside the BMP take two UTF-16 code units and are not split either.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,3 +64,26 @@ def sms_segments(text: str) -> SmsSegments:
     if units <= single:
         return SmsSegments(encoding, units, 1, single, non_gsm)
     return SmsSegments(encoding, units, _pack(text, encoding, multi), multi, non_gsm)
+
+
+#: Characters outside GSM-7 that have a faithful GSM-7 spelling (Spanish accents first). Characters
+#: already in GSM-7 (``é ñ ü ¿ ¡ à``) stay; anything unmapped is dropped by ``to_gsm7``.
+_TRANSLITERATION = {
+    "á": "a", "í": "i", "ó": "o", "ú": "u", "Á": "A", "Í": "I", "Ó": "O", "Ú": "U", "É": "E",
+    "ê": "e", "â": "a", "î": "i", "ô": "o", "û": "u", "ã": "a", "õ": "o", "ç": "c", "ï": "i", "ë": "e",
+    "“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": "-", "…": "...", "\u00a0": " ", "\u202f": " ",
+}
+
+
+def to_gsm7(text: str) -> str:
+    """``text`` spelled in the GSM 03.38 alphabet: accents transliterated, anything else removed."""
+    out = []
+    for ch in text:
+        if ch in GSM7_BASIC or ch in GSM7_EXTENSION:
+            out.append(ch)
+        elif ch in _TRANSLITERATION:
+            out.append(_TRANSLITERATION[ch])
+        else:
+            base = unicodedata.normalize("NFKD", ch)
+            out.append("".join(c for c in base if c in GSM7_BASIC))
+    return "".join(out)

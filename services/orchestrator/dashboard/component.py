@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import BaseModel
 
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.dashboard.stats import collect
@@ -88,7 +89,33 @@ class StatsCollector(Collector):
         yield GaugeMetricFamily("cadencia_outbox_backlog", "Outbox rows not yet relayed", value=snap["outbox_backlog"])
 
 
-@router.get("/v1/stats", dependencies=[Depends(require_role("viewer"))])
+class RecentChange(BaseModel):
+    at: str
+    request_id: str
+    debtor_id: str
+    status: str
+    channel: str | None = None
+    reason: str | None = None
+    not_before: str | None = None
+
+
+class Stats(BaseModel):
+    """Counts by status, channel and reason, as the dashboard shows them."""
+
+    generated_at: str
+    requests: dict[str, int]
+    dispatches: dict[str, dict[str, int]]
+    deferred_pending: int
+    next_release: str | None = None
+    suppressions: dict[str, int]
+    responses: dict[str, int]
+    dead_letters: int
+    outbox_backlog: int
+    recent: list[RecentChange]
+
+
+@router.get("/v1/stats", dependencies=[Depends(require_role("viewer"))], response_model=Stats,
+            operation_id="get_stats")
 async def stats(request: Request, fresh: bool = False) -> dict[str, Any]:
     cache: StatsCache = request.app.state.stats
     return await cache.refresh() if fresh or not cache.snapshot else cache.snapshot

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
 from services.orchestrator.runtime.handlers import apply_request
@@ -22,12 +19,27 @@ from services.orchestrator.runtime.models import (
     StatusHistoryRow,
     SuppressionRow,
 )
+from services.orchestrator.runtime.schemas import (
+    AccountView,
+    ContactRequestBatch,
+    ContactRequestIntake,
+    ContactRequestView,
+    DebtorSummary,
+    DebtorView,
+    DeferralView,
+    DispatchView,
+    IntakeResponse,
+    IntakeResult,
+    OutcomeView,
+    ResponseView,
+    StatusHistoryView,
+    SuppressionView,
+)
 from services.orchestrator.runtime.service import Runtime
-from shared.events.contracts import ContactRequested, ContactRequestedEvent
-from shared.http import Problem, require_role
+from shared.events.contracts import ContactRequestedEvent
+from shared.http import PROBLEM_RESPONSES, Problem, require_role
 
-router = APIRouter(tags=["runtime"])
-_request = TypeAdapter(ContactRequestedEvent | ContactRequested)
+router = APIRouter(tags=["runtime"], responses=PROBLEM_RESPONSES)
 MAX_BATCH = 500
 
 
@@ -36,63 +48,34 @@ def get_runtime(request: Request) -> Runtime:
     return rt
 
 
-def _as_event(item: Any, index: int | None) -> ContactRequestedEvent:
-    """A CloudEvent envelope (its ``id`` is the idempotency key) or a bare request (a new id)."""
-    try:
-        parsed = _request.validate_python(item)
-    except ValidationError as exc:
-        prefix = ("requests", index) if index is not None else ()
-        raise RequestValidationError(
-            [{**err, "loc": (*prefix, *err.get("loc", ()))} for err in exc.errors(include_url=False)]
-        ) from exc
-    if isinstance(parsed, ContactRequestedEvent):
-        return parsed
-    return ContactRequestedEvent(source="cadencia/orchestrator/http", subject=parsed.debtor.id, data=parsed)
+def _as_event(item: Any) -> ContactRequestedEvent:
+    """A CloudEvent envelope keeps its ``id`` (the idempotency key); a bare request gets a new one."""
+    if isinstance(item, ContactRequestedEvent):
+        return item
+    return ContactRequestedEvent(source="cadencia/orchestrator/http", subject=item.debtor.id, data=item)
 
 
-@router.post("/v1/contact-requests", status_code=202, dependencies=[Depends(require_role("editor"))])
-async def submit_contact_requests(
-    body: dict[str, Any] = Body(..., examples=[{"requests": ["<ContactRequested or its CloudEvent>"]}]),
-    rt: Runtime = Depends(get_runtime),
-) -> JSONResponse:
-    """One request or ``{"requests": [...]}``; each decided like one read from ``contact.requests``.
+@router.post("/v1/contact-requests", status_code=202, response_model=IntakeResponse,
+             dependencies=[Depends(require_role("editor"))], operation_id="submit_contact_requests")
+async def submit_contact_requests(body: ContactRequestIntake, rt: Runtime = Depends(get_runtime)) -> IntakeResponse:
+    """One request (bare or as a CloudEvent) or ``{"requests": [...]}``; each decided like one read
+    from ``contact.requests``.
 
     Answers ``202`` with each request's id and intake result; a repeated id answers the original result.
     """
-    if "requests" in body and set(body) == {"requests"}:
-        items = body["requests"]
-        if not isinstance(items, list) or not items:
-            raise Problem(422, "Invalid request", "requests must be a non-empty list", "/problems/validation")
-        if len(items) > MAX_BATCH:
-            raise Problem(413, "Batch too large", f"at most {MAX_BATCH} requests per call")
-        events = [_as_event(item, i) for i, item in enumerate(items)]
-    else:
-        events = [_as_event(body, None)]
+    items = body.requests if isinstance(body, ContactRequestBatch) else [body]
+    if len(items) > MAX_BATCH:
+        raise Problem(413, "Batch too large", f"at most {MAX_BATCH} requests per call")
+    events = [_as_event(item) for item in items]
     results = [await apply_request(rt, event) for event in events]
-    return JSONResponse(
-        {"request_ids": [r.request_id for r in results], "results": [r.as_json() for r in results]},
-        status_code=202,
-    )
+    return IntakeResponse(request_ids=[r.request_id for r in results],
+                          results=[IntakeResult(**r.as_json()) for r in results])
 
 
-def _row(obj: Any, *fields: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in fields:
-        value = getattr(obj, name)
-        out[name] = value.isoformat() if hasattr(value, "isoformat") else (
-            str(value) if value is not None and not isinstance(value, int | float | str | bool | list | dict)
-            else value
-        )
-    return out
-
-
-_DISPATCH = ("id", "request_id", "account_id", "channel", "address", "kind", "attempt", "template_key",
-             "template_version", "status", "error_code", "at", "updated_at")
-
-
-@router.get("/v1/debtors/{debtor_id}", dependencies=[Depends(require_role("viewer"))])
+@router.get("/v1/debtors/{debtor_id}", response_model=DebtorView, dependencies=[Depends(require_role("viewer"))],
+            operation_id="get_debtor")
 async def get_debtor(debtor_id: str, rt: Runtime = Depends(get_runtime),
-                     limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+                     limit: int = Query(100, ge=1, le=1000)) -> Any:
     """A debtor's state, recent ledger, suppressions and pending deferrals."""
     limit = max(1, min(limit, 1000))
     async with rt.ctx.db.sessions() as session:
@@ -114,23 +97,20 @@ async def get_debtor(debtor_id: str, rt: Runtime = Depends(get_runtime),
                                   .order_by(SuppressionRow.at.desc()))
         deferred = await rows(select(DeferredContactRow).where(DeferredContactRow.debtor_id == debtor_id,
                                                                DeferredContactRow.state == "pending"))
-    return {
-        "debtor": _row(debtor, "id", "name", "locale", "jurisdiction", "time_zone", "authorized_channels",
-                       "preferred_channel", "consents", "updated_at"),
-        "accounts": [_row(a, "id", "product", "balance", "currency", "days_past_due", "status", "promise_until",
-                          "status_changed_at") for a in accounts],
-        "ledger": [_row(d, *_DISPATCH) for d in dispatches],
-        "outcomes": [_row(o, "dispatch_id", "request_id", "channel", "status", "error_code", "occurred_at", "at")
-                     for o in outcomes],
-        "responses": [_row(r, "dispatch_id", "channel", "kind", "digits", "occurred_at", "at") for r in responses],
-        "suppressions": [_row(s, "channel", "address", "reason", "source", "at", "lifted_at") for s in suppressions],
-        "deferred": [_row(d, "request_id", "account_id", "not_before", "reason", "rules", "created_at")
-                     for d in deferred],
-    }
+    return DebtorView(
+        debtor=DebtorSummary.model_validate(debtor),
+        accounts=[AccountView.model_validate(a) for a in accounts],
+        ledger=[DispatchView.model_validate(d) for d in dispatches],
+        outcomes=[OutcomeView.model_validate(o) for o in outcomes],
+        responses=[ResponseView.model_validate(r) for r in responses],
+        suppressions=[SuppressionView.model_validate(s) for s in suppressions],
+        deferred=[DeferralView.model_validate(d) for d in deferred],
+    )
 
 
-@router.get("/v1/contact-requests/{request_id}", dependencies=[Depends(require_role("viewer"))])
-async def get_contact_request(request_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+@router.get("/v1/contact-requests/{request_id}", response_model=ContactRequestView,
+            dependencies=[Depends(require_role("viewer"))], operation_id="get_contact_request")
+async def get_contact_request(request_id: str, rt: Runtime = Depends(get_runtime)) -> Any:
     """A request's current status, its status history and its attempts."""
     async with rt.ctx.db.sessions() as session:
         row = await session.get(ContactRequestRow, request_id)
@@ -142,11 +122,8 @@ async def get_contact_request(request_id: str, rt: Runtime = Depends(get_runtime
         attempts = list((await session.execute(
             select(DispatchRow).where(DispatchRow.request_id == request_id).order_by(DispatchRow.attempt)
         )).scalars())
-    return {
-        **_row(row, "id", "debtor_id", "account_id", "kind", "template", "segment", "channels", "tried_channels",
-               "attempts", "status", "reason", "intake_status", "intake_reason", "expires_at", "created_at",
-               "updated_at"),
-        "history": [_row(h, "status", "reason", "channel", "dispatch_id", "not_before", "rules", "at")
-                    for h in history],
-        "dispatches": [_row(d, *_DISPATCH) for d in attempts],
-    }
+    view = ContactRequestView.model_validate(row)
+    return view.model_copy(update={
+        "history": [StatusHistoryView.model_validate(h) for h in history],
+        "dispatches": [DispatchView.model_validate(d) for d in attempts],
+    })

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base
@@ -28,6 +28,8 @@ class TemplateVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     #: Last time this version was published (it may have been rolled back since).
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The name of the API key that saved it (None for versions saved before keys had names).
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     @property
     def template_content(self) -> TemplateContent:
@@ -59,3 +61,42 @@ class PublishedTemplate(Base):
     version: Mapped[int] = mapped_column(Integer)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TemplateChange(Base):
+    """Who did what to which version: ``save``, ``publish``, ``rollback``, ``publish_requested``, ``rejected``."""
+
+    __tablename__ = "template_changes"
+    __table_args__ = (Index("ix_template_changes_key", "key", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    key: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(20))
+    locale: Mapped[str] = mapped_column(String(20))
+    variant: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(30))
+    actor: Mapped[str] = mapped_column(String(100))
+    #: The second editor of a four-eyes publish.
+    approved_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TemplateApproval(Base):
+    """A publish waiting for a second editor (the requesting key has four-eyes publishing)."""
+
+    __tablename__ = "template_approvals"
+    __table_args__ = (Index("ix_template_approvals_key_state", "key", "state"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: pending | approved | rejected
+    state: Mapped[str] = mapped_column(String(20))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,4 +1,7 @@
-"""``/v1/templates``: list, versions, drafts, preview, publish/rollback, diff. Editors change, viewers read."""
+"""``/v1/templates``: list, versions, drafts, preview, publish/rollback, approvals, diff.
+
+Editors change, viewers read; every change records the name of the key that made it.
+"""
 
 from __future__ import annotations
 
@@ -6,151 +9,212 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from services.orchestrator.context import CtxDep
-from services.orchestrator.templates import service
-from services.orchestrator.templates.models import TemplateVersion
-from shared.events.contracts import Channel, TemplateContent
-from shared.http import INT32_MAX, Problem, VersionNumber, require_role
+from services.orchestrator.templates import changes, service
+from services.orchestrator.templates.cost import sms_cost
+from services.orchestrator.templates.schemas import (
+    ApprovalView,
+    ChangeView,
+    DiffResult,
+    DraftIn,
+    PreviewIn,
+    PreviewResult,
+    PublishIn,
+    PublishResult,
+    SavedVersion,
+    TemplateDetail,
+    TemplateList,
+    TemplateSummary,
+    VersionView,
+)
+from shared.http import INT32_MAX, PROBLEM_RESPONSES, EditorKeyDep, Problem, VersionNumber, require_role
 from shared.templates import Finding, ValidationReport
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"])
+router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=PROBLEM_RESPONSES)
 viewer = [Depends(require_role("viewer"))]
-editor = [Depends(require_role("editor"))]
 
 
-class DraftIn(BaseModel):
-    channel: Channel
-    locale: str = Field(max_length=20)
-    variant: str = Field("A", max_length=40)
-    content: TemplateContent
-    variables_schema: dict[str, Any] = Field(default_factory=dict)
-
-    def draft(self) -> service.Draft:
-        return service.Draft(self.channel, self.locale, self.variant, self.content, self.variables_schema)
-
-
-class PreviewIn(DraftIn):
-    #: Overrides of the sample data (``debtor``, ``account``, ``creditor``, variables).
-    sample: dict[str, Any] | None = None
-
-
-class PublishIn(BaseModel):
-    #: A/B weight of this variant (kept from the previous publish when omitted).
-    weight: float | None = Field(None, ge=0)
-
-
-def version_json(row: TemplateVersion, live: bool) -> dict[str, Any]:
-    return {
-        "key": row.key, "version": row.version, "channel": row.channel, "locale": row.locale,
-        "variant": row.variant, "content": row.content, "variables_schema": row.variables_schema,
-        "created_at": row.created_at, "published_at": row.published_at, "live": live,
-    }
+def draft_of(body: DraftIn) -> service.Draft:
+    return service.Draft(body.channel, body.locale, body.variant, body.content, body.variables_schema)
 
 
 def findings_json(findings: list[Finding]) -> list[dict[str, Any]]:
     return [f.model_dump() for f in findings]
 
 
-def _report_json(report: ValidationReport) -> dict[str, Any]:
-    rendered = report.rendered.model_dump(mode="json", exclude_none=True) if report.rendered else None
+def _result(key: str, draft: service.Draft, report: ValidationReport, sample: dict[str, Any] | None,
+            prices: dict[str, str]) -> dict[str, Any]:
+    sms = report.rendered.sms if report.rendered else None
     return {
-        "findings": findings_json(report.findings),
+        "findings": report.findings,
         "errors": len(report.errors),
         "publishable": report.publishable,
-        "rendered": rendered,
-        "sms": rendered.get("sms") if rendered else None,
+        "rendered": report.rendered,
+        "sms": sms,
+        "sms_cost": sms_cost(key, draft, sms, sample, prices),
     }
 
 
-async def _validate(key: str, body: DraftIn, sample: dict[str, Any] | None = None) -> ValidationReport:
-    # In a worker thread: a hostile template can take up to the render time limit.
-    return await run_in_threadpool(service.validate_draft, key, body.draft(), sample)
+async def _validate(key: str, body: DraftIn, prices: dict[str, str],
+                    sample: dict[str, Any] | None = None) -> tuple[ValidationReport, dict[str, Any]]:
+    # In a worker thread: a hostile template can take up to the render time limit (twice with the rewrite).
+    def run() -> tuple[ValidationReport, dict[str, Any]]:
+        report = service.validate_draft(key, draft_of(body), sample)
+        return report, _result(key, draft_of(body), report, sample, prices)
+
+    return await run_in_threadpool(run)
 
 
-@router.get("", dependencies=viewer)
-async def list_templates(ctx: CtxDep) -> dict[str, Any]:
+def _version(row: Any, live: bool) -> VersionView:
+    return VersionView.model_validate(row).model_copy(update={"live": live})
+
+
+@router.get("", dependencies=viewer, response_model=TemplateList, operation_id="list_templates")
+async def list_templates(ctx: CtxDep) -> TemplateList:
     async with ctx.db.transaction() as session:
-        return {"items": await service.list_templates(session)}
+        return TemplateList(items=[TemplateSummary(**i) for i in await service.list_templates(session)])
 
 
-@router.get("/{key}", dependencies=viewer)
-async def get_template(key: str, ctx: CtxDep) -> dict[str, Any]:
+@router.get("/{key}", dependencies=viewer, response_model=TemplateDetail, operation_id="get_template")
+async def get_template(key: str, ctx: CtxDep) -> TemplateDetail:
+    """Every version (``live`` marks the published ones), who saved it, and the change history."""
     async with ctx.db.transaction() as session:
         rows = await service.list_versions(session, key)
         live = await service.live_versions(session, key)
-        combos = [i for i in await service.list_templates(session) if i["key"] == key]
+        combos = [TemplateSummary(**i) for i in await service.list_templates(session) if i["key"] == key]
+        history = await changes.history(session, key)
+        approvals = await changes.approvals(session, key)
     if not rows:
         raise Problem(404, "Template not found", f"no template {key!r}", "/problems/not-found")
-    return {"key": key, "templates": combos, "versions": [version_json(r, r.version in live) for r in rows]}
+    return TemplateDetail(
+        key=key, templates=combos, versions=[_version(r, r.version in live) for r in rows],
+        history=[ChangeView.model_validate(c) for c in history],
+        approvals=[ApprovalView.model_validate(a) for a in approvals],
+    )
 
 
-@router.get("/{key}/versions/{version}", dependencies=viewer)
-async def get_version(key: str, version: VersionNumber, ctx: CtxDep) -> dict[str, Any]:
+@router.get("/{key}/versions/{version}", dependencies=viewer, response_model=VersionView,
+            operation_id="get_template_version")
+async def get_version(key: str, version: VersionNumber, ctx: CtxDep) -> VersionView:
     async with ctx.db.transaction() as session:
         row = await service.get_version(session, key, version)
         live = await service.live_versions(session, key)
     if row is None:
         raise Problem(404, "Template version not found", f"no version {version} of {key!r}", "/problems/not-found")
-    return version_json(row, row.version in live)
+    return _version(row, row.version in live)
 
 
-@router.post("/{key}/versions", dependencies=editor, status_code=201)
-async def create_version(key: str, body: DraftIn, ctx: CtxDep) -> dict[str, Any]:
-    report = await _validate(key, body)
+@router.post("/{key}/versions", status_code=201, response_model=SavedVersion, operation_id="save_template_version")
+async def create_version(key: str, body: DraftIn, ctx: CtxDep, who: EditorKeyDep) -> SavedVersion:
+    report, result = await _validate(key, body, ctx.settings.sms_prices)
     if service.blocks_save(report):
         raise Problem(422, "Template has errors", "fix the syntax errors to save a draft",
                       "/problems/template-invalid", findings=findings_json(report.findings))
     for attempt in range(3):
         try:
             async with ctx.db.transaction() as session:
-                row = await service.create_version(session, key, body.draft(), ctx.clock())
+                row = await service.create_version(session, key, draft_of(body), ctx.clock())
+                row.created_by = who.name
+                changes.record(session, row, "save", who.name, ctx.clock())
             break
         except IntegrityError:  # another editor took the number; take the next one
             if attempt == 2:
                 raise
-    return {"key": key, "version": row.version, **_report_json(report)}
+    return SavedVersion(key=key, version=row.version, created_by=who.name, **result)
 
 
-@router.post("/{key}/preview", dependencies=viewer)
-async def preview(key: str, body: PreviewIn, ctx: CtxDep) -> dict[str, Any]:
+@router.post("/{key}/preview", dependencies=viewer, response_model=PreviewResult, operation_id="preview_template")
+async def preview(key: str, body: PreviewIn, ctx: CtxDep) -> PreviewResult:
+    """Render on sample data with every finding, the SMS segments, cost and a GSM-7 rewrite; nothing is saved."""
     sample = None
     if body.sample:
         from shared.templates import sample_context
 
         sample = {**sample_context(body.locale, body.variables_schema), **body.sample}
-    return {"key": key, **_report_json(await _validate(key, body, sample))}
+    _, result = await _validate(key, body, ctx.settings.sms_prices, sample)
+    return PreviewResult(key=key, **result)
 
 
-@router.post("/{key}/versions/{version}/publish", dependencies=editor)
-async def publish(key: str, version: VersionNumber, ctx: CtxDep, body: PublishIn | None = None) -> dict[str, Any]:
+def _lint_refused(refused: service.PublishRefused) -> Problem:
+    return Problem(422, "Template cannot be published", f"{len(refused.findings)} error(s) must be fixed",
+                   "/problems/template-lint", findings=findings_json(refused.findings))
+
+
+@router.post("/{key}/versions/{version}/publish", response_model=PublishResult, operation_id="publish_template")
+async def publish(key: str, version: VersionNumber, ctx: CtxDep, who: EditorKeyDep,
+                  body: PublishIn | None = None) -> PublishResult:
+    """Publish (or roll back to) a version; a four-eyes key's publish waits for a second editor."""
     now: datetime = ctx.clock()
+    weight = body.weight if body else None
     async with ctx.db.transaction() as session:
         row = await service.get_version(session, key, version)
         if row is None:
             raise Problem(404, "Template version not found", f"no version {version} of {key!r}",
                           "/problems/not-found")
+        common = {"key": key, "version": version, "channel": row.channel, "locale": row.locale,
+                  "variant": row.variant, "published_by": who.name}
         try:
-            pointer = await service.publish(session, ctx.topics.templates, row, now, body.weight if body else None)
+            if who.four_eyes:
+                approval = await changes.request_approval(session, row, weight, who.name, now)
+                return PublishResult(status="pending_approval", weight=weight,
+                                     approval=ApprovalView.model_validate(approval), **common)
+            pointer = await changes.publish_as(session, ctx.topics.templates, row, now, weight, who.name)
         except service.PublishRefused as refused:
-            raise Problem(422, "Template cannot be published", f"{len(refused.findings)} error(s) must be fixed",
-                          "/problems/template-lint", findings=findings_json(refused.findings)) from None
-        result = {"key": key, "version": version, "channel": row.channel, "locale": row.locale,
-                  "variant": row.variant, "weight": pointer.weight, "published_at": now}
-    return result
+            raise _lint_refused(refused) from None
+        return PublishResult(status="published", weight=pointer.weight, published_at=now, **common)
 
 
-@router.get("/{key}/diff", dependencies=viewer)
+@router.post("/{key}/approvals/{approval_id}/approve", response_model=PublishResult,
+             operation_id="approve_template_publish")
+async def approve(key: str, approval_id: str, ctx: CtxDep, who: EditorKeyDep) -> PublishResult:
+    """A second editor (any key but the requester's) approves a four-eyes publish, which publishes it."""
+    now: datetime = ctx.clock()
+    async with ctx.db.transaction() as session:
+        approval = await changes.pending_approval(session, key, approval_id)
+        changes.check_second_editor(approval, who.name)
+        row = await service.get_version(session, key, approval.version)
+        assert row is not None  # versions are never deleted
+        try:
+            pointer = await changes.publish_as(session, ctx.topics.templates, row, now, approval.weight,
+                                               approval.requested_by, approved_by=who.name)
+        except service.PublishRefused as refused:
+            raise _lint_refused(refused) from None
+        approval.state, approval.decided_by, approval.decided_at = "approved", who.name, now
+        await session.flush()
+        return PublishResult(status="published", key=key, version=row.version, channel=row.channel,
+                             locale=row.locale, variant=row.variant, weight=pointer.weight, published_at=now,
+                             published_by=approval.requested_by, approved_by=who.name,
+                             approval=ApprovalView.model_validate(approval))
+
+
+@router.post("/{key}/approvals/{approval_id}/reject", response_model=ApprovalView,
+             operation_id="reject_template_publish")
+async def reject(key: str, approval_id: str, ctx: CtxDep, who: EditorKeyDep) -> ApprovalView:
+    now: datetime = ctx.clock()
+    async with ctx.db.transaction() as session:
+        approval = await changes.pending_approval(session, key, approval_id)
+        changes.check_second_editor(approval, who.name)
+        row = await service.get_version(session, key, approval.version)
+        assert row is not None
+        approval.state, approval.decided_by, approval.decided_at = "rejected", who.name, now
+        changes.record(session, row, "rejected", who.name, now)
+        await session.flush()
+        return ApprovalView.model_validate(approval)
+
+
+@router.get("/{key}/diff", dependencies=viewer, response_model=DiffResult, operation_id="diff_template_versions")
 async def diff(
     key: str, ctx: CtxDep, from_: int = Query(alias="from", ge=1, le=INT32_MAX), to: int = Query(ge=1, le=INT32_MAX)
-) -> dict[str, Any]:
+) -> DiffResult:
     async with ctx.db.transaction() as session:
         a = await service.get_version(session, key, from_)
         b = await service.get_version(session, key, to)
     if a is None or b is None:
         raise Problem(404, "Template version not found", f"{key!r} has no version {from_ if a is None else to}",
                       "/problems/not-found")
-    return {"key": key, "from": from_, "to": to, "fields": service.diff_versions(a, b)}
+    return DiffResult.model_validate({"key": key, "from": from_, "to": to, "fields": service.diff_versions(a, b)})
+
+
