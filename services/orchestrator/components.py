@@ -36,9 +36,10 @@ class PolicySimulation:
 
 
 def load_components() -> list[Component]:
+    from services.orchestrator.audit.component import component as audit
     from services.orchestrator.dashboard.component import component as dashboard
     from services.orchestrator.dlq.component import component as dead_letters
     from services.orchestrator.runtime.component import component as runtime
     from services.orchestrator.templates.component import component as templates
 
-    return [PolicySimulation(), templates, runtime, dead_letters, dashboard]
+    return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit]
