@@ -157,3 +157,4 @@ AdminDep = Annotated[Role, Depends(require_role("admin"))]
 #: Who is making the request (name, role, four-eyes), for the records of who changed what.
 EditorKeyDep = Annotated[ApiKeyIdentity, Depends(require_key("editor"))]
 ViewerKeyDep = Annotated[ApiKeyIdentity, Depends(require_key("viewer"))]
+AdminKeyDep = Annotated[ApiKeyIdentity, Depends(require_key("admin"))]

@@ -41,5 +41,6 @@ def load_components() -> list[Component]:
     from services.orchestrator.dlq.component import component as dead_letters
     from services.orchestrator.runtime.component import component as runtime
     from services.orchestrator.templates.component import component as templates
+    from services.orchestrator.webhooks.component import component as webhooks
 
-    return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit]
+    return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit, webhooks]

@@ -5,6 +5,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.orchestrator.webhooks.settings import WebhookSettings
 from shared.config import ServiceSettings
 
 
@@ -31,3 +32,5 @@ class Settings(ServiceSettings):
     dead_letter_max_stored_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     #: SMS price per segment by country, ``{"CO": "0.0350 USD"}``, over indicative defaults (editor cost view).
     sms_prices: dict[str, str] = {}
+    #: Outgoing webhooks: retry backoff, retry window, timeouts (``CADENCIA_ORCHESTRATOR_WEBHOOKS__BACKOFF_BASE``).
+    webhooks: WebhookSettings = WebhookSettings()
