@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,16 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 
 pytestmark = pytest.mark.browser
+#: Screenshots of every page the browser tests open (git-ignored), kept for review after a run.
+ARTIFACTS = Path(os.environ.get("CADENCIA_TEST_ARTIFACTS", "test-artifacts"))
+
+
+async def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000  # a rendered page, not an empty canvas
+    return path
 
 
 def free_port() -> int:
@@ -65,7 +76,13 @@ async def test_edit_preview_publish_in_the_browser(server: str) -> None:
                                 '[data-locale="es-MX"][data-variant="A"]')
             await item.click()
             await page.wait_for_function("document.querySelector('#segments').textContent.includes('segment')")
-            assert "3 segments" in (await page.text_content("#segments") or "")
+            # The shipped reminder is GSM-7 in 2 segments, and the cost view prices it.
+            assert "2 segments · GSM-7" in (await page.text_content("#segments") or "")
+            await page.wait_for_function(
+                "document.querySelector('#cost-line').textContent.includes('per 10,000 sends')")
+            assert "0.1048 USD per send" in (await page.text_content("#cost-line") or "")
+            assert await page.is_hidden("#rewrite")  # already GSM-7: nothing cheaper to offer
+            await screenshot(page, "editor-en-cost")
 
             body = "{{ creditor.name }}: hola {{ debtor | first_name }}, tu saldo es {{ account.balance | money }}."
             await page.fill("#f-body", body)
@@ -74,6 +91,14 @@ async def test_edit_preview_publish_in_the_browser(server: str) -> None:
             )
             await page.wait_for_function("document.querySelector('#segments').textContent.startsWith('1 segment ')")
             assert "UCS-2" in (await page.text_content("#segments") or "")  # the sample "María" has an í
+            # ...so the editor offers the GSM-7 rewrite; taking it makes the message GSM-7.
+            await page.wait_for_selector("#rewrite:not([hidden])")
+            assert "GSM-7 rewrite: 1 segment" in (await page.text_content("#rewrite-line") or "")
+            await screenshot(page, "editor-en-rewrite-offer")
+            await page.click("#use-rewrite")
+            await page.wait_for_function("document.querySelector('#segments').textContent.includes('GSM-7')")
+            assert "| gsm7" in await page.input_value("#f-body")
+            body = await page.input_value("#f-body")
 
             await page.click("#save-publish")
             await page.wait_for_function("document.querySelector('#status').textContent.startsWith('Published')")
@@ -87,3 +112,61 @@ async def test_edit_preview_publish_in_the_browser(server: str) -> None:
         version = (await client.get(f"/v1/templates/reminder_early/versions/{live['published_version']}")).json()
     assert version["content"]["body"] == body and version["live"]
     assert live["published_version"] == live["latest_version"] > 4
+
+
+OLD_ES_CO = ("{{ debtor | first_name }}, {{ creditor.name }} te recuerda el pago de {{ account.balance | money }} "
+             "con vencimiento el {{ account.due_date | date }}. Paga en línea: {{ account | payment_link }} "
+             "Responde BAJA para no recibir más SMS")
+
+
+async def test_the_editor_in_spanish_remembers_the_language_prices_sms_and_shows_who_published(server: str) -> None:
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{server}/templates")
+            assert await page.get_attribute("html", "lang") == "en"
+            # Chosen in the page...
+            await page.select_option("#lang", "es")
+            await page.wait_for_function("document.documentElement.lang === 'es'")
+            assert await page.text_content("#save-publish") == "Guardar y publicar"
+            # ...and remembered: the plain address comes back in Spanish.
+            await page.goto(f"{server}/templates")
+            assert await page.get_attribute("html", "lang") == "es"
+            assert await page.text_content("#list-title") == "Plantillas"
+
+            await page.fill("#api-key", "dev-admin-key")
+            await page.click("#login button")
+            await page.click('#template-list button[data-key="reminder_early"][data-channel="sms"]'
+                             '[data-locale="es-CO"][data-variant="A"]')
+            await page.wait_for_function("document.querySelector('#cost-line').textContent.includes('por envío')")
+            assert "0,0700 USD por envío · 700,00 USD por 10.000 envíos" in (await page.text_content("#cost-line")
+                                                                            or "")
+            assert "2 segmentos · GSM-7" in (await page.text_content("#segments") or "")
+            await screenshot(page, "editor-es-cost")
+
+            # The body as it shipped before: 3 UCS-2 segments, and the GSM-7 rewrite offered in Spanish.
+            await page.fill("#f-body", OLD_ES_CO)
+            await page.wait_for_function("document.querySelector('#segments').textContent.startsWith('3 segmentos')")
+            await page.wait_for_selector("#rewrite:not([hidden])")
+            assert "0,1050 USD por envío" in (await page.text_content("#cost-line") or "")
+            rewrite = await page.text_content("#rewrite-line") or ""
+            assert rewrite.startswith("Versión GSM-7: 2 segmentos") and "700,00 USD por 10.000 envíos" in rewrite
+            await screenshot(page, "editor-es-rewrite-offer")
+            await page.click("#use-rewrite")
+            await page.wait_for_function("document.querySelector('#segments').textContent.startsWith('2 segmentos')")
+            await page.click("#save-publish")
+            await page.wait_for_function("document.querySelector('#status').textContent.startsWith('Publicada')")
+            # The history says who: the key's name on the version and in the change log.
+            await page.wait_for_function("document.querySelector('#changes').textContent.includes('admin publicó')")
+            assert (await page.text_content("#history tbody tr:first-child td.by")) == "admin"
+            await screenshot(page, "editor-es-history")
+
+            await page.select_option("#lang", "en")
+            await page.wait_for_function("document.documentElement.lang === 'en'")
+            assert await page.text_content("#list-title") == "Templates"
+        finally:
+            await browser.close()

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from services.orchestrator.templates.editor_i18n import COOKIE, LANGUAGES, PAGE, SCRIPT, choose
 from shared.http import Problem
 
 HERE = Path(__file__).parent
@@ -27,12 +28,17 @@ def pages() -> Environment:
 
 
 @router.get("/templates", response_class=HTMLResponse)
-async def editor_page(request: Request) -> HTMLResponse:
+async def editor_page(request: Request, lang: str | None = None) -> HTMLResponse:
+    language = choose(lang, request.cookies.get(COOKIE), request.headers.get("accept-language"))
     html = pages().get_template("editor.html").render(
         static=request.url_for("editor_static", name="editor.js").path.rsplit("/", 1)[0],
         channels=["sms", "whatsapp", "email", "voice"],
+        lang=language, languages=LANGUAGES, t=PAGE[language], messages=SCRIPT[language], cookie=COOKIE,
     )
-    return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+    response = HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+    if lang in LANGUAGES:  # chosen in the page: remember it
+        response.set_cookie(COOKIE, language, max_age=365 * 86400, samesite="strict", path="/templates")
+    return response
 
 
 @router.get("/templates/static/{name}", name="editor_static")

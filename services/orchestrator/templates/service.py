@@ -258,11 +258,16 @@ async def store_is_empty(session: AsyncSession) -> bool:
     return await session.scalar(select(TemplateVersion.key).limit(1)) is None
 
 
+#: Who the history names for the shipped versions.
+SEED_AUTHOR = "cadencia (shipped)"
+
+
 async def seed_store(session: AsyncSession, topic: str, now: datetime, seed_dir: Path = SEED_DIR) -> int:
     """Create and publish every shipped template; returns how many. Call only on an empty store."""
     count = 0
     for key, draft in load_seed(seed_dir):
         row = await create_version(session, key, draft, now)
+        row.created_by = SEED_AUTHOR
         await publish(session, topic, row, now)
         count += 1
     return count
