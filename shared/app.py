@@ -41,10 +41,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit_for(scope)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    await self._too_large(scope, receive, send)
+                if value.isdigit() and int(value) > max_bytes:
+                    await self._too_large(scope, receive, send, max_bytes)
                     return
                 break
         seen = 0
@@ -54,14 +55,24 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise Problem(413, "Payload too large", f"limit is {self.max_bytes} bytes")
+                if seen > max_bytes:
+                    raise Problem(413, "Payload too large", f"limit is {max_bytes} bytes")
             return message
 
         await self.app(scope, counted, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(413, "Payload too large", f"limit is {self.max_bytes} bytes")
+    def _limit_for(self, scope: Scope) -> int:
+        """A route that takes files (``app.state.body_limits[path prefix]``) may allow more."""
+        app = scope.get("app")
+        limits: dict[str, int] = getattr(getattr(app, "state", None), "body_limits", None) or {}
+        path: str = scope.get("path", "")
+        for prefix, limit in limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        response = problem_response(413, "Payload too large", f"limit is {max_bytes} bytes")
         await response(scope, receive, send)
 
 
@@ -93,6 +104,7 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
     app.state.settings = settings
     app.state.api_keys = settings.api_key_identities()
     app.state.ready_checks = []
+    app.state.body_limits = {}
     app.state.metrics = CollectorRegistry()
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -1,4 +1,5 @@
-"""The ``cadencia`` command: ``serve <service>``, ``migrate``, ``run`` (the whole local system), ``schemas``."""
+"""The ``cadencia`` command: ``serve <service>``, ``migrate``, ``run`` (the whole local system), ``import``,
+``schemas``."""
 
 from __future__ import annotations
 
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--sandbox-port", type=int, default=8090, help="provider sandbox port (0: a free port)")
     p_schemas = sub.add_parser("schemas", help="export JSON Schemas and the AsyncAPI document to docs/")
     p_schemas.add_argument("--out", default="docs")
+    p_import = sub.add_parser("import", help="import a portfolio (.csv or .jsonl) through the orchestrator's API")
+    p_import.add_argument("file")
+    p_import.add_argument("--url", help="orchestrator URL (CADENCIA_ORCHESTRATOR_URL, default http://127.0.0.1:8000)")
+    p_import.add_argument("--key", help="editor API key (CADENCIA_API_KEY, default the development key)")
     p_broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")
     p_broker.add_argument("--port", type=int, default=9092)
     args = parser.parse_args(argv)
@@ -164,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in export(args.out):
             print(path)
+    elif args.command == "import":
+        from services.orchestrator.imports.client import default_key, default_url, run_import
+
+        return run_import(args.file, args.url or default_url(), args.key or default_key())
     elif args.command == "broker":
         from shared.bus.broker import run_broker_foreground
 

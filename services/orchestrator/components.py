@@ -39,8 +39,9 @@ def load_components() -> list[Component]:
     from services.orchestrator.audit.component import component as audit
     from services.orchestrator.dashboard.component import component as dashboard
     from services.orchestrator.dlq.component import component as dead_letters
+    from services.orchestrator.imports.component import component as imports
     from services.orchestrator.runtime.component import component as runtime
     from services.orchestrator.templates.component import component as templates
     from services.orchestrator.webhooks.component import component as webhooks
 
-    return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit, webhooks]
+    return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit, webhooks, imports]

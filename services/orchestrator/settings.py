@@ -34,3 +34,6 @@ class Settings(ServiceSettings):
     sms_prices: dict[str, str] = {}
     #: Outgoing webhooks: retry backoff, retry window, timeouts (``CADENCIA_ORCHESTRATOR_WEBHOOKS__BACKOFF_BASE``).
     webhooks: WebhookSettings = WebhookSettings()
+    #: Largest portfolio file ``POST /v1/imports`` takes, and where uploads wait (the system temp dir if empty).
+    import_max_bytes: int = 512 * 1024 * 1024
+    import_dir: str = ""
