@@ -37,3 +37,5 @@ class Settings(ServiceSettings):
     #: Largest portfolio file ``POST /v1/imports`` takes, and where uploads wait (the system temp dir if empty).
     import_max_bytes: int = 512 * 1024 * 1024
     import_dir: str = ""
+    #: Test sends of a template version one API key may make per hour.
+    test_sends_per_hour: int = 20

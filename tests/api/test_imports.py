@@ -22,7 +22,8 @@ from tests.orchestrator.conftest import FakeClock, make_settings, running
 
 EDITOR = {"Authorization": "Bearer editor-key"}
 VIEWER = {"Authorization": "Bearer viewer-key"}
-HEADER = "debtor_id,name,jurisdiction,time_zone,phone,account_id,balance,currency,days_past_due,template,channel,var.note"
+HEADER = ("debtor_id,name,jurisdiction,time_zone,phone,account_id,balance,currency,days_past_due,template,channel,"
+          "var.note")
 
 CSV = "\n".join([
     HEADER,

@@ -17,10 +17,12 @@ log = get_logger(__name__)
 class TemplatesComponent:
     def install(self, app: FastAPI) -> None:
         from services.orchestrator.templates.editor import router as editor_router
+        from services.orchestrator.templates.test_send import router as test_send_router
         from services.orchestrator.templates.views import router as api_router
 
         app.include_router(api_router)
         app.include_router(editor_router)
+        app.include_router(test_send_router)
 
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
         if not ctx.settings.seed_templates:

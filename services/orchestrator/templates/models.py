@@ -100,3 +100,18 @@ class TemplateApproval(Base):
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TemplateTestSend(Base):
+    """A version sent to an editor's own address to see it on a real phone or inbox (never a debtor's)."""
+
+    __tablename__ = "template_test_sends"
+    __table_args__ = (Index("ix_template_test_sends_by_at", "requested_by", "at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(20))
+    to: Mapped[str] = mapped_column(String(320))
+    requested_by: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
