@@ -76,6 +76,7 @@ bench: install
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/imports.py --rows 100000
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
