@@ -103,7 +103,7 @@ def free_port() -> int:
 async def server(kafka_settings: KafkaSettings, tmp_path: Path) -> AsyncIterator[str]:
     port = free_port()
     settings = make_settings(kafka_settings, f"sqlite+aiosqlite:///{tmp_path}/o.db", seed_templates=True)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on")
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
     await wait_for(lambda: uv.started, timeout=60, what="uvicorn started")
