@@ -21,7 +21,7 @@ from services.orchestrator.context import CtxDep, OrchestratorContext
 from services.orchestrator.imports.jobs import ImportRunner
 from services.orchestrator.imports.models import ImportJob, ImportRowError
 from services.orchestrator.imports.rows import format_of
-from shared.http import PROBLEM_RESPONSES, EditorKeyDep, Problem, ViewerKeyDep
+from shared.http import DB_INT_MAX, PROBLEM_RESPONSES, EditorKeyDep, Problem, ViewerKeyDep
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"], responses=PROBLEM_RESPONSES)
 
@@ -107,7 +107,7 @@ async def get_import(job_id: str, ctx: CtxDep, who: ViewerKeyDep) -> ImportJobVi
 
 @router.get("/{job_id}/errors", response_model=RowErrorPage, operation_id="list_import_errors")
 async def list_errors(job_id: str, ctx: CtxDep, who: ViewerKeyDep, limit: int = Query(100, ge=1, le=1000),
-                      offset: int = Query(0, ge=0)) -> RowErrorPage:
+                      offset: int = Query(0, ge=0, le=DB_INT_MAX)) -> RowErrorPage:
     """The refused rows by line number, with every reason."""
     await _job(ctx, job_id)
     async with ctx.db.sessions() as session:

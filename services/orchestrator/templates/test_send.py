@@ -26,7 +26,7 @@ from services.orchestrator.templates import service
 from services.orchestrator.templates.models import TemplateTestSend
 from shared.db import add_to_outbox
 from shared.events.contracts import ContactDispatched, ContactDispatchedEvent
-from shared.http import PROBLEM_RESPONSES, EditorKeyDep, Problem
+from shared.http import PROBLEM_RESPONSES, EditorKeyDep, Problem, VersionNumber
 from shared.logging import get_logger
 from shared.templates import TemplateError, render_dispatch, sample_context
 
@@ -63,7 +63,9 @@ def _address_ok(channel: str, to: str) -> bool:
 
 @router.post("/{key}/versions/{version}/test-send", status_code=202, response_model=TestSendResult,
              operation_id="test_send_template_version")
-async def test_send(key: str, version: int, body: TestSendIn, ctx: CtxDep, who: EditorKeyDep) -> TestSendResult:
+async def test_send(
+    key: str, version: VersionNumber, body: TestSendIn, ctx: CtxDep, who: EditorKeyDep
+) -> TestSendResult:
     """Send this version, rendered on sample data, to your own address through the channel service."""
     now: datetime = ctx.clock()
     limit = ctx.settings.test_sends_per_hour

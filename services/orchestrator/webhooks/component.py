@@ -24,7 +24,7 @@ from services.orchestrator.webhooks.models import WebhookAttempt, WebhookDeliver
 from shared.bus import ConsumerRunner, RecordMeta
 from shared.db import first_time
 from shared.events import AnyEvent
-from shared.http import PROBLEM_RESPONSES, AdminKeyDep, Problem
+from shared.http import DB_INT_MAX, PROBLEM_RESPONSES, AdminKeyDep, Problem
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=PROBLEM_RESPONSES)
 
@@ -166,7 +166,7 @@ async def _with_attempts(ctx: OrchestratorContext, rows: list[WebhookDelivery]) 
 async def list_deliveries(
     endpoint_id: str, ctx: CtxDep, who: AdminKeyDep,
     state: Literal["pending", "delivered", "failed"] | None = None,
-    limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=DB_INT_MAX),
 ) -> DeliveryPage:
     """Deliveries to an endpoint, newest first, each with its attempts (status code, error, duration)."""
     await _endpoint(ctx, endpoint_id)
