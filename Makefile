@@ -19,7 +19,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --pytho
 # Everything is installed from the committed lock with hashes: a fresh clone gets the same
 # packages on any day. The project itself is installed without touching the index.
 $(STAMP): pyproject.toml $(LOCK_DEV)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)  # a new venv each time the lock changes: exactly the lock, no strays
 	@echo "installing the locked dependencies ($(LOCK_DEV)) into $(VENV); log: $(VENV)/install.log"
 	@{ $(PIP) install --require-hashes --no-deps -r $(LOCK_DEV) && \
 	   $(PIP) install --no-deps --no-build-isolation -e . ; } >$(VENV)/install.log 2>&1 \

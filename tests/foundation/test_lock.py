@@ -81,3 +81,10 @@ def test_make_ci_and_the_image_install_from_the_lock_with_hashes() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "--require-hashes --no-deps -r requirements/runtime.txt" in dockerfile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_nothing_is_installed_that_the_lock_does_not_name() -> None:
+    # A package left over from an older lock hides a missing dependency until a fresh clone fails.
+    locked = set(_entries(DEV_LOCK)) | {"pip", "cadencia"}
+    installed = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions()}
+    assert installed - locked == set(), "installed but not locked: declare them in pyproject.toml and run make lock"
