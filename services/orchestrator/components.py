@@ -30,9 +30,14 @@ class PolicySimulation:
         app.include_router(router, dependencies=[Depends(require_role("viewer"))])
 
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
+        from datetime import timedelta
+
         from services.orchestrator.policy import load_policy
 
-        app.state.policy = load_policy(extra_dirs=ctx.settings.policy_dirs)
+        # The simulation answers with the runtime's own margin, so its send_before is the dispatch's.
+        app.state.policy = load_policy(
+            extra_dirs=ctx.settings.policy_dirs, send_margin=timedelta(seconds=ctx.settings.send_margin_s)
+        )
 
 
 def load_components() -> list[Component]:

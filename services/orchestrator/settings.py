@@ -19,6 +19,9 @@ class Settings(ServiceSettings):
     strategy_path: str = ""
     #: Extra jurisdiction pack directories, applied over the shipped packs.
     policy_dirs: list[str] = []
+    #: Seconds taken off the end of every lawful window (``send_before``): time for the dispatch to
+    #: cross Kafka and reach the provider; a window with less than this left counts as closed.
+    send_margin_s: float = Field(default=60.0, ge=0, le=3600)
     #: How often the scheduler looks for due deferred contacts (seconds).
     scheduler_interval: float = 1.0
     #: Create Cadencia's topics at startup (idempotent).

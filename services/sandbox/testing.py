@@ -155,14 +155,17 @@ async def serve_app(app: Any, sock: socket.socket, startup_timeout: float = 10.0
 
 
 @asynccontextmanager
-async def running_sandbox(**overrides: Any) -> AsyncIterator[SandboxHandle]:
-    """Start the sandbox on a free loopback port; defaults to ``env="test"`` and ``speed_factor=1000``."""
+async def running_sandbox(clock: Any = None, **overrides: Any) -> AsyncIterator[SandboxHandle]:
+    """Start the sandbox on a free loopback port; defaults to ``env="test"`` and ``speed_factor=1000``.
+
+    ``clock`` (``now() -> epoch seconds``) stamps its records, e.g. the clock the services under test read.
+    """
     sock = free_socket()
     port = sock.getsockname()[1]
     overrides.setdefault("env", "test")
     overrides.setdefault("speed_factor", 1000.0)
     settings = Settings(host="127.0.0.1", port=port, **overrides)
-    app = create_app(settings)
+    app = create_app(settings, clock)
     url = f"http://127.0.0.1:{port}"
 
     async with serve_app(app, sock), httpx.AsyncClient(base_url=url, timeout=30) as http:

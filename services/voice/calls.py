@@ -42,6 +42,8 @@ class TwilioCallAdapter:
 
     def __init__(self, client: TwilioCalls, settings: Settings, db: Database) -> None:
         self.client, self.settings, self.db = client, settings, db
+        # The pipeline places a call only with at least the ring time left before send_before.
+        self.lead_time_s = float(settings.caller.ring_timeout_s)
 
     async def compose(
         self, dispatch: ContactDispatched, rendered: RenderedMessage, status_callback: str
@@ -58,6 +60,7 @@ class TwilioCallAdapter:
             "StatusCallback": status_callback,
             "StatusCallbackMethod": "POST",
             "StatusCallbackEvent": STATUS_EVENTS,
+            "Timeout": str(self.settings.caller.ring_timeout_s),
         }
         if self.settings.amd:
             # Synchronous AMD: Twilio fetches the TwiML once it knows who answered (AnsweredBy), and with

@@ -19,6 +19,9 @@ class CallerSettings(BaseModel):
     caller_id: str = "+15005550006"
     cps: float = Field(default=1.0, gt=0)
     burst: int = Field(default=1, ge=1)
+    #: Seconds a call rings before Twilio gives up (the Calls API ``Timeout``). A call is not placed
+    #: with less than this left before its ``send_before``, so it never rings past it.
+    ring_timeout_s: int = Field(default=30, ge=5, le=600)
 
 
 DEFAULT_DIGITS: dict[str, ResponseKind] = {"1": "promise_to_pay", "2": "callback_request", "9": "opt_out"}

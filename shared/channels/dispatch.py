@@ -8,6 +8,9 @@ At most once on ambiguity (DESIGN §4):
    *before* the provider request.
 3. The request is retried while the provider proves it did not process it (429, 503, connection
    refused), with exponential backoff and jitter, honouring ``Retry-After``, until the deadline.
+   No request, retry or call starts at or after the dispatch's ``send_before`` (less the adapter's
+   lead time: a call's ring time): the dispatch ends ``expired``, unsent, and the orchestrator
+   moves it to the next lawful window.
 4. The result — ``sent`` with the provider id, ``failed`` with the error code, ``unknown`` — is
    committed with its outcome event (outbox) and the dispatch event id (inbox) in one transaction.
 """
@@ -15,6 +18,7 @@ At most once on ambiguity (DESIGN §4):
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ from shared.templates.cache import TemplateAccessRefused, TemplateNotFound
 log = get_logger(__name__)
 
 DEADLINE = "deadline"
+EXPIRED: Literal["expired"] = "expired"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,9 @@ class ChannelAdapter(Protocol):
 
     channel: Channel
     provider: str
+    #: Seconds a provider request keeps contacting the debtor after it leaves (a call rings): it must
+    #: leave this long before ``send_before``.
+    lead_time_s: float
 
     async def compose(
         self, dispatch: ContactDispatched, rendered: RenderedMessage, status_callback: str
@@ -83,7 +91,7 @@ class TemplateSource(Protocol):
 
 @dataclass(frozen=True)
 class SendResult:
-    kind: Literal["sent", "rejected", "unknown", "deadline"]
+    kind: Literal["sent", "rejected", "unknown", "deadline", "expired"]
     attempts: int
     accepted: Accepted | None = None
     error_code: str | None = None
@@ -135,7 +143,9 @@ class DispatchHandler:
         if await self._replay(event):
             return
         if self._remaining(dispatch) <= 0:
-            await self._fail_unsent(event, DEADLINE, "the dispatch deadline passed before it was sent")
+            late = self._out_of_time(dispatch, 0, None)
+            status = EXPIRED if late.kind == EXPIRED else "failed"
+            await self._fail_unsent(event, late.error_code or DEADLINE, late.error_message or "", status)
             return
         try:
             template = await self.templates.get(dispatch.template.key, dispatch.template.version)
@@ -166,7 +176,17 @@ class DispatchHandler:
     # -- steps ----------------------------------------------------------------------------------------
 
     def _remaining(self, dispatch: ContactDispatched) -> float:
+        """Seconds left to start a provider request: to the deadline or to ``send_before`` less the
+        lead time, whichever comes first."""
+        return min(self._to_deadline(dispatch), self._to_send_before(dispatch))
+
+    def _to_deadline(self, dispatch: ContactDispatched) -> float:
         return (aware(dispatch.deadline) - self.clock()).total_seconds()
+
+    def _to_send_before(self, dispatch: ContactDispatched) -> float:
+        if dispatch.send_before is None:
+            return math.inf
+        return (aware(dispatch.send_before) - self.clock()).total_seconds() - self.adapter.lead_time_s
 
     def _new_row(self, event: ContactDispatchedEvent, state: str, sender: str) -> SendLogRecord:
         d = event.data
@@ -219,14 +239,17 @@ class DispatchHandler:
         """Commit ``sending`` before the request leaves."""
         return await self._insert(self._new_row(event, "sending", message.sender))
 
-    async def _fail_unsent(self, event: ContactDispatchedEvent, code: str, message: str) -> None:
-        """Fail a dispatch that was never sent (deadline passed, template missing or unusable)."""
+    async def _fail_unsent(
+        self, event: ContactDispatchedEvent, code: str, message: str, status: str = "failed"
+    ) -> None:
+        """End a dispatch that was never sent: ``failed`` (deadline passed, template missing or unusable)
+        or ``expired`` (its lawful window ended first)."""
 
         async def finish(session: AsyncSession, row: SendLogRecord) -> None:
             await first_time(session, self.consumer, event.id)
-            self._advance(session, row, "failed", code, message)
+            self._advance(session, row, status, code, message)
 
-        if not await self._insert(self._new_row(event, "failed", ""), finish):
+        if not await self._insert(self._new_row(event, "expired" if status == EXPIRED else "failed", ""), finish):
             await self._replay(event)
             return
         log.warning("dispatch failed before sending", dispatch_id=event.data.dispatch_id, code=code)
@@ -237,8 +260,8 @@ class DispatchHandler:
         last: Retryable | None = None
         while True:
             remaining = self._remaining(dispatch)
-            if remaining <= 0 or not await bucket.acquire(max_wait=remaining):
-                return self._deadline(attempt, last)
+            if remaining <= 0 or not await bucket.acquire(max_wait=remaining) or self._remaining(dispatch) <= 0:
+                return self._out_of_time(dispatch, attempt, last)
             attempt += 1
             self.requests += 1
             try:
@@ -252,7 +275,7 @@ class DispatchHandler:
                     retry_after=exc.retry_after, rng=self.rng,
                 )
                 if delay >= self._remaining(dispatch):
-                    return self._deadline(attempt, last)
+                    return self._out_of_time(dispatch, attempt, last)
                 log.info("transient provider error; retrying", dispatch_id=dispatch.dispatch_id,
                          attempt=attempt, status=exc.status, code=exc.code, delay=round(delay, 3))
                 if await self._wait_or_stop(delay):
@@ -266,8 +289,11 @@ class DispatchHandler:
                 return SendResult("unknown", attempt, error_message=exc.message)
             return SendResult("sent", attempt, accepted=accepted)
 
-    def _deadline(self, attempts: int, last: Retryable | None) -> SendResult:
+    def _out_of_time(self, dispatch: ContactDispatched, attempts: int, last: Retryable | None) -> SendResult:
         detail = f"; last error: {last.message}" if last is not None else ""
+        if self._to_send_before(dispatch) <= self._to_deadline(dispatch):
+            return SendResult(EXPIRED, attempts, error_code=EXPIRED,
+                              error_message=f"no provider request could start before send_before{detail}")
         return SendResult("deadline", attempts, error_code=DEADLINE,
                           error_message=f"deadline passed before the provider accepted the message{detail}")
 
@@ -304,6 +330,9 @@ class DispatchHandler:
                 if row.state == "sending":
                     row.state = "unknown"
                     self._advance(session, row, "unknown", error_message=result.error_message)
+            elif result.kind == EXPIRED:
+                row.state = EXPIRED
+                self._advance(session, row, EXPIRED, result.error_code, result.error_message)
             else:
                 row.state = "failed"
                 self._advance(session, row, "failed", result.error_code, result.error_message)

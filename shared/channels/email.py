@@ -143,6 +143,7 @@ class SendGridEmailAdapter:
 
     channel: Channel = "email"
     provider = "sendgrid"
+    lead_time_s = 0.0
 
     def __init__(
         self,

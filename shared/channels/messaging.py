@@ -30,6 +30,8 @@ def whatsapp_address(address: str) -> str:
 
 class TwilioMessageAdapter:
     provider = "twilio"
+    #: A message is delivered, not rung: it only has to leave before ``send_before``.
+    lead_time_s = 0.0
 
     def __init__(
         self,

@@ -2,8 +2,9 @@
 
 Send log ``state`` is the provider request's fate: ``sending`` (committed before the request),
 ``sent`` (the provider accepted it; ``provider_id`` set), ``failed`` (refused, or never sent before
-the deadline) or ``unknown`` (the request may have been processed: never resent). ``status`` is the
-latest delivery status reported on ``contact.outcomes``; it only moves forward (:data:`STATUS_RANK`).
+the deadline), ``expired`` (never sent: its ``send_before`` came first) or ``unknown`` (the request
+may have been processed: never resent). ``status`` is the latest delivery status reported on
+``contact.outcomes``; it only moves forward (:data:`STATUS_RANK`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base
 from shared.events.envelope import utcnow
 
-SendState = str  # "sending" | "sent" | "failed" | "unknown"
+SendState = str  # "sending" | "sent" | "failed" | "expired" | "unknown"
 
 #: Delivery statuses in the order they may be reported; failed/undelivered are terminal.
 STATUS_RANK: dict[str, int] = {
@@ -35,8 +36,12 @@ STATUS_RANK: dict[str, int] = {
     "voicemail": 6,
     "no_answer": 6,
     "busy": 6,
+    # Never sent: its lawful window (send_before) ended before a provider request could leave.
+    "expired": 6,
 }
-TERMINAL = frozenset({"failed", "undelivered", "bounced", "conversation", "voicemail", "no_answer", "busy"})
+TERMINAL = frozenset({
+    "failed", "undelivered", "bounced", "conversation", "voicemail", "no_answer", "busy", "expired",
+})
 
 
 def advances(current: str | None, new: str) -> bool:

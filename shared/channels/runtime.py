@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -29,7 +30,7 @@ from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database, OutboxRelay
 from shared.db.attempts import ConsumerAttempts
 from shared.db.migrate import prepare_schema
-from shared.events import Topics
+from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
 from shared.templates.cache import TemplateCache
 from shared.tracing import callback_url as traced_url
@@ -111,6 +112,7 @@ async def start_dispatch(
     adapter: ChannelAdapter,
     limits: SenderLimits,
     callback_url: Callable[[str], str],
+    clock: Callable[[], datetime] = utcnow,
 ) -> DispatchHandler:
     """Consume ``dispatch.<channel>`` through the shared send log; ready checks and app state included."""
     service = settings.service_name
@@ -125,6 +127,7 @@ async def start_dispatch(
         callback_url=lambda dispatch_id: traced_url(callback_url(dispatch_id)),
         consumer=f"{service}.dispatch",
         source=f"cadencia/{service}",
+        clock=clock,
     )
     runner = ConsumerRunner(
         name=f"{service}-dispatch",

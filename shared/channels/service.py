@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -30,6 +31,7 @@ from shared.channels.webhooks import (
 )
 from shared.db import Database
 from shared.db.parked import parked_outbox_router
+from shared.events import utcnow
 from shared.events.contracts import Channel
 from shared.providers.twilio import TwilioMessages, TwilioSignature
 
@@ -64,7 +66,10 @@ def create_message_app(
     title: str,
     migrations: Path,
     hooks: Callable[[Database], ChannelHooks] | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
+    """The app of a Twilio message channel; ``clock`` is what the dispatch pipeline compares a
+    dispatch's ``deadline`` and ``send_before`` with."""
     service = settings.service_name
 
     @asynccontextmanager
@@ -85,6 +90,7 @@ def create_message_app(
                 adapter=TwilioMessageAdapter(channel, client, settings.sender, extra.window_open),
                 limits=infra.sender_limits(settings.sender.mps, settings.sender.burst, settings.sender.mps_by_sender),
                 callback_url=lambda dispatch_id: status_callback_url(settings.public_url, dispatch_id),
+                clock=clock,
             )
             app.state.webhooks = WebhookContext(
                 channel=channel,

@@ -169,6 +169,9 @@ class ContactDispatched(Contract):
     attempt: int = Field(1, ge=1, le=1000)
     deadline: datetime
     kind: ContactKind = "collection"
+    #: The end of the contact's lawful window less a safety margin (additive to v1): no provider
+    #: request, retry or call may start at or after it; such a dispatch ends ``expired``.
+    send_before: datetime | None = None
 
 
 class ContactDispatchedEvent(CloudEvent):
@@ -180,7 +183,7 @@ class ContactDispatchedEvent(CloudEvent):
 
 DeliveryStatus = Literal[
     "accepted", "sent", "delivered", "read", "failed", "undelivered", "bounced", "opened", "clicked",
-    "conversation", "voicemail", "no_answer", "busy", "unknown",
+    "conversation", "voicemail", "no_answer", "busy", "unknown", "expired",
 ]
 ResponseKind = Literal[
     "reply", "opt_out", "opt_in", "keypress", "promise_to_pay", "callback_request", "unsubscribe", "help",

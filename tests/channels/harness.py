@@ -75,6 +75,7 @@ def service_settings(
     mps: float = 50.0,
     burst: int = 1,
     request_timeout_s: float = 2.0,
+    max_in_flight: int = 32,
 ) -> Any:
     return module.Settings(
         env="test",
@@ -90,7 +91,7 @@ def service_settings(
         ),
         sender=SenderSettings(from_number="+15005550006", mps=mps, burst=burst),
         sending=SendingSettings(request_timeout_s=request_timeout_s, connect_timeout_s=1.0, retry_base_s=0.05,
-                                retry_cap_s=1.0),
+                                retry_cap_s=1.0, max_in_flight=max_in_flight),
         orchestrator_url="http://127.0.0.1:9",  # templates come from the topic; the fallback is never needed
         consumer_group=group,
     )
@@ -108,10 +109,11 @@ class Running:
 
 
 @asynccontextmanager
-async def running_service(module: Any, settings: Any) -> AsyncIterator[Running]:
-    """``module`` is ``services.sms`` or ``services.whatsapp`` (its ``app`` and ``settings`` submodules)."""
+async def running_service(module: Any, settings: Any, **options: Any) -> AsyncIterator[Running]:
+    """``module`` is ``services.sms`` or ``services.whatsapp`` (its ``app`` and ``settings`` submodules);
+    ``options`` go to its ``create_app`` (``clock=``)."""
     sock = free_socket_at(settings.port)
-    app = module.create_app(settings)
+    app = module.create_app(settings, **options)
     async with app.router.lifespan_context(app), serve_app(app, sock):
         yield Running(app, settings, settings.public_url)
 

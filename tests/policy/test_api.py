@@ -65,6 +65,21 @@ async def test_allow_matches_the_contract(client) -> None:
         assert set(rule) == {"id", "source", "detail"} and rule["source"]
 
 
+async def test_allow_says_until_when_it_holds(client) -> None:
+    c, _ = client
+    r = await c.post("/v1/policy/evaluate", json=body())
+    data = r.json()
+    assert data["decision"] == "allow"
+    assert data["send_before"] == "2025-06-09T02:00:00Z"  # 21:00 CDT: FDCPA hours end
+    bound = next(x for x in data["rules"] if x["id"] == "core.send_before")
+    assert "US.fdcpa.hours" in bound["detail"]
+    # the request's own expiry comes first
+    payload = body()
+    payload["contact"]["expires_at"] = "2025-06-08T16:30:00Z"
+    r = await c.post("/v1/policy/evaluate", json=payload)
+    assert r.json()["send_before"] == "2025-06-08T16:30:00Z"
+
+
 async def test_defer_gives_utc_not_before_and_the_deciding_rules(client) -> None:
     c, _ = client
     calls = [{"channel": "voice", "direction": "outbound", "at": f"2025-06-02T{14 + i}:00:00Z",
@@ -74,6 +89,7 @@ async def test_defer_gives_utc_not_before_and_the_deciding_rules(client) -> None
     data = r.json()
     assert data["decision"] == "defer"
     assert data["not_before"] == "2025-06-09T13:00:00Z"  # 08:00 CDT once June 2 leaves the window
+    assert "send_before" not in data
     rule = next(x for x in data["rules"] if x["id"] == "US.reg_f.call_frequency")
     assert rule["source"] == "12 CFR 1006.14(b)(2)(i)(A)"
     assert "limit 7" in rule["detail"]

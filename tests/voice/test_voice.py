@@ -227,3 +227,31 @@ async def test_forged_webhooks_are_refused_and_a_redelivered_dispatch_dials_once
         assert len(await placed_calls(sandbox, event.data.to)) == 1
         assert not outcomes.of_type(RESPONSE)
         assert service.app.state.voice.counts.get("status_duplicate") == 1
+
+
+async def test_a_call_rings_no_longer_than_its_window_and_is_not_placed_with_less_left(
+    kafka_settings: KafkaSettings, database_url: str, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    settings = settings_for(kafka_settings, database_url, sandbox, group)
+    ring = settings.caller.ring_timeout_s
+    await publisher.template(voice_template("reminder"))
+    roomy = voice_dispatch(unique_number("0001"), "reminder")
+    roomy = roomy.model_copy(update={"data": roomy.data.model_copy(
+        update={"send_before": datetime.now(UTC) + timedelta(seconds=ring + 60)})})
+    # Less than the ring time left: a call placed now could still ring after send_before.
+    short = voice_dispatch(unique_number("0001"), "reminder")
+    short = short.model_copy(update={"data": short.data.model_copy(
+        update={"send_before": datetime.now(UTC) + timedelta(seconds=ring - 5)})})
+    async with running_service(Voice, settings) as service:
+        await template_cached(service, "reminder")
+        await publisher.dispatch(roomy)
+        await publisher.dispatch(short)
+        await wait_for(lambda: final_status(outcomes, roomy.data.dispatch_id)
+                       and "expired" in statuses(outcomes, short.data.dispatch_id), timeout=30,
+                       what="one call placed, one expired")
+        (placed,) = await placed_calls(sandbox, roomy.data.to)
+        assert placed["form"]["Timeout"] == str(ring)
+        assert placed["received_ts"] + ring <= roomy.data.send_before.timestamp()  # type: ignore[union-attr]
+        assert await placed_calls(sandbox, short.data.to) == []
+        assert statuses(outcomes, short.data.dispatch_id) == ["expired"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from services.orchestrator.policy.lawful_until import EXPIRES_RULE, lawful_until
 from services.orchestrator.policy.models import (
     EPOCH,
     NO_LIMITS,
@@ -34,6 +35,8 @@ from services.orchestrator.policy.rules import (
 from services.orchestrator.policy.zones import phone_zones, zone
 
 _MAX_STEPS = 10_000
+SEND_BEFORE_RULE = "core.send_before"
+SEND_BEFORE_SOURCE = "Cadencia: a contact is lawful when the provider request leaves (DESIGN §6)"
 _DIRECT_OUTCOMES = frozenset({"conversation", "replied"})
 
 
@@ -63,10 +66,11 @@ def evaluate(
 ) -> Decision:
     """Decide whether ``contact`` may happen at ``now`` (default ``contact.at``).
 
-    Returns ``Allow``, ``Defer(not_before)`` with the earliest instant at which every rule holds in
-    every candidate zone, or ``Deny`` for what time cannot fix (or nothing lawful within the
-    policy's horizon). Ledger entries after the instant being tested are not yet history and are
-    ignored for it.
+    Returns ``Allow(send_before)``, ``Defer(not_before)`` with the earliest instant at which every
+    rule holds in every candidate zone, or ``Deny`` for what time cannot fix (or nothing lawful within
+    the policy's horizon). An instant counts as lawful only when at least ``policy.send_margin``
+    remains before some rule stops holding; ``Allow.send_before`` is that end less the margin.
+    Ledger entries after the instant being tested are not yet history and are ignored for it.
     """
     t0 = contact.us if now is None else epoch_us(now)
     pack = policy.pack(debtor.jurisdiction)
@@ -115,6 +119,7 @@ def evaluate(
                 active.append((rule, state))
 
     tzs = [zone(n) for n in zone_names]
+    margin = policy.send_margin // timedelta(microseconds=1)
     horizon = t0 + policy.horizon_days * DAY_US
     failed: dict[str, AppliedRule] = {}
     t = t0
@@ -134,9 +139,27 @@ def evaluate(
                     if rule.id not in failed:
                         failed[rule.id] = rule.applied(result[1])
         if not blocked:
-            if t == t0:
-                return Allow(tuple(rule.satisfied for rule, _ in active))
-            return Defer(EPOCH + timedelta(microseconds=t), tuple(failed.values()))
+            end, end_rule, why = lawful_until(active, ctx, tzs, t)
+            if end == NEVER or end - margin > t:
+                if t != t0:
+                    return Defer(EPOCH + timedelta(microseconds=t), tuple(failed.values()))
+                if end == NEVER:
+                    return Allow(tuple(rule.satisfied for rule, _ in active))
+                until = EPOCH + timedelta(microseconds=end - margin)
+                bound = AppliedRule(SEND_BEFORE_RULE, SEND_BEFORE_SOURCE,
+                                    f"send before {until.isoformat()}: {end_rule}, {why}")
+                return Allow((*(rule.satisfied for rule, _ in active), bound), send_before=until)
+            # Lawful, but for less than the safety margin: a provider request could not leave in time.
+            failed.setdefault(SEND_BEFORE_RULE, AppliedRule(
+                SEND_BEFORE_RULE, SEND_BEFORE_SOURCE,
+                f"less than {policy.send_margin} before {end_rule}: {why}",
+            ))
+            if end_rule == EXPIRES_RULE:
+                # Nothing after the request's end is lawful: the earliest "instant" is its expiry.
+                expiry = AppliedRule(EXPIRES_RULE, SEND_BEFORE_SOURCE, why)
+                return Defer(EPOCH + timedelta(microseconds=max(t, end)), (*failed.values(), expiry))
+            t = max(end, t + 1)
+            continue
         t = nxt if nxt > t else t + 1
     reasons = tuple(failed.values()) + (
         AppliedRule("core.horizon", CORE_SOURCE,

@@ -143,6 +143,8 @@ class ProposedContact:
     kind: Kind = "collection"
     consented: bool = False
     address: str | None = None
+    #: The request's own end: no contact at or after it (it bounds ``Allow.send_before``).
+    expires_at: datetime | None = None
     us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -152,10 +154,14 @@ class ProposedContact:
         object.__setattr__(self, "at", at)
         object.__setattr__(self, "us", epoch_us(at))
         object.__setattr__(self, "address", normalise_address(self.channel, self.address))
+        if self.expires_at is not None:
+            object.__setattr__(self, "expires_at", _utc(self.expires_at, "expires_at"))
 
     def at_time(self, at: datetime) -> ProposedContact:
         """The same contact proposed at another instant (for re-evaluation when a deferral is due)."""
-        return ProposedContact(self.channel, at, self.account_id, self.kind, self.consented, self.address)
+        return ProposedContact(
+            self.channel, at, self.account_id, self.kind, self.consented, self.address, self.expires_at
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +197,12 @@ class AppliedRule:
 
 @dataclass(frozen=True, slots=True)
 class Allow:
+    """Lawful now, and until ``send_before`` (UTC): the first instant any rule that allowed it would stop
+    holding (a window closing in any candidate zone, the request's ``expires_at``), less the policy's
+    safety margin. ``None`` when nothing ends it (a pack with no hours and no expiry)."""
+
     rules: tuple[AppliedRule, ...] = ()
+    send_before: datetime | None = None
     decision: Literal["allow"] = "allow"
 
 

@@ -54,6 +54,9 @@ class Policy:
 
     specs: dict[str, dict[str, Any]]
     horizon_days: int = 60
+    #: Subtracted from the end of a lawful window to give ``Allow.send_before``; a window with less
+    #: than this left counts as closed.
+    send_margin: timedelta = timedelta(0)
     _cache: dict[str, CompiledPack] = field(default_factory=dict, repr=False)
     _strategy_cache: dict[StrategyLimits, tuple[TimeRule, ...]] = field(default_factory=dict, repr=False)
 
@@ -156,6 +159,7 @@ def load_policy(
     extra_dirs: Iterable[str | Path] = (),
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     horizon_days: int = 60,
+    send_margin: timedelta = timedelta(0),
 ) -> Policy:
     """Load the shipped packs, then each extra directory (a pack with the same id replaces it).
 
@@ -168,7 +172,7 @@ def load_policy(
         specs.update(_read_dir(Path(directory)))
     for key, params in (overrides or {}).items():
         _apply_override(specs, key, dict(params))
-    policy = Policy(specs, horizon_days=horizon_days)
+    policy = Policy(specs, horizon_days=horizon_days, send_margin=send_margin)
     for pid in specs:
         policy.pack(pid)  # compile everything once: fail fast
     policy._cache.clear()

@@ -181,14 +181,15 @@ class HoursRule(TimeRule):
     def default_kinds(self) -> tuple[str, ...]:
         return KINDS
 
-    def _open(self, ctx: EvalContext, day: int, weekday: int) -> tuple[tuple[int, int], ...]:
+    def open_windows(self, ctx: EvalContext, day: int, weekday: int) -> tuple[tuple[int, int], ...]:
+        """The windows (microseconds of the local day) open on a day: none on a closed holiday."""
         if self.closed_on_holidays and ctx.is_holiday(day):
             return ()
         return self.windows[weekday]
 
     def check(self, state: Any, ctx: EvalContext, zv: ZoneView) -> tuple[int, str] | None:
         sod = zv.sod
-        today = self._open(ctx, zv.day, zv.weekday)
+        today = self.open_windows(ctx, zv.day, zv.weekday)
         for start, end in today:
             if start <= sod < end:
                 return None
@@ -196,7 +197,7 @@ class HoursRule(TimeRule):
             ctx.is_holiday(zv.day) else "outside the permitted hours"
         for offset in range(0, 400):
             day = zv.day + offset
-            for start, _end in self._open(ctx, day, (zv.weekday + offset) % 7):
+            for start, _end in self.open_windows(ctx, day, (zv.weekday + offset) % 7):
                 if offset == 0 and start <= sod:
                     continue
                 opening = local_ts(zv.tz, day, start // US) * US

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from services.orchestrator.policy.models import (
     AccountState,
+    Allow,
     DebtorContext,
     Decision,
     Defer,
@@ -75,6 +76,7 @@ class ContactIn(_Wire):
     kind: KindName = "collection"
     consented: bool = False
     address: str | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class StrategyIn(_Wire):
@@ -104,7 +106,7 @@ class EvaluateRequest(_Wire):
             LedgerEntry(h.channel, h.direction, h.at, h.account_id, h.outcome, h.consented, h.kind, h.address)
             for h in self.history
         ]
-        contact = ProposedContact(c.channel, c.at, c.account_id, c.kind, c.consented, c.address)
+        contact = ProposedContact(c.channel, c.at, c.account_id, c.kind, c.consented, c.address, c.expires_at)
         suppressions = [Suppression(s.channel, s.address, s.at) for s in self.suppressions]
         limits = StrategyLimits()
         if self.strategy is not None:
@@ -125,6 +127,9 @@ class RuleOut(BaseModel):
 class EvaluateResponse(BaseModel):
     decision: Literal["allow", "defer", "deny"]
     not_before: datetime | None = None
+    #: For ``allow``: start the provider request before this instant (the lawful window's end less
+    #: the safety margin); absent when no rule ends the window.
+    send_before: datetime | None = None
     rules: list[RuleOut]
 
     @classmethod
@@ -132,5 +137,6 @@ class EvaluateResponse(BaseModel):
         return cls(
             decision=decision.decision,
             not_before=decision.not_before if isinstance(decision, Defer) else None,
+            send_before=decision.send_before if isinstance(decision, Allow) else None,
             rules=[RuleOut(id=r.id, source=r.source, detail=r.detail) for r in decision.rules],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -28,12 +29,16 @@ def _policy(request: Request) -> Policy:
         return _shipped
 
 
+def _z(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S") + (f".{at.microsecond:06d}" if at.microsecond else "") + "Z"
+
+
 def _iso_z(body: EvaluateResponse) -> dict[str, object]:
     out = body.model_dump(mode="json", exclude_none=True)
     if body.not_before is not None:
-        out["not_before"] = body.not_before.strftime("%Y-%m-%dT%H:%M:%S") + (
-            f".{body.not_before.microsecond:06d}" if body.not_before.microsecond else ""
-        ) + "Z"
+        out["not_before"] = _z(body.not_before)
+    if body.send_before is not None:
+        out["send_before"] = _z(body.send_before)
     return out
 
 

@@ -28,7 +28,7 @@ class RuntimeComponent:
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
         policy = getattr(app.state, "policy", None)
         if policy is None:
-            policy = policy_port.load(ctx.settings.policy_dirs)
+            policy = policy_port.load(ctx.settings.policy_dirs, ctx.settings.send_margin_s)
             app.state.policy = policy
         strategy = Strategy.load(ctx.settings.strategy_path or None)
         counter = Counter("orchestrator_contact_status", "Contact status changes by status", ["status"],

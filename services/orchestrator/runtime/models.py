@@ -146,6 +146,8 @@ class DispatchRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(50), nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The policy's end of the lawful window (less the margin) the dispatch carried.
+    send_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OutcomeRow(Base):

@@ -28,8 +28,8 @@ __all__ = [
 ]
 
 
-def load(extra_dirs: list[str] | None) -> Policy:
-    return load_policy(extra_dirs=extra_dirs or ())
+def load(extra_dirs: list[str] | None, send_margin_s: float = 0.0) -> Policy:
+    return load_policy(extra_dirs=extra_dirs or (), send_margin=timedelta(seconds=send_margin_s))
 
 
 def jurisdictions(policy: Policy) -> set[str]:

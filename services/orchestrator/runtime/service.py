@@ -72,6 +72,8 @@ STATUS_RANK: dict[str, int] = {
     "dispatched": 0, "accepted": 1, "sent": 2, "unknown": 3,
     "failed": 4, "undelivered": 4, "bounced": 4, "no_answer": 4, "busy": 4,
     "delivered": 5, "voicemail": 5, "read": 6, "opened": 6, "conversation": 6, "clicked": 7,
+    # never sent: the lawful window ended first (send_before); the contact is re-decided
+    "expired": 4,
 }
 FAILED = frozenset({"failed", "undelivered", "bounced"})
 #: Calls that reached no one: retried on voice, then the contact falls back to the next channel.
@@ -298,7 +300,9 @@ async def active_suppressions(session: AsyncSession, debtor_id: str) -> list[Sup
 async def load_ledger(session: AsyncSession, debtor_id: str, since: datetime) -> list[policy_port.LedgerEntry]:
     """The debtor's recent contacts, both ways; reads only ``(debtor_id, at >= since)``."""
     dispatches = (await session.execute(
-        select(DispatchRow).where(DispatchRow.debtor_id == debtor_id, DispatchRow.at >= since)
+        # an expired dispatch never reached a provider: it is no contact and counts nowhere
+        select(DispatchRow).where(DispatchRow.debtor_id == debtor_id, DispatchRow.at >= since,
+                                  DispatchRow.status != "expired")
     )).scalars()
     entries = [
         policy_port.LedgerEntry(
@@ -360,11 +364,16 @@ def _blocked(channel: str, address: str | None, suppressions: Sequence[Suppressi
     return None
 
 
-async def decide(rt: Runtime, session: AsyncSession, row: ContactRequestRow, now: datetime) -> str:
+async def decide(
+    rt: Runtime, session: AsyncSession, row: ContactRequestRow, now: datetime, *, at: datetime | None = None
+) -> str:
     """Decide ``row`` now: dispatch on the first channel the policy allows, else defer or reject.
 
     Called at intake, at release of a deferral and on fallback; the debtor is already locked.
+    ``at`` (a dispatch's expired ``send_before``) asks the policy about that instant instead of
+    ``now``, so the contact moves to the next lawful window rather than back into the one that ended.
     """
+    when = max(now, at) if at is not None else now
     request = ContactRequested.model_validate(row.payload)
     debtor = await session.get(DebtorRow, row.debtor_id)
     account = await get_account(session, row.debtor_id, row.account_id)
@@ -421,16 +430,18 @@ async def decide(rt: Runtime, session: AsyncSession, row: ContactRequestRow, now
     denial_rules: list[str] = []
     for channel, address in candidates:
         contact = policy_port.ProposedContact(
-            channel=channel, at=now, account_id=row.account_id,  # type: ignore[arg-type]
+            channel=channel, at=when, account_id=row.account_id,  # type: ignore[arg-type]
             kind=policy_port.policy_kind(row.kind), consented=bool(consents.get(channel)),  # type: ignore[arg-type]
-            address=address,
+            address=address, expires_at=row.expires_at,
         )
         decision = policy_port.evaluate(
             rt.policy, debtor=context, account=state, ledger=ledger, suppressions=policy_suppressions,
-            contact=contact, limits=limits, now=now,
+            contact=contact, limits=limits, now=when,
         )
         ids = policy_port.rule_ids(decision.rules)
-        if isinstance(decision, policy_port.Allow):
+        if isinstance(decision, policy_port.Allow) and when > now:
+            defers.append((when, f"{channel}: lawful again from {when.isoformat()}", ids))
+        elif isinstance(decision, policy_port.Allow):
             template = await pick_template(rt, session, request, plan, channel)
             if template is None:
                 denials.append(f"{channel}: no published template {request.template!r}")
@@ -442,7 +453,8 @@ async def decide(rt: Runtime, session: AsyncSession, row: ContactRequestRow, now
                 denials.append(f"{channel}: {problem}")
                 denial_rules.append("template.render")
                 continue
-            await dispatch(rt, session, row, request, debtor, account, channel, address, template, now, ids)
+            await dispatch(rt, session, row, request, debtor, account, channel, address, template, now, ids,
+                           send_before=decision.send_before)
             return "dispatched"
         if isinstance(decision, policy_port.Defer):
             defers.append((decision.not_before, f"{channel}: {policy_port.explain(decision.rules)}", ids))
@@ -524,6 +536,8 @@ async def dispatch(
     template: TemplateRef,
     now: datetime,
     rules: list[str],
+    *,
+    send_before: datetime | None = None,
 ) -> None:
     """Record the attempt in the ledger (caps count it at once) and stage the dispatch event."""
     row.attempts += 1
@@ -536,6 +550,7 @@ async def dispatch(
         id=dispatch_id, request_id=row.id, debtor_id=row.debtor_id, account_id=row.account_id, channel=channel,
         address=address, kind=row.kind, attempt=row.attempts, template_key=template.key,
         template_version=template.version, consented=consented, status="dispatched", at=now, updated_at=now,
+        send_before=send_before,
     ))
     event = ContactDispatchedEvent(
         source=SOURCE, subject=row.debtor_id, correlationid=row.id, time=now,
@@ -543,7 +558,7 @@ async def dispatch(
             dispatch_id=dispatch_id, request_id=row.id, debtor_id=row.debtor_id, account_id=row.account_id,
             channel=channel, to=address, locale=debtor.locale, template=template,
             variables=render_variables(rt, request, debtor, account), attempt=row.attempts, deadline=deadline,
-            kind=row.kind,
+            kind=row.kind, send_before=send_before,
         ),
     )
     add_to_outbox(session, rt.ctx.topics.dispatch(channel), event)
@@ -696,6 +711,9 @@ async def apply_delivery(rt: Runtime, session: AsyncSession, event_id: str, upda
                        dispatch_id=dispatch_row.id, final=is_current)
         if is_current:
             await fall_back(rt, session, row, dispatch_row, now)
+    elif update_.status == "expired" and is_current:
+        # Not sent: no provider request left before send_before. Decide again for the next window.
+        await decide(rt, session, row, now, at=dispatch_row.send_before)
 
 
 async def latest_dispatch(session: AsyncSession, request_id: str) -> DispatchRow | None:
