@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.addresses import address_key
 from shared.db import Base
 from shared.events.envelope import utcnow
 
@@ -54,9 +55,9 @@ def advances(current: str | None, new: str) -> bool:
 
 
 def bare_address(address: str) -> str:
-    """``whatsapp:+52…`` → ``+52…``: the key one person's messages share across prefixes."""
-    address = address.strip()
-    return address.split(":", 1)[1] if address.startswith("whatsapp:") else address
+    """``whatsapp:+52 55…`` → ``+5255…``: the canonical key one person's messages share across
+    prefixes and spellings (E.164; an e-mail with its domain lower-cased)."""
+    return address_key("email" if "@" in address else "sms", address)
 
 
 class SendLogRecord(Base):

@@ -46,3 +46,20 @@ def drop_channel_tables_v1() -> None:
     op.drop_index("ix_send_log_provider_id", table_name="send_log")
     op.drop_index("ix_send_log_address_created", table_name="send_log")
     op.drop_table("send_log")
+
+
+def canonicalise_send_log_v2() -> None:
+    """Rewrite send-log addresses in their canonical form (E.164; e-mail with a lower-cased domain), so
+    inbound replies and opt-outs match rows written before addresses were canonical."""
+    from shared.channels.models import bare_address
+
+    bind = op.get_bind()
+    log = sa.table("send_log", sa.column("dispatch_id", sa.String), sa.column("address", sa.String),
+                   sa.column("address_key", sa.String))
+    rows = bind.execute(sa.select(log.c.dispatch_id, log.c.address, log.c.address_key)).all()
+    for dispatch_id, address, key in rows:
+        canonical = bare_address(address)
+        new_address = f"whatsapp:{canonical}" if address.strip().startswith("whatsapp:") else canonical
+        if (new_address, canonical) != (address, key):
+            bind.execute(log.update().where(log.c.dispatch_id == dispatch_id)
+                         .values(address=new_address, address_key=canonical))

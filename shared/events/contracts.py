@@ -17,6 +17,9 @@ ContactKind = Literal["collection", "opt_out_confirmation", "cease_notice", "dis
 
 # --- contact requests ------------------------------------------------------------------------
 
+_PHONE = "E.164, or national in the jurisdiction's country; stored and sent as E.164"
+_EMAIL = "stored trimmed, with the domain lower-cased"
+
 
 class Debtor(Contract):
     id: str = Field(min_length=1, max_length=200)
@@ -24,9 +27,9 @@ class Debtor(Contract):
     locale: str = Field("es-MX", max_length=20)
     jurisdiction: str = Field(min_length=2, max_length=10, description="ISO 3166 code: MX, CO, US, US-MA")
     time_zone: str | None = Field(None, max_length=64, description="IANA zone, e.g. America/Bogota")
-    phone: str | None = Field(None, max_length=40, description="E.164")
-    email: str | None = Field(None, max_length=320)
-    whatsapp: str | None = Field(None, max_length=40, description="E.164")
+    phone: str | None = Field(None, max_length=40, description=_PHONE)
+    email: str | None = Field(None, max_length=320, description=_EMAIL)
+    whatsapp: str | None = Field(None, max_length=40, description=_PHONE)
     authorized_channels: list[Channel] | None = None
     preferred_channel: Channel | None = None
 

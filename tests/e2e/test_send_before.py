@@ -7,110 +7,20 @@ and the provider's own request records all live in the same minute. Only the pro
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
-import services.sms.app
-import services.sms.settings
-from services.orchestrator.app import create_app
 from services.orchestrator.runtime.service import load_ledger
-from services.orchestrator.settings import Settings
-from services.sandbox.testing import SandboxHandle, running_sandbox
-from shared.config import DatabaseSettings, KafkaSettings
-from shared.events import Topics
-from shared.events.contracts import (
-    Account,
-    ContactDispatchedEvent,
-    ContactRequested,
-    ContactRequestedEvent,
-    Debtor,
-    DeliveryUpdatedEvent,
-    StatusChangedEvent,
-)
-from tests.channels.harness import free_port, running_service, service_settings
-from tests.helpers import TopicReader, wait_for
+from shared.config import KafkaSettings
+from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor, StatusChangedEvent
+from tests.e2e.harness import EDITOR, requests_to, system
+from tests.helpers import wait_for
 
-EDITOR = {"Authorization": "Bearer dev-admin-key"}
 BOGOTA, SANTIAGO = ZoneInfo("America/Bogota"), ZoneInfo("America/Santiago")
-MARGIN_S = 10
-
-
-class SharedClock:
-    """Real time from a chosen instant; ``now()`` is the sandbox's clock protocol, a call the services'."""
-
-    def __init__(self, start: datetime) -> None:
-        self.set(start)
-
-    def set(self, start: datetime) -> None:
-        self._start, self._t0 = start.astimezone(UTC), time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self._start + timedelta(seconds=time.monotonic() - self._t0)
-
-    def now(self) -> float:
-        return self().timestamp()
-
-
-@dataclass
-class System:
-    clock: SharedClock
-    sandbox: SandboxHandle
-    http: httpx.AsyncClient
-    orchestrator: Any
-    dispatches: TopicReader
-    outcomes: TopicReader
-    statuses: TopicReader
-
-    async def submit(self, *requests: ContactRequestedEvent) -> None:
-        body = {"requests": [r.model_dump(mode="json") for r in requests]}
-        response = await self.http.post("/v1/contact-requests", headers=EDITOR, json=body)
-        assert response.status_code == 202, response.text
-
-    def dispatched(self, request_id: str) -> list[ContactDispatchedEvent]:
-        return [e for e in self.dispatches.events
-                if isinstance(e, ContactDispatchedEvent) and e.data.request_id == request_id]
-
-    def statuses_of(self, request_id: str) -> list[StatusChangedEvent]:
-        return [e for e in self.statuses.events
-                if isinstance(e, StatusChangedEvent) and e.data.request_id == request_id]
-
-    def outcomes_of(self, dispatch_id: str) -> list[str]:
-        return [e.data.status for e in self.outcomes.events
-                if isinstance(e, DeliveryUpdatedEvent) and e.data.dispatch_id == dispatch_id]
-
-
-@asynccontextmanager
-async def system(kafka: KafkaSettings, tmp_path: Path, start: datetime, **sms: Any) -> AsyncIterator[System]:
-    clock = SharedClock(start)
-    topics = Topics(kafka.topic_prefix)
-    settings = Settings(
-        kafka=kafka, database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/orchestrator.db"),
-        consumer_group=f"{kafka.topic_prefix}orchestrator", scheduler_interval=0.1, send_margin_s=MARGIN_S,
-    )
-    orchestrator = create_app(settings, clock=clock)
-    async with running_sandbox(clock=clock) as sandbox, orchestrator.router.lifespan_context(orchestrator):
-        port = free_port()
-        sms_settings = service_settings(
-            services.sms.settings, kafka, f"sqlite+aiosqlite:///{tmp_path}/sms.db", sandbox, port,
-            group=f"{kafka.topic_prefix}sms", **sms,
-        )
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=orchestrator),
-                                     base_url="http://orchestrator") as http, \
-                running_service(services.sms.app, sms_settings, clock=clock), \
-                TopicReader(kafka, topics.dispatch("sms")) as dispatches, \
-                TopicReader(kafka, topics.contact_outcomes) as outcomes, \
-                TopicReader(kafka, topics.contact_status) as statuses:
-            yield System(clock, sandbox, http, orchestrator, dispatches, outcomes, statuses)
 
 
 def request(jurisdiction: str, zone: str, phone: str, locale: str) -> ContactRequestedEvent:
@@ -126,10 +36,6 @@ def request(jurisdiction: str, zone: str, phone: str, locale: str) -> ContactReq
 
 def unique_phone(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().int % 10_000:04d}"
-
-
-async def requests_to(sandbox: SandboxHandle, to: str) -> list[dict[str, Any]]:
-    return [r for r in await sandbox.requests(provider="twilio", to=to) if r["path"].endswith("/Messages.json")]
 
 
 @pytest.mark.e2e

@@ -30,7 +30,8 @@ def test_a_valid_request_has_no_problems() -> None:
     ("change", "expected"),
     [
         ({"phone": "+1 212 555"}, "E.164"),
-        ({"phone": "2125550123"}, "E.164"),
+        ({"phone": "555 0123"}, "E.164"),  # a national number too short for the debtor's country (US)
+        ({"phone": "+52 55 1234"}, "E.164"),
         ({"email": "nope@"}, "e-mail"),
         ({"jurisdiction": "AR"}, "jurisdiction"),
         ({"time_zone": "America/Nowhere"}, "time zone"),
@@ -44,6 +45,15 @@ def test_a_valid_request_has_no_problems() -> None:
 def test_requests_failing_checks_beyond_the_schema_are_explained(change: dict, expected: str) -> None:
     problems = validation.problems(request_event("d", **change).data, JURISDICTIONS)
     assert any(expected in p for p in problems), problems
+
+
+def test_numbers_are_canonical_e164_whatever_the_spelling() -> None:
+    for written in ("2125550123", "(212) 555-0123", "+1 212-555-0123", "＋１ ２１２ ５５５ ０１２３ "):
+        request = validation.canonical(request_event("d", phone=written, email="  Debtor@Example.COM").data)
+        assert validation.problems(request, JURISDICTIONS) == []
+        assert request.debtor.phone == "+12125550123" and request.debtor.email == "Debtor@example.com"
+    mexican = validation.canonical(request_event("d", jurisdiction="MX", phone="55 1234 5678").data)
+    assert mexican.debtor.phone == "+525512345678"
 
 
 def test_the_shipped_strategy_segments_by_days_past_due() -> None:

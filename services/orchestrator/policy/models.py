@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
+from shared.addresses import address_key
+
 Channel = Literal["voice", "sms", "email", "whatsapp"]
 Direction = Literal["outbound", "inbound"]
 Outcome = Literal[
@@ -43,12 +45,11 @@ def epoch_us(at: datetime) -> int:
 
 
 def normalise_address(channel: str, address: str | None) -> str | None:
-    """Compare addresses loosely: e-mail case-insensitive, phone numbers by their digits."""
+    """The canonical form addresses are compared in: E.164 phone numbers, e-mail with a lower-cased
+    domain (``shared.addresses.address_key``)."""
     if address is None:
         return None
-    if channel == "email":
-        return address.strip().lower()
-    return "".join(ch for ch in address if ch.isdigit())
+    return address_key(channel, address)
 
 
 def _check(value: str, allowed: tuple[str, ...], name: str) -> None:

@@ -25,6 +25,7 @@ from services.orchestrator.policy.models import (
     ProposedContact,
     Suppression,
     epoch_us,
+    normalise_address,
 )
 from services.orchestrator.policy.zones import holiday_ordinals, local_ordinal, local_ts, midnight
 
@@ -457,7 +458,7 @@ def contact_address(ctx: EvalContext) -> str | None:
     if c.address is not None:
         return c.address
     if c.channel in PHONE_CHANNELS and ctx.debtor.phone:
-        return "".join(ch for ch in ctx.debtor.phone if ch.isdigit())
+        return normalise_address(c.channel, ctx.debtor.phone)
     return None
 
 

@@ -188,12 +188,16 @@ class SuppressionRow(Base):
     """Per address and channel (STOP, bounce, invalid number) or per debtor and channel (cease)."""
 
     __tablename__ = "suppressions"
-    __table_args__ = (Index("ix_suppressions_debtor_at", "debtor_id", "at"),)
+    __table_args__ = (
+        Index("ix_suppressions_debtor_at", "debtor_id", "at"),
+        # an address's opt-outs bind every debtor using it
+        Index("ix_suppressions_address", "address"),
+    )
 
     id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
     debtor_id: Mapped[str] = mapped_column(String(_ID))
     channel: Mapped[str] = mapped_column(String(20))
-    #: Normalised address; None for a debtor-wide suppression of the channel.
+    #: Canonical address (E.164, e-mail with a lower-cased domain); None for a debtor-wide suppression.
     address: Mapped[str | None] = mapped_column(String(320), nullable=True)
     reason: Mapped[str] = mapped_column(String(50))
     source: Mapped[str] = mapped_column(String(50))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -238,7 +238,7 @@ async def intake(rt: Runtime, session: AsyncSession, event: ContactRequestedEven
         if existing is None:  # pragma: no cover - the inbox mark and the row commit together
             return IntakeResult(event.id, "accepted", duplicate=True)
         return IntakeResult(existing.id, existing.intake_status, existing.intake_reason, duplicate=True)
-    request = event.data
+    request = validation.canonical(event.data)
     reasons = validation.problems(request, rt.jurisdictions, rt.ctx.settings.max_variables_bytes)
     plan = rt.strategy.plan(request.account)
     if not await templates_port.key_exists(session, request.template) and not (
@@ -292,8 +292,15 @@ def address_of(debtor: DebtorRow, channel: str) -> str | None:
 # --- decide ---------------------------------------------------------------------------------------
 
 
-async def active_suppressions(session: AsyncSession, debtor_id: str) -> list[SuppressionRow]:
-    stmt = select(SuppressionRow).where(SuppressionRow.debtor_id == debtor_id, SuppressionRow.lifted_at.is_(None))
+async def active_suppressions(
+    session: AsyncSession, debtor_id: str, addresses: Sequence[str] = ()
+) -> list[SuppressionRow]:
+    """The debtor's suppressions and those of any address the debtor uses, whoever they were recorded
+    for: a STOP from a number binds every debtor sharing that number."""
+    who = SuppressionRow.debtor_id == debtor_id
+    if addresses:
+        who = or_(who, SuppressionRow.address.in_(list(addresses)))
+    stmt = select(SuppressionRow).where(who, SuppressionRow.lifted_at.is_(None))
     return list((await session.execute(stmt)).scalars())
 
 
@@ -389,7 +396,9 @@ async def decide(
         return await defer(rt, session, row, not_before, now, "not_before requested", [NOT_BEFORE_RULE])
 
     plan = rt.strategy.plan(request.account)
-    suppressions = await active_suppressions(session, row.debtor_id)
+    suppressions = await active_suppressions(
+        session, row.debtor_id, [a for a in (debtor.phone, debtor.email, debtor.whatsapp) if a]
+    )
     candidates: list[tuple[str, str]] = []
     skipped: list[str] = []
     for channel in row.channels:
@@ -627,7 +636,7 @@ async def apply_account_event(rt: Runtime, session: AsyncSession, event: Account
                 source=event.data.source, at=now,
             ))
     elif isinstance(event, DebtorUpdatedEvent):
-        u = event.data
+        u = validation.canonical_update(event.data, debtor.jurisdiction)
         for name in ("name", "locale", "time_zone", "phone", "email", "whatsapp", "preferred_channel", "consents"):
             value = getattr(u, name)
             if value is not None:
@@ -777,8 +786,9 @@ async def apply_response(rt: Runtime, session: AsyncSession, event_id: str, resp
     if kind in ("opt_out", "unsubscribe"):
         await suppress(session, debtor.id, response.channel, address, "opt_out", "debtor", now)
     elif kind == "opt_in":
+        # the number's owner opted back in: lift the opt-out whichever debtor it was recorded for
         await session.execute(update(SuppressionRow).where(
-            SuppressionRow.debtor_id == debtor.id, SuppressionRow.channel == response.channel,
+            SuppressionRow.channel == response.channel,
             SuppressionRow.address == normalise_address(response.channel, address),
             SuppressionRow.reason == "opt_out", SuppressionRow.lifted_at.is_(None),
         ).values(lifted_at=now))

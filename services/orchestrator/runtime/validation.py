@@ -8,11 +8,11 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-import phonenumbers
 from babel.numbers import list_currencies
 from email_validator import EmailNotValidError, validate_email
 
-from shared.events.contracts import ContactRequested
+from shared.addresses import AddressError, canonical_email, canonical_phone, region_of
+from shared.events.contracts import ContactRequested, Debtor, DebtorUpdated
 
 #: Largest ``variables`` object by default (JSON bytes): template inputs are a few short values, and a
 #: request carrying megabytes of them would be fanned out into dispatches no broker accepts.
@@ -25,14 +25,52 @@ def _currencies() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
-def is_e164(number: str) -> bool:
-    if not number.startswith("+"):
-        return False
+def canonical_debtor(debtor: Debtor) -> Debtor:
+    """The debtor with canonical addresses (E.164, national numbers read in the debtor's country;
+    e-mail trimmed with the domain lower-cased). One that is not valid is left as written, for
+    :func:`problems` to reject."""
+    changes = _canonical_addresses(debtor, debtor.jurisdiction)
+    return debtor.model_copy(update=changes) if changes else debtor
+
+
+def canonical(request: ContactRequested) -> ContactRequested:
+    """The request as the ledger, the send log and suppressions will know it: canonical addresses."""
+    debtor = canonical_debtor(request.debtor)
+    return request if debtor is request.debtor else request.model_copy(update={"debtor": debtor})
+
+
+def canonical_update(update: DebtorUpdated, jurisdiction: str | None) -> DebtorUpdated:
+    """A debtor update with canonical addresses; an address that is not valid is dropped (kept as it was)."""
+    changes = _canonical_addresses(update, jurisdiction, drop_invalid=True)
+    return update.model_copy(update=changes) if changes else update
+
+
+def _canonical_addresses(
+    source: Debtor | DebtorUpdated, jurisdiction: str | None, *, drop_invalid: bool = False
+) -> dict[str, str | None]:
+    region = region_of(jurisdiction)
+    changes: dict[str, str | None] = {}
+    for name in ("phone", "whatsapp", "email"):
+        value = getattr(source, name)
+        if value is None:
+            continue
+        try:
+            canonical_value = canonical_email(value) if name == "email" else canonical_phone(value, region)
+        except AddressError:
+            if drop_invalid:
+                changes[name] = None
+            continue
+        if canonical_value != value:
+            changes[name] = canonical_value
+    return changes
+
+
+def is_phone(number: str, region: str | None) -> bool:
     try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException:
+        canonical_phone(number, region)
+    except AddressError:
         return False
-    return phonenumbers.is_valid_number(parsed)
+    return True
 
 
 def is_email(address: str) -> bool:
@@ -71,10 +109,11 @@ def problems(
     variables_size = len(orjson.dumps(request.variables, default=str))
     if variables_size > max_variables_bytes:
         found.append(f"variables are {variables_size} bytes; the limit is {max_variables_bytes}")
+    region = region_of(debtor.jurisdiction)
     for name in ("phone", "whatsapp"):
         value = getattr(debtor, name)
-        if value is not None and not is_e164(value):
-            found.append(f"debtor.{name} is not a valid E.164 number")
+        if value is not None and not is_phone(value, region):
+            found.append(f"debtor.{name} is not a valid phone number (E.164, or national in {region or 'its country'})")
     if debtor.email is not None and not is_email(debtor.email):
         found.append("debtor.email is not a valid e-mail address")
     known = {j.upper() for j in jurisdictions}

@@ -1,0 +1,20 @@
+"""whatsapp: send-log addresses in canonical form (E.164, e-mail with a lower-cased domain)
+
+Revision ID: wa_0002
+Revises: wa_0001
+"""
+
+from shared.channels.schema import canonicalise_send_log_v2
+
+revision = "wa_0002"
+down_revision = "wa_0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    canonicalise_send_log_v2()
+
+
+def downgrade() -> None:
+    pass  # the canonical form is a valid spelling of every address: nothing to undo
