@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import ClassVar
 
+import yaml
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
 from shared.config import DEV_ORCHESTRATOR_API_KEY, ServiceSettings, TwilioSettings
@@ -59,22 +63,40 @@ DEFAULT_HELP_TEXT: dict[str, str] = {
 }
 
 
-class KeywordSettings(BaseModel):
-    """Reply keywords, matched case- and accent-insensitively against the whole message.
+KEYWORDS_FILE = Path(__file__).with_name("reply_keywords.yaml")
 
-    Opt-out keywords also match as the first word (``"BAJA por favor"``): an opt-out must be honoured
-    in any reasonable form.
+
+@lru_cache(maxsize=1)
+def shipped_keywords() -> dict[str, dict[str, list[str]]]:
+    """The shipped reply keywords per language (``reply_keywords.yaml``)."""
+    with KEYWORDS_FILE.open(encoding="utf-8") as fh:
+        data: dict[str, dict[str, list[str]]] = yaml.safe_load(fh)
+    return data
+
+
+def _every_language(kind: str) -> Callable[[], list[str]]:
+    def words() -> list[str]:
+        return list(dict.fromkeys(w for lists in shipped_keywords().values() for w in lists.get(kind, [])))
+
+    return words
+
+
+class KeywordSettings(BaseModel):
+    """Reply keywords, matched case-, accent- and punctuation-insensitively; the defaults are the
+    shipped per-language lists (``reply_keywords.yaml``) of every language.
+
+    Opt-out keywords also match at the start or end of a short reply (``"BAJA por favor"``, ``"stop
+    please"``), and opt-out phrases anywhere (``"ya no me escriban"``): an opt-out must be honoured in
+    any reasonable form.
     """
 
-    opt_out: list[str] = Field(
-        default_factory=lambda: [
-            "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
-            "BAJA", "ALTO", "CANCELAR", "DETENER",
-        ]
-    )
-    opt_in: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "ALTA"])
-    help: list[str] = Field(default_factory=lambda: ["HELP", "AYUDA"])
-    promise_to_pay: list[str] = Field(default_factory=lambda: ["1", "PAGAR", "PAGO"])
+    opt_out: list[str] = Field(default_factory=_every_language("opt_out"))
+    opt_out_phrases: list[str] = Field(default_factory=_every_language("opt_out_phrases"))
+    #: A reply of at most this many words counts as an opt-out when an opt-out keyword starts or ends it.
+    short_reply_words: int = Field(default=6, ge=1)
+    opt_in: list[str] = Field(default_factory=_every_language("opt_in"))
+    help: list[str] = Field(default_factory=_every_language("help"))
+    promise_to_pay: list[str] = Field(default_factory=_every_language("promise_to_pay"))
     #: Help answer per language (``es``, ``en``) or full locale (``es-CO``); the full locale wins.
     help_text: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_HELP_TEXT))
     default_language: str = "es"

@@ -183,7 +183,7 @@ async def apply_inbound(ctx: WebhookContext, params: dict[str, str]) -> str:
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     sender = params.get("From", "")
     body = params.get("Body", "")
-    kind = ctx.classifier.classify(body)
+    kind = ctx.classifier.classify(body, params.get("OptOutType"))
     key = bare_address(sender)
     now = ctx.clock()
     async with ctx.db.transaction() as session:

@@ -11,7 +11,7 @@ from shared.channels.keywords import KeywordClassifier
 from shared.channels.models import advances
 from shared.channels.ratelimit import TokenBucket
 from shared.channels.retry import backoff_delay
-from shared.channels.settings import KeywordSettings
+from shared.channels.settings import KeywordSettings, shipped_keywords
 from shared.config import TwilioSettings
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response
@@ -26,11 +26,53 @@ from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_re
         ("START", "opt_in"), ("alta", "opt_in"), ("unstop", "opt_in"),
         ("HELP", "help"), ("Ayúda", "help"),
         ("1", "promise_to_pay"), (" PAGAR! ", "promise_to_pay"), ("pago", "promise_to_pay"),
-        ("Ya pagué, gracias", "reply"), ("", "reply"), ("no me manden nada, stop", "reply"),
+        ("Ya pagué, gracias", "reply"), ("", "reply"), ("no me manden nada, stop", "opt_out"),
     ],
 )
 def test_keywords(text: str, kind: str) -> None:
     assert KeywordClassifier(KeywordSettings()).classify(text) == kind
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Spanish, any case, with or without accents and punctuation, or in a short sentence
+        "ya no me escriban", "Ya no me escriban!!", "YA NO ME ESCRIBAN POR FAVOR", "no más mensajes",
+        "No mas mensajes.", "¡No más mensajes, gracias!", "baja", "BAJA.", "Bája por favor", "quiero darme de baja",
+        "Dejen de llamarme", "no me llamen más", "Por favor ya no me manden mensajes", "basta", "cancelar",
+        # English, and Twilio's own opt-out keywords
+        "stop please", "Please STOP", "stop.", "STOP!!!", "Stop texting me", "stop sending me these",
+        "do not contact me again", "Leave me alone", "opt out", "Opt-Out", "STOPALL", "unsubscribe", "cancel",
+        "end", "quit", "revoke", "optout",
+    ],
+)
+def test_opt_out_phrasings(text: str) -> None:
+    assert KeywordClassifier(KeywordSettings()).classify(text) == "opt_out"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "para cuando es el pago?", "I will pay at the end of the month", "stop by the office on friday to pay",
+        "¿Cuánto debo?", "Ya pagué", "ok", "Who is this?", "no puedo pagar este mes, perdón",
+    ],
+)
+def test_unclear_or_other_replies_are_replies(text: str) -> None:
+    assert KeywordClassifier(KeywordSettings()).classify(text) == "reply"
+
+
+def test_twilio_opt_out_type_wins_over_the_text() -> None:
+    classifier = KeywordClassifier(KeywordSettings())
+    assert classifier.classify("arrêtez", "STOP") == "opt_out"
+    assert classifier.classify("whatever", "START") == "opt_in"
+    assert classifier.classify("ayuda", None) == "help"
+
+
+def test_keyword_lists_are_data_per_language() -> None:
+    shipped = shipped_keywords()
+    assert {"es", "en"} <= set(shipped)
+    assert "BAJA" in shipped["es"]["opt_out"] and "STOP" in shipped["en"]["opt_out"]
+    assert set(KeywordSettings().opt_out) == {w for lang in shipped.values() for w in lang["opt_out"]}
 
 
 def test_keywords_are_configurable_and_help_is_localised() -> None:

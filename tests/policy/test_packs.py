@@ -58,3 +58,15 @@ def test_overrides_change_parameters_without_code() -> None:
 def test_bad_packs_fail_at_load(overrides: dict) -> None:
     with pytest.raises(ValueError):
         load_policy(overrides=overrides)
+
+
+def test_opt_out_confirmations_are_texts_for_texts_and_never_a_new_call(policy: Policy) -> None:
+    for jurisdiction in ("US", "US-MA", "CO", "MX", "PE", "CL", "BR"):
+        assert policy.opt_out_confirmation_channels(jurisdiction, "sms") == ("sms",)
+        assert policy.opt_out_confirmation_channels(jurisdiction, "whatsapp") == ("whatsapp",)
+        assert policy.opt_out_confirmation_channels(jurisdiction, "voice") == ()
+        assert policy.opt_out_confirmation_channels(jurisdiction, "email") == ()
+    texted = load_policy(overrides={"MX": {"opt_out_confirmation": {"voice": ["sms"], "sms": []}}})
+    assert texted.opt_out_confirmation_channels("MX", "voice") == ("sms",)
+    assert texted.opt_out_confirmation_channels("MX", "sms") == ()
+    assert texted.opt_out_confirmation_channels("CO", "voice") == ()

@@ -26,6 +26,10 @@ from services.orchestrator.policy.zones import zone
 PACKS_DIR = Path(__file__).with_name("packs")
 DEFAULT_PACK = "default"
 CORE_SOURCE = "Cadencia account state machine (DESIGN §5)"
+#: Opted-out channel → channels a confirmation may go on, unless a pack says otherwise.
+DEFAULT_CONFIRMATION: dict[str, tuple[str, ...]] = {
+    "sms": ("sms",), "whatsapp": ("whatsapp",), "voice": (), "email": (),
+}
 STRATEGY_SOURCE = "operator strategy configuration"
 
 _ACCOUNT_RULE = AccountStatusRule({"id": "core.account_status", "source": CORE_SOURCE,
@@ -119,6 +123,17 @@ class Policy:
         )
         self._cache[jurisdiction] = compiled
         return compiled
+
+    def opt_out_confirmation_channels(self, jurisdiction: str, channel: str) -> tuple[str, ...]:
+        """Where an opt-out of ``channel`` may be confirmed by a new message (the pack key
+        ``opt_out_confirmation``: opted-out channel → channels; a later pack in the chain replaces an
+        earlier one's entry). By default a text opt-out gets one text on the same channel, and a call
+        or e-mail opt-out none: the IVR and the unsubscribe page confirm it where it happened, and a
+        new contact on the medium the debtor just refused is never the confirmation."""
+        allowed = dict(DEFAULT_CONFIRMATION)
+        for pid in self.chain(jurisdiction):
+            allowed.update(self.specs[pid].get("opt_out_confirmation") or {})
+        return tuple(allowed.get(channel) or ())
 
     def strategy_rules(self, limits: StrategyLimits) -> tuple[TimeRule, ...]:
         cached = self._strategy_cache.get(limits)

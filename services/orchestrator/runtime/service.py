@@ -819,6 +819,11 @@ async def confirm_opt_out(rt: Runtime, session: AsyncSession, event_id: str, ori
     original = ContactRequested.model_validate(origin.payload)
     debtor = await session.get(DebtorRow, origin.debtor_id)
     assert debtor is not None
+    # Never a new call to confirm "stop calling me": only where the debtor's pack allows a message.
+    targets = rt.policy.opt_out_confirmation_channels(debtor.jurisdiction or "default", channel)
+    if not targets:
+        return
+    channel = targets[0]
     current = Debtor(
         id=debtor.id, name=debtor.name, locale=debtor.locale, jurisdiction=debtor.jurisdiction or "default",
         time_zone=debtor.time_zone, phone=debtor.phone, email=debtor.email, whatsapp=debtor.whatsapp,
