@@ -14,6 +14,7 @@ import re
 import unicodedata
 from typing import Literal
 
+from shared import stated_limits
 from shared.channels.settings import KeywordSettings
 
 ReplyKind = Literal["opt_out", "opt_in", "help", "promise_to_pay", "reply"]
@@ -77,6 +78,10 @@ class KeywordClassifier:
         exact = self._exact.get(folded)
         if exact is not None:
             return exact
+        if any(limit.get("start") or limit.get("end") or limit.get("days") for limit in stated_limits.from_text(text)):
+            # "no me llamen antes de las 10" limits the times (12 CFR 1006.6(b)(1)): the orchestrator
+            # records it from the reply; it is not an opt-out of the whole channel
+            return "reply"
         if self._is_opt_out(reply_words(folded)):
             return "opt_out"
         return "reply"

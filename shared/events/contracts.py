@@ -101,6 +101,12 @@ class CommunicationCeased(AccountEventData):
     source: Literal["debtor", "attorney", "regulator", "operator"] = "debtor"
 
 
+class Attorney(Contract):
+    name: str = Field("", max_length=300)
+    phone: str | None = Field(None, max_length=40)
+    email: str | None = Field(None, max_length=320)
+
+
 class DebtorUpdated(AccountEventData):
     name: str | None = Field(None, max_length=300)
     locale: str | None = Field(None, max_length=20)
@@ -111,6 +117,10 @@ class DebtorUpdated(AccountEventData):
     authorized_channels: list[Channel] | None = None
     preferred_channel: Channel | None = None
     consents: dict[str, bool] | None = Field(None, max_length=50)
+    #: The debtor is (``True``, with ``attorney``) or is no longer (``False``) represented by an attorney
+    #: for ``account_id`` (12 CFR 1006.6(b)(2)): while represented, no collection contact reaches the debtor.
+    represented_by_attorney: bool | None = None
+    attorney: Attorney | None = None
 
 
 class PaymentReceivedEvent(CloudEvent):

@@ -5,6 +5,8 @@
 * ``voicemail_content`` (error): a voicemail that mentions the debt, a balance, a payment or an amount.
 * ``missing_creditor`` (error): a message that does not name the creditor (``creditor.name``).
 * ``voicemail_callback`` (warning): a voicemail without a callback number (``creditor.phone``).
+* per-pack rules (:mod:`shared.templates.pack_lint`): ``missing_debt_collector`` and
+  ``missing_mini_miranda`` (US), ``missing_authorized_channel`` (CO), each citing its source.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 
 from shared.events.contracts import Channel, TemplateContent
 from shared.templates.models import Finding
+from shared.templates.pack_lint import lint_pack
 from shared.templates.variables import region_of
 
 #: Threatening or false-authority wording, by language (matched accent- and case-insensitively).
@@ -187,4 +190,5 @@ def lint(key: str, channel: Channel, locale: str, content: TemplateContent) -> l
         *lint_opt_out(key, channel, locale, content),
         *(lint_voicemail(locale, content) if channel == "voice" else []),
         *lint_creditor(channel, content),
+        *lint_pack(key, channel, locale, content),
     ]

@@ -147,3 +147,22 @@ async def test_without_app_state_the_shipped_packs_are_loaded() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
         r = await c.post("/v1/policy/evaluate", json=body())
     assert r.json()["decision"] == "allow"
+
+
+async def test_the_debtors_own_limits_are_accepted_and_cited(client) -> None:
+    c, _ = client
+    payload = body()
+    payload["debtor"]["inconvenient_times"] = [{"start": "00:00", "end": "11:00", "channels": ["voice"],
+                                                "source": "reply"}]
+    r = await c.post("/v1/policy/evaluate", json=payload)  # 10:00 CDT
+    data = r.json()
+    assert data["decision"] == "defer" and data["not_before"] == "2025-06-08T16:00:00Z"
+    rule = next(x for x in data["rules"] if x["id"] == "debtor.inconvenient_times")
+    assert "1006.6(b)(1)" in rule["source"]
+    payload = body()
+    payload["account"]["represented_by_attorney"] = True
+    data = (await c.post("/v1/policy/evaluate", json=payload)).json()
+    assert data["decision"] == "deny" and [x["id"] for x in data["rules"]] == ["debtor.attorney"]
+    payload = body()
+    payload["debtor"]["inconvenient_times"] = [{"start": "25:00"}]
+    assert (await c.post("/v1/policy/evaluate", json=payload)).status_code == 422

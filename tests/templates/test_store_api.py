@@ -21,7 +21,8 @@ from tests.helpers import TopicReader, wait_for
 
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 VIEWER = {"Authorization": "Bearer viewer-key"}
-BODY = "{{ creditor.name }}: hola {{ debtor | first_name }}, saldo {{ account.balance | money }}. Responde BAJA"
+BODY = ("{{ creditor.name }}: hola {{ debtor | first_name }}, saldo {{ account.balance | money }}. Autorizado. "
+        "Responde BAJA")
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ async def test_seeded_store_api_publish_rollback_and_cache(
     v2 = {**draft, "content": {"body": BODY + " (v2)"}}
     assert (await client.post("/v1/templates/greeting/versions", json=v2, headers=ADMIN)).json()["version"] == 2
     # Version numbers are per key, across combinations.
-    en = {"channel": "sms", "locale": "en-US", "content": {"body": "{{ creditor.name }}: hi. Reply STOP to opt out"}}
+    en = {"channel": "sms", "locale": "en-US",
+          "content": {"body": "{{ creditor.name }}, a debt collector: hi. Reply STOP to opt out"}}
     assert (await client.post("/v1/templates/greeting/versions", json=en, headers=ADMIN)).json()["version"] == 3
 
     # A lint error blocks publishing with a problem listing it.
@@ -106,7 +108,7 @@ async def test_seeded_store_api_publish_rollback_and_cache(
                                 "account": {"id": "a1", "balance": "10", "currency": "COP"},
                                 "creditor": {"name": "Banco Uno"}}
         assert render_dispatch(await cache.get("greeting", 2), data).body == (
-            "Banco Uno: hola Ana, saldo $ 10,00. Responde BAJA (v2)"
+            "Banco Uno: hola Ana, saldo $ 10,00. Autorizado. Responde BAJA (v2)"
         )
         assert render_dispatch(await cache.get("greeting", 1), data).body.endswith("Responde BAJA")
         # A version never seen on the topic comes from the HTTP API.

@@ -7,7 +7,7 @@ from shared.templates import validate_template
 from shared.templates.lint import lint
 
 OK_SMS_ES = ("{{ debtor | first_name }}, {{ creditor.name }}: saldo {{ account.balance | money }}. "
-             "Paga: {{ account | payment_link }} Responde BAJA para no recibir más SMS")
+             "Paga: {{ account | payment_link }} Canal autorizado. Responde BAJA para no recibir más SMS")
 
 
 def codes(findings: list) -> list[str]:  # type: ignore[type-arg]
@@ -35,7 +35,7 @@ def test_every_problem_is_reported_at_once_with_positions() -> None:
 
 def test_declared_variables_are_accepted_and_sampled() -> None:
     schema = {"properties": {"promise_date": {"type": "string", "format": "date"}}}
-    body = "{{ creditor.name }}: {{ promise_date | date }} Reply STOP to opt out"
+    body = "{{ creditor.name }}, a debt collector: {{ promise_date | date }} Reply STOP to opt out"
     report = validate_template("k", "sms", "en-US", TemplateContent(body=body), schema)
     assert report.publishable, report.findings
     assert report.rendered is not None and "March 20, 2025" in (report.rendered.body or "")
@@ -60,7 +60,7 @@ def test_threatening_language_in_spanish_and_english() -> None:
     assert [(f.line, f.column) for f in hits] == [(1, 34), (2, 17)]
     en = lint("k", "email", "en-US", TemplateContent(subject="x", text="{{ creditor.name }} lawsuit today. STOP",
                                                       html="{{ creditor.name }} criminal charges, arrest. STOP"))
-    assert [(f.field, f.code) for f in en if f.severity == "error"] == [
+    assert [(f.field, f.code) for f in en if f.code == "threatening_language"] == [
         ("text", "threatening_language"), ("html", "threatening_language"), ("html", "threatening_language"),
     ]
     for phrase in ("demanda penal", "embargo inmediato", "cárcel"):
@@ -77,7 +77,8 @@ def test_opt_out_required_by_jurisdiction() -> None:
     assert "missing_opt_out" not in codes(lint("opt_out_confirmation", "sms", "es-CO", no_line))
     assert "missing_opt_out" not in codes(lint("k", "sms", "en-US", TemplateContent(body="x Reply STOP to opt out")))
     email = TemplateContent(subject="s", text="{{ creditor.name }} responde BAJA", html="{{ creditor.name }}")
-    assert [(f.field, f.code) for f in lint("k", "email", "es-CO", email)] == [("html", "missing_opt_out")]
+    assert [(f.field, f.code) for f in lint("k", "email", "es-CO", email) if f.code == "missing_opt_out"] == [
+        ("html", "missing_opt_out")]
 
 
 VM = "{{{{ creditor.name }}}} {word} {{{{ creditor.phone }}}}"

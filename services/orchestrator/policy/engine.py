@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from services.orchestrator.policy.debtor_limits import ATTORNEY, inconvenient_rules
 from services.orchestrator.policy.lawful_until import EXPIRES_RULE, lawful_until
 from services.orchestrator.policy.models import (
     EPOCH,
@@ -95,7 +96,8 @@ def evaluate(
     )
 
     denied: list[AppliedRule] = []
-    for rule in pack.deny_rules:
+    deny_rules = (*pack.deny_rules, ATTORNEY) if account.represented else pack.deny_rules
+    for rule in deny_rules:
         if rule.applies(contact):
             why = rule.deny(ctx)
             if why is not None:
@@ -112,6 +114,8 @@ def evaluate(
 
     active: list[tuple[TimeRule, object]] = []
     rules = pack.time_rules + policy.strategy_rules(limits) if limits is not NO_LIMITS else pack.time_rules
+    if debtor.inconvenient:
+        rules = rules + inconvenient_rules(debtor.inconvenient)
     for rule in rules:
         if rule.applies(contact):
             state = rule.prepare(ctx)

@@ -26,6 +26,7 @@ OUTCOMES: tuple[str, ...] = (
     "conversation", "voicemail", "no_answer", "busy", "not_connected", "sent", "delivered", "failed", "replied"
 )
 KINDS: tuple[str, ...] = ("collection", "opt_out_confirmation", "cease_notice", "dispute_ack")
+WEEKDAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STATUSES: tuple[str, ...] = ("active", "promised", "paid", "disputed", "ceased")
 
 
@@ -58,17 +59,45 @@ def _check(value: str, allowed: tuple[str, ...], name: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class InconvenientTime:
+    """A time the debtor said is inconvenient (12 CFR 1006.6(b)(1)): no contact then.
+
+    ``days``: weekdays (``mon``..``sun``), every day when empty; ``start``/``end``: local ``HH:MM``,
+    half-open, the whole day when both are None; ``channels``: those it binds, every one when empty;
+    ``source``: who said so (``ops``, ``reply``), cited in decisions.
+    """
+
+    days: tuple[str, ...] = ()
+    start: str | None = None
+    end: str | None = None
+    channels: tuple[str, ...] = ()
+    source: str = "ops"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "days", tuple(self.days))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        for day in self.days:
+            if day not in WEEKDAY_NAMES:
+                raise ValueError(f"days must be among {', '.join(WEEKDAY_NAMES)}, got {day!r}")
+        for ch in self.channels:
+            _check(ch, CHANNELS, "channels")
+
+
+@dataclass(frozen=True, slots=True)
 class DebtorContext:
-    """Who is contacted: jurisdiction like ``US``/``US-MA``/``CO``, candidate IANA zones, phone."""
+    """Who is contacted: jurisdiction like ``US``/``US-MA``/``CO``, candidate IANA zones, phone, and the
+    times the debtor said are inconvenient."""
 
     id: str
     jurisdiction: str
     time_zones: tuple[str, ...] | None = None
     phone: str | None = None
     authorized_channels: frozenset[str] | None = None
+    inconvenient: tuple[InconvenientTime, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "jurisdiction", self.jurisdiction.strip().upper())
+        object.__setattr__(self, "inconvenient", tuple(self.inconvenient))
         if self.time_zones is not None:
             object.__setattr__(self, "time_zones", tuple(self.time_zones) or None)
         if self.authorized_channels is not None:
@@ -82,6 +111,8 @@ class AccountState:
     id: str
     status: AccountStatus = "active"
     promise_until: datetime | date | None = None
+    #: The debtor is represented by an attorney for this debt (12 CFR 1006.6(b)(2)).
+    represented: bool = False
 
     def __post_init__(self) -> None:
         _check(self.status, STATUSES, "status")

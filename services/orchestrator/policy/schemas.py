@@ -13,6 +13,7 @@ from services.orchestrator.policy.models import (
     DebtorContext,
     Decision,
     Defer,
+    InconvenientTime,
     LedgerEntry,
     ProposedContact,
     StrategyLimits,
@@ -31,12 +32,26 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class InconvenientTimeIn(_Wire):
+    """A time the debtor said is inconvenient (12 CFR 1006.6(b)(1)); empty ``days`` = every day."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default_factory=list)
+    start: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+    channels: list[ChannelName] = Field(default_factory=list)
+    source: str = Field(default="ops", min_length=1, max_length=50)
+
+    def to_model(self) -> InconvenientTime:
+        return InconvenientTime(tuple(self.days), self.start, self.end, tuple(self.channels), self.source)
+
+
 class DebtorIn(_Wire):
     id: str = Field(min_length=1)
     jurisdiction: str = Field(min_length=2, max_length=10, pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$|^default$")
     time_zones: list[str] | None = None
     phone: str | None = None
     authorized_channels: list[ChannelName] | None = None
+    inconvenient_times: list[InconvenientTimeIn] = Field(default_factory=list)
 
     @field_validator("time_zones")
     @classmethod
@@ -50,6 +65,7 @@ class AccountIn(_Wire):
     id: str = Field(min_length=1)
     status: Literal["active", "promised", "paid", "disputed", "ceased"] = "active"
     promise_until: AwareDatetime | date | None = None
+    represented_by_attorney: bool = False
 
 
 class HistoryEntryIn(_Wire):
@@ -100,8 +116,9 @@ class EvaluateRequest(_Wire):
         debtor = DebtorContext(
             d.id, d.jurisdiction, tuple(d.time_zones) if d.time_zones else None, d.phone,
             frozenset(d.authorized_channels) if d.authorized_channels is not None else None,
+            tuple(x.to_model() for x in d.inconvenient_times),
         )
-        account = AccountState(a.id, a.status, a.promise_until)
+        account = AccountState(a.id, a.status, a.promise_until, a.represented_by_attorney)
         ledger = [
             LedgerEntry(h.channel, h.direction, h.at, h.account_id, h.outcome, h.consented, h.kind, h.address)
             for h in self.history

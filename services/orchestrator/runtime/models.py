@@ -56,6 +56,8 @@ class DebtorRow(Base):
     preferred_channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
     consents: Mapped[dict[str, bool] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Times the debtor said are inconvenient (12 CFR 1006.6(b)(1)), each with its ``source`` and ``at``.
+    inconvenient_times: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class AccountRow(Base):
@@ -77,6 +79,9 @@ class AccountRow(Base):
     promise_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     promise_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The attorney representing the debtor for this debt (12 CFR 1006.6(b)(2)): ``name``, ``phone``,
+    #: ``email``, ``since``; None when not represented. Collection contact then goes to the attorney only.
+    attorney: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ContactRequestRow(Base):

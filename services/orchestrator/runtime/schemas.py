@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from shared.events.contracts import ContactRequested, ContactRequestedEvent
 
@@ -133,6 +133,8 @@ class DebtorSummary(_Rows):
     authorized_channels: list[str] | None = None
     preferred_channel: str | None = None
     consents: dict[str, bool] | None = None
+    #: Times the debtor said are inconvenient (12 CFR 1006.6(b)(1)), each with ``source`` and ``at``.
+    inconvenient_times: list[dict[str, Any]] | None = None
     updated_at: datetime | None = None
 
 
@@ -145,6 +147,16 @@ class AccountView(_Rows):
     status: str
     promise_until: datetime | None = None
     status_changed_at: datetime | None = None
+    #: Represented by an attorney for this debt (12 CFR 1006.6(b)(2)); the attorney's details are not shown.
+    represented_by_attorney: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _attorney(cls, value: Any) -> Any:
+        if hasattr(value, "attorney") and not isinstance(value, dict):
+            return {name: getattr(value, name) for name in cls.model_fields if name != "represented_by_attorney"} | {
+                "represented_by_attorney": value.attorney is not None}
+        return value
 
 
 class OutcomeView(_Rows):

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.policy.models import normalise_address
-from services.orchestrator.runtime import policy_port, templates_port, validation
+from services.orchestrator.runtime import debtor_limits, policy_port, templates_port, validation
 from services.orchestrator.runtime.models import (
     AccountRow,
     ContactRequestRow,
@@ -354,13 +354,15 @@ def debtor_context(debtor: DebtorRow) -> policy_port.DebtorContext:
     return policy_port.DebtorContext(
         id=debtor.id, jurisdiction=debtor.jurisdiction or "default", time_zones=_zones(debtor), phone=debtor.phone,
         authorized_channels=frozenset(debtor.authorized_channels) if debtor.authorized_channels is not None else None,
+        inconvenient=debtor_limits.inconvenient_of(debtor),
     )
 
 
 def account_state(account: AccountRow) -> policy_port.AccountState:
     # A promise "for the 14th" lets the debtor pay all of the 14th: pause until the 15th starts locally.
     until = account.promise_date + timedelta(days=1) if account.promise_date else account.promise_until
-    return policy_port.AccountState(id=account.id, status=account.status, promise_until=until)  # type: ignore[arg-type]
+    return policy_port.AccountState(id=account.id, status=account.status, promise_until=until,  # type: ignore[arg-type]
+                                    represented=account.attorney is not None)
 
 
 def _blocked(channel: str, address: str | None, suppressions: Sequence[SuppressionRow]) -> SuppressionRow | None:
@@ -643,6 +645,7 @@ async def apply_account_event(rt: Runtime, session: AsyncSession, event: Account
                 setattr(debtor, name, value)
         if u.authorized_channels is not None:
             debtor.authorized_channels = list(u.authorized_channels)
+        debtor_limits.apply_attorney(account, u, now)
         debtor.updated_at = now
 
 
@@ -783,6 +786,8 @@ async def apply_response(rt: Runtime, session: AsyncSession, event_id: str, resp
     address = response.address or (dispatch_row.address if dispatch_row else address_of(debtor, response.channel))
     row = await session.get(ContactRequestRow, dispatch_row.request_id) if dispatch_row else None
     kind, reason = response.kind, response.kind
+    if kind == "reply" and debtor_limits.record_reply(debtor, response.text, now):
+        reason = "inconvenient times stated"
     if kind in ("opt_out", "unsubscribe"):
         await suppress(session, debtor.id, response.channel, address, "opt_out", "debtor", now)
     elif kind == "opt_in":

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from services.orchestrator.policy.schemas import InconvenientTimeIn
+from services.orchestrator.runtime import debtor_limits
 from services.orchestrator.runtime.handlers import apply_request
 from services.orchestrator.runtime.models import (
     AccountRow,
@@ -35,7 +38,7 @@ from services.orchestrator.runtime.schemas import (
     StatusHistoryView,
     SuppressionView,
 )
-from services.orchestrator.runtime.service import Runtime
+from services.orchestrator.runtime.service import Runtime, lock_debtor
 from shared.events.contracts import ContactRequestedEvent
 from shared.http import PROBLEM_RESPONSES, Problem, require_role
 
@@ -127,3 +130,28 @@ async def get_contact_request(request_id: str, rt: Runtime = Depends(get_runtime
         "history": [StatusHistoryView.model_validate(h) for h in history],
         "dispatches": [DispatchView.model_validate(d) for d in attempts],
     })
+
+
+class PreferencesIn(BaseModel):
+    """What ops record for a debtor: the times the debtor said are inconvenient (12 CFR 1006.6(b)(1))."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inconvenient_times: list[InconvenientTimeIn] = Field(default_factory=list, max_length=50)
+
+
+@router.put("/v1/debtors/{debtor_id}/preferences", dependencies=[Depends(require_role("editor"))],
+            operation_id="put_debtor_preferences")
+async def put_preferences(debtor_id: str, body: PreferencesIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Replace the inconvenient times ops recorded (those the debtor stated in replies are kept); every
+    later decision honours them (rule ``debtor.inconvenient_times``)."""
+    now = rt.ctx.clock()
+    async with rt.unit_of_work() as session:
+        if await session.get(DebtorRow, debtor_id) is None:
+            raise Problem(404, "Not found", f"no debtor {debtor_id!r}")
+        debtor = await lock_debtor(rt, session, debtor_id)
+        items = [x.model_dump(exclude={"source"}) for x in body.inconvenient_times]
+        debtor_limits.replace_from(debtor, "ops", items, now)
+        debtor.updated_at = now
+        stored = list(debtor.inconvenient_times or [])
+    return {"debtor_id": debtor_id, "inconvenient_times": stored}
