@@ -143,6 +143,9 @@ def evaluate(
                     if rule.id not in failed:
                         failed[rule.id] = rule.applied(result[1])
         if not blocked:
+            if t != t0 and not margin:
+                # a deferral needs no send_before, and without a margin any lawful instant will do
+                return Defer(EPOCH + timedelta(microseconds=t), tuple(failed.values()))
             end, end_rule, why = lawful_until(active, ctx, tzs, t)
             if end == NEVER or end - margin > t:
                 if t != t0:
