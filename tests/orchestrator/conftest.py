@@ -25,13 +25,14 @@ EDITOR = {"Authorization": "Bearer editor-key"}
 VIEWER = {"Authorization": "Bearer viewer-key"}
 API_KEYS = SecretStr("admin:admin-key,editor:editor-key,viewer:viewer-key")
 
-_LINE = "{{ creditor.name }}: tienes un saldo pendiente. Reply STOP to opt out / Responde STOP para no recibir."
+_LINE = ("{{ creditor.name }}: tienes un saldo pendiente. A message from a debt collector. "
+         "Reply STOP to opt out / Responde STOP para no recibir.")
 TEMPLATES: dict[str, TemplateContent] = {
     "sms": TemplateContent(body=_LINE),
     "whatsapp": TemplateContent(body=_LINE),
     "email": TemplateContent(subject="{{ creditor.name }}: tu saldo pendiente", text=_LINE, html=f"<p>{_LINE}</p>"),
     "voice": TemplateContent(
-        voice_script="Hola, le llamamos de parte de {{ creditor.name }} sobre su cuenta.",
+        voice_script="Hola, le llamamos de parte de {{ creditor.name }} sobre su cuenta (a debt collector).",
         voicemail_script="Por favor devuelva la llamada a {{ creditor.name }}.",
     ),
 }
