@@ -115,7 +115,7 @@ async def test_edit_preview_publish_in_the_browser(server: str) -> None:
 
 
 OLD_ES_CO = ("{{ debtor | first_name }}, {{ creditor.name }} te recuerda el pago de {{ account.balance | money }} "
-             "con vencimiento el {{ account.due_date | date }}. Paga en línea: {{ account | payment_link }} "
+             "con vencimiento el {{ account.due_date | date }}. Autorizado, paga: {{ account | payment_link }} "
              "Responde BAJA para no recibir más SMS")
 
 

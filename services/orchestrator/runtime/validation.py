@@ -65,6 +65,11 @@ def _canonical_addresses(
     return changes
 
 
+def is_e164(number: str) -> bool:
+    """A valid number written in international form (``+`` and the country code), any punctuation."""
+    return number.strip().startswith(("+", "＋")) and is_phone(number, None)
+
+
 def is_phone(number: str, region: str | None) -> bool:
     try:
         canonical_phone(number, region)
