@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.orchestrator.webhooks.settings import WebhookSettings
 from shared.config import ServiceSettings
+
+DEV_SELF_SERVICE_SECRET = "dev-self-service-secret"
 
 
 class Settings(ServiceSettings):
@@ -42,3 +44,13 @@ class Settings(ServiceSettings):
     import_dir: str = ""
     #: Test sends of a template version one API key may make per hour.
     test_sends_per_hour: int = 20
+    #: HMAC key of the self-service links (``{{ account | self_service_link }}``) and agreement seals.
+    self_service_secret: SecretStr = SecretStr(DEV_SELF_SERVICE_SECRET)
+    #: Public base URL of the self-service page (a short domain keeps the SMS short); ``public_url`` when empty.
+    self_service_url: str = ""
+
+    def development_defaults_in_use(self) -> list[str]:
+        bad = super().development_defaults_in_use()
+        if self.self_service_secret.get_secret_value() == DEV_SELF_SERVICE_SECRET:
+            bad.append("CADENCIA_ORCHESTRATOR_SELF_SERVICE_SECRET")
+        return bad

@@ -13,7 +13,9 @@ from shared.events.envelope import CloudEvent, Contract
 Channel = Literal["sms", "email", "voice", "whatsapp"]
 RequestedChannel = Literal["sms", "email", "voice", "whatsapp", "auto"]
 CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "whatsapp")
-ContactKind = Literal["collection", "opt_out_confirmation", "cease_notice", "dispute_ack", "promise_confirmation"]
+ContactKind = Literal[
+    "collection", "opt_out_confirmation", "cease_notice", "dispute_ack", "promise_confirmation", "self_service_link",
+]
 
 # --- contact requests ------------------------------------------------------------------------
 
@@ -82,6 +84,11 @@ class PaymentReceived(AccountEventData):
 class PromiseMade(AccountEventData):
     amount: Decimal | None = Field(None, max_digits=18, decimal_places=4)
     due_date: date
+    #: Set when the debtor signed on the self-service page (additive to the v1 contract): a plan
+    #: publishes one promise per instalment, ``instalment`` of ``instalments``.
+    agreement_id: str | None = Field(None, max_length=64)
+    instalment: int | None = Field(None, ge=1)
+    instalments: int | None = Field(None, ge=1)
 
 
 class PromiseBroken(AccountEventData):

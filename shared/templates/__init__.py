@@ -19,6 +19,7 @@ from shared.templates.rendering import (
     minor_units,
     payment_link,
     render_source,
+    self_service_link,
 )
 from shared.templates.selection import choose_locale, choose_variant, locale_chain, variant_bucket
 from shared.templates.sms import SmsSegments, sms_segments
@@ -50,6 +51,7 @@ __all__ = [
     "render_dispatch",
     "render_source",
     "sample_context",
+    "self_service_link",
     "sms_segments",
     "validate_template",
     "variant_bucket",

@@ -41,7 +41,7 @@ VOICEMAIL_FORBIDDEN: dict[str, tuple[str, ...]] = {
 }
 #: Template expressions that put an amount or the account into a voicemail.
 VOICEMAIL_FORBIDDEN_EXPRESSIONS = re.compile(r"\|\s*money\b|\baccount\s*\.\s*(balance|payment_url|days_past_due)|"
-                                             r"\bpayment_link\b")
+                                             r"\b(payment|self_service)_link\b|\bself_service_url\b")
 MONEY_AMOUNT = re.compile(r"[$€£]\s?\d|\b\d{1,3}(?:[.,]\d{3})*[.,]\d{2}\b")
 
 #: Channels that must carry an opt-out line, by jurisdiction (ISO 3166 region of the locale).

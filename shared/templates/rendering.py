@@ -2,7 +2,7 @@
 
 Autoescape is on only for HTML (email ``html``); every other field is plain text. Templates reach
 nothing but the context they are given and the filters below (``money``, ``date``, ``first_name``,
-``payment_link`` and a whitelist of Jinja's own). A render is stopped when it runs longer than
+``payment_link``, ``self_service_link`` and a whitelist of Jinja's own). A render is stopped when it runs longer than
 ``Limits.time_limit``, produces more than ``Limits.max_output_chars`` or builds a string that large.
 """
 
@@ -174,6 +174,21 @@ def payment_link(value: Any, medium: str | None = None) -> str:
     return url
 
 
+def self_service_link(value: Any) -> str:
+    """The account's signed self-service page (``account.self_service_url``, set by the orchestrator).
+
+    The orchestrator signs the link when it makes the dispatch, so the signing key stays in one
+    service and every channel renders the same URL.
+    """
+    url = value.get("self_service_url") if isinstance(value, Mapping) else None
+    if not url:
+        raise ValueError("the account has no self_service_url (self-service is off in the strategy)")
+    url = str(url)
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError("self-service links must be http(s) URLs")
+    return url
+
+
 @pass_context
 def _money_filter(ctx: Context, value: Any, currency: str | None = None, locale: str | None = None) -> str:
     if currency is None:
@@ -204,6 +219,7 @@ CADENCIA_FILTERS: dict[str, Callable[..., Any]] = {
     "payment_link": payment_link,
     # GSM-7 spelling of a value ("María" -> "Maria"), so one accented name does not make an SMS UCS-2.
     "gsm7": _gsm7_filter,
+    "self_service_link": self_service_link,
 }
 
 

@@ -12,7 +12,8 @@ from shared.events.contracts import Channel
 #: Standard objects in every template's context and the attributes templates may read.
 STANDARD_VARIABLES: dict[str, frozenset[str]] = {
     "debtor": frozenset({"id", "name", "first_name"}),
-    "account": frozenset({"id", "balance", "currency", "days_past_due", "due_date", "payment_url", "product"}),
+    "account": frozenset({"id", "balance", "currency", "days_past_due", "due_date", "payment_url", "product",
+                          "self_service_url"}),
     "creditor": frozenset({"name", "phone"}),
 }
 #: Plain names also in every context: the template's locale and channel, and the raw request variables.
@@ -53,6 +54,8 @@ def sample_context(locale: str, variables_schema: Mapping[str, Any] | None = Non
             "id": "acc-sample", "balance": Decimal("1234.50"), "currency": _CURRENCY_OF_REGION.get(region, "USD"),
             "days_past_due": 12, "due_date": date(2025, 3, 15),
             "payment_url": "https://pay.example.com/p/acc-sample",
+            # the length of a real link: the SMS segment count of a preview is the real one
+            "self_service_url": "https://cad.example/s/AAAAAAAAAAAAAAAAAAAAAAAA",
             "product": "Tarjeta de crédito" if not english else "Credit card",
         },
         "creditor": {"name": "Banco Ejemplo" if not english else "Example Bank",

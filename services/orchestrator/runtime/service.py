@@ -35,6 +35,7 @@ from services.orchestrator.runtime.models import (
     SuppressionRow,
 )
 from services.orchestrator.runtime.strategy import SegmentPlan, Strategy
+from services.orchestrator.selfservice import linking
 from shared.db import add_to_outbox, first_time
 from shared.events.contracts import (
     CHANNELS,
@@ -81,6 +82,8 @@ UNANSWERED = frozenset({"no_answer", "busy"})
 DELIVERED = frozenset({"delivered", "read", "opened", "clicked", "voicemail", "conversation"})
 #: Kinds the law allows past an opt-out or a cease: the policy decides them, not the strategy.
 LEGAL_NOTICES = frozenset({"opt_out_confirmation", "cease_notice", "dispute_ack"})
+#: Kinds that answer a promise the debtor just made (its confirmation, the self-service link).
+PROMISE_ANSWERS = frozenset({"promise_confirmation", "self_service_link"})
 INVALID_NUMBER = "21211"
 TWILIO_OPTED_OUT = "21610"
 ACCOUNT_RULE = "account.state"
@@ -358,7 +361,10 @@ def debtor_context(debtor: DebtorRow) -> policy_port.DebtorContext:
     )
 
 
-def account_state(account: AccountRow) -> policy_port.AccountState:
+def account_state(account: AccountRow, kind: str = "collection") -> policy_port.AccountState:
+    if kind in PROMISE_ANSWERS and account.status == "promised":
+        # The answer to the debtor's own promise is not paused by that promise (hours and caps still bind).
+        return policy_port.AccountState(id=account.id, status="active")
     # A promise "for the 14th" lets the debtor pay all of the 14th: pause until the 15th starts locally.
     until = account.promise_date + timedelta(days=1) if account.promise_date else account.promise_until
     return policy_port.AccountState(id=account.id, status=account.status, promise_until=until,  # type: ignore[arg-type]
@@ -429,8 +435,11 @@ async def decide(
 
     lookback = timedelta(days=rt.policy.pack(debtor.jurisdiction or "default").lookback_days + 1)
     ledger = await load_ledger(session, row.debtor_id, now - max(rt.strategy.ledger_window, lookback))
-    context, state = debtor_context(debtor), account_state(account)
-    limits = policy_port.limits_of(plan.min_gap, plan.daily_caps, plan.weekly_caps)
+    context, state = debtor_context(debtor), account_state(account, row.kind)
+    # The strategy's gaps and caps pace collection pushes; an answer the debtor asked for is not one
+    # (the packs' legal limits still bind it).
+    limits = (policy_port.limits_of(None, {}, {}) if row.kind in PROMISE_ANSWERS
+              else policy_port.limits_of(plan.min_gap, plan.daily_caps, plan.weekly_caps))
     policy_suppressions = [
         policy_port.Suppression(channel=s.channel, address=s.address, at=s.at)  # type: ignore[arg-type]
         for s in suppressions if s.address is not None
@@ -519,6 +528,7 @@ def render_variables(rt: Runtime, request: ContactRequested, debtor: DebtorRow, 
     """What templates render with: debtor, account and creditor data, then the request's own variables."""
     a = request.account
     creditor = dict(rt.strategy.config.creditor)
+    link = linking.url_for(rt.ctx.settings, rt.strategy.config.self_service, debtor.id, a.id, rt.ctx.clock())
     own = dict(request.variables)
     if isinstance(own.get("creditor"), dict):
         creditor.update(own.pop("creditor"))
@@ -528,7 +538,7 @@ def render_variables(rt: Runtime, request: ContactRequested, debtor: DebtorRow, 
         "account": {
             "id": a.id, "product": a.product, "balance": str(a.balance), "currency": a.currency,
             "days_past_due": a.days_past_due, "due_date": a.due_date.isoformat() if a.due_date else None,
-            "payment_url": a.payment_url, "status": account.status,
+            "payment_url": a.payment_url, "status": account.status, "self_service_url": link,
         },
         "creditor": creditor,
         **own,
@@ -557,6 +567,8 @@ async def dispatch(
     if row.expires_at is not None:
         deadline = min(deadline, row.expires_at)
     consented = bool((debtor.consents or {}).get(channel))
+    if rt.strategy.config.self_service.enabled:
+        await linking.remember(session, rt.ctx.settings, rt.postgres, row.debtor_id, row.account_id, now)
     session.add(DispatchRow(
         id=dispatch_id, request_id=row.id, debtor_id=row.debtor_id, account_id=row.account_id, channel=channel,
         address=address, kind=row.kind, attempt=row.attempts, template_key=template.key,
@@ -808,6 +820,9 @@ async def apply_response(rt: Runtime, session: AsyncSession, event_id: str, resp
             account = await get_account(session, debtor.id, account_id)
             if account.status in ("active", "promised"):
                 await promise(rt, session, account, now + rt.strategy.promise_horizon, now)
+        from services.orchestrator.selfservice.replies import answer_with_link  # (it builds on this module)
+
+        await answer_with_link(rt, session, event_id, row, debtor, response.channel, now)
     if row is not None:
         publish_status(rt, session, row, "responded", now, reason=reason, channel=response.channel,
                        dispatch_id=dispatch_row.id if dispatch_row else None, final=False)

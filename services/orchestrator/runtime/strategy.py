@@ -56,6 +56,31 @@ def _within(value: Any, bounds: tuple[Any, Any] | None) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
 
 
+class PlanOffer(_Strict):
+    """The payment plans the page offers: ``min``..``max`` instalments, each at least ``min_instalment``."""
+
+    min_instalments: int = Field(2, ge=2, le=60)
+    max_instalments: int = Field(6, ge=2, le=60)
+    min_instalment: Decimal = Field(Decimal("0"), ge=0)
+    interval_days: int = Field(30, ge=7, le=92)
+
+
+class SelfService(_Strict):
+    """The debtor's self-service page: link lifetime, and what a promise or a plan may be."""
+
+    enabled: bool = True
+    link_ttl_days: int = Field(14, ge=1, le=90)
+    #: A promise (or a plan's first instalment) falls within this many days of today.
+    max_promise_days: int = Field(30, ge=1, le=365)
+    #: The smallest promise, as a share of the balance (0..1); the promise never exceeds the balance.
+    min_promise_share: Decimal = Field(Decimal("0.1"), ge=0, le=1)
+    plans: PlanOffer | None = PlanOffer()
+    #: Sent once, through the channel the debtor last heard from, after a confirmed promise or plan.
+    confirmation_template: str | None = "promise_confirmation"
+    #: Answers a "1"/PAGAR reply with the link (when published), at an hour the policy allows.
+    reply_template: str | None = "self_service_link"
+
+
 class StrategyConfig(_Strict):
     send_window_hours: float = Field(24, gt=0)
     promise_horizon_days: int = Field(7, ge=1)
@@ -64,6 +89,7 @@ class StrategyConfig(_Strict):
     creditor: dict[str, Any] = Field(default_factory=dict)
     defaults: Plan = Plan()
     segments: list[Segment] = Field(default_factory=list)
+    self_service: SelfService = SelfService()
 
 
 @dataclass(frozen=True)
