@@ -74,7 +74,8 @@ async def test_a_debtor_promises_and_signs_a_plan_on_a_phone_and_downloads_the_a
             event = request_event(debtor_id, days_past_due=0, locale=locale)
             body = {"requests": [event.model_dump(mode="json")]}
             assert (await http.post("/v1/contact-requests", json=body, headers=EDITOR)).status_code == 202
-            [sent] = await wait_for(lambda e=event: [d for d in reader.of_type(DISPATCHED) if d.data.request_id == e.id])
+            [sent] = await wait_for(
+                lambda e=event: [d for d in reader.of_type(DISPATCHED) if d.data.request_id == e.id])
             links[debtor_id] = sent.data.variables["account"]["self_service_url"]
         server.clock.now = NIGHT
 
@@ -142,7 +143,7 @@ async def test_a_debtor_promises_and_signs_a_plan_on_a_phone_and_downloads_the_a
                 await browser.close()
 
         promises = await reader.wait_count(PROMISE, 5)
-        mine = sorted(((p.data.debtor_id, p.data.instalment, p.data.due_date, p.data.amount) for p in promises))
+        mine = sorted((p.data.debtor_id, p.data.instalment, p.data.due_date, p.data.amount) for p in promises)
         assert mine[0] == ("deb-b1", 1, date(2025, 3, 20), Decimal("600"))
         assert [m[1:3] for m in mine[1:]] == [(1, date(2025, 3, 25)), (2, date(2025, 4, 24)), (3, date(2025, 5, 24)),
                                               (4, date(2025, 6, 23))]

@@ -96,13 +96,18 @@ class View:
 
     def page(self, form: dict[str, str], errors: dict[str, str], status: int = 200) -> HTMLResponse:
         lim = self.limits
-        plans = [(n, self.w("plan_option", count=n, amount=self.money(terms.split(self.balance, self.currency, n)[-1])))
-                 for n in lim.plan_counts]
+        plans = [(n, self.plan_label(n)) for n in lim.plan_counts]
         return _html(render(
             "page.html", **self.common(), errors=errors, form=form, lim=lim, plans=plans, notice=self.notice(),
             action=f"/s/{self.token}/review", first_label=self.day(lim.first_date), last_label=self.day(lim.last_date),
             min_label=self.money(lim.min_amount),
         ), status)
+
+    def plan_label(self, count: int) -> str:
+        amounts = terms.split(self.balance, self.currency, count)
+        if amounts[0] == amounts[-1]:
+            return self.w("plan_option", count=count, amount=self.money(amounts[0]))
+        return self.w("plan_option_uneven", count=count, first=self.money(amounts[0]), amount=self.money(amounts[-1]))
 
     def chosen(self, form: dict[str, str]) -> terms.Terms:
         choice: terms.Choice
