@@ -2,7 +2,9 @@
 
 Supported verbs: ``<Say>``, ``<Play>``, ``<Pause>``, ``<Gather>`` (digits from the recipient's scenario,
 POSTed to ``action``; no input falls through to the next verb as on Twilio), ``<Hangup>``, ``<Reject>``,
-``<Redirect>``. Documents are fetched with a signed POST (GET when ``Method=GET``).
+``<Redirect>``. Documents are fetched with a signed POST (GET when ``Method=GET``). A call created with
+``Record=true`` is recorded from the answer: when it completes, a signed ``RecordingStatusCallback``
+(``completed``, with ``RecordingSid``, ``RecordingUrl``, ``RecordingDuration``) is posted.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class CallRecord:
     digits_used: int = 0
     sequence: int = 0
     answered_at: float | None = None
+    recordings: list[dict[str, Any]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         said = [step["text"] for step in self.transcript if step["verb"] == "Say"]
@@ -54,6 +57,7 @@ class CallRecord:
             "transcript": self.transcript,
             "spoken": " ".join(said),
             "documents": self.documents,
+            "recordings": self.recordings,
         }
 
 
@@ -249,6 +253,32 @@ async def run_call(sb: Sandbox, record: CallRecord) -> None:
         if amd is not None:
             done["AnsweredBy"] = amd
     await status_event(sb, record, "completed", **done)
+    await recording_event(sb, record, seconds)
+
+
+async def recording_event(sb: Sandbox, record: CallRecord, seconds: int) -> None:
+    """The recording of an answered call with ``Record=true``: metadata to ``RecordingStatusCallback``."""
+    if first(record.form, "Record").lower() != "true":
+        return
+    sid = new_sid("RE")
+    recording = {
+        "AccountSid": sb.account_sid,
+        "CallSid": record.resource["sid"],
+        "RecordingSid": sid,
+        "RecordingUrl": f"https://api.twilio.com/{API_VERSION}/Accounts/{sb.account_sid}/Recordings/{sid}",
+        "RecordingStatus": "completed",
+        "RecordingDuration": str(seconds),
+        "RecordingChannels": "1",
+        "RecordingSource": "OutboundAPI",
+        "RecordingStartTime": record.resource["start_time"] or rfc2822(sb.clock.now()),
+    }
+    record.recordings.append(recording)
+    url = first(record.form, "RecordingStatusCallback")
+    events = (first(record.form, "RecordingStatusCallbackEvent") or "completed").split()
+    if url and "completed" in events:
+        await sb.sender.post_twilio(
+            "recording-status", url, recording, sb.auth_token, sid=record.resource["sid"], to=record.resource["to"]
+        )
 
 
 async def async_amd(sb: Sandbox, record: CallRecord, amd: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.voice.calls import TwilioCallAdapter, call_status_url
+from services.voice.recordings import recording_webhooks
 from services.voice.settings import Settings
 from services.voice.webhooks import VoiceContext, apply_call_status, voice_webhooks
 from shared.app import build_app
@@ -76,4 +77,5 @@ def create_app(settings: Settings) -> FastAPI:
     app = build_app(settings, "Cadencia voice", lifespan)
     app.include_router(voice_webhooks())
     app.include_router(parked_outbox_router(lambda request: request.app.state.db))
+    app.include_router(recording_webhooks())
     return app

@@ -25,6 +25,7 @@ from shared.tracing import callback_url as traced_url
 TWIML_PATH = "/voice/twiml/{dispatch_id}"
 GATHER_PATH = "/voice/gather/{dispatch_id}"
 CALL_STATUS_PATH = "/webhooks/twilio/call-status"
+RECORDING_STATUS_PATH = "/webhooks/twilio/recording-status"
 STATUS_EVENTS = "initiated ringing answered completed"
 
 
@@ -62,6 +63,13 @@ class TwilioCallAdapter:
             "StatusCallbackEvent": STATUS_EVENTS,
             "Timeout": str(self.settings.caller.ring_timeout_s),
         }
+        if dispatch.record_call:
+            # The whole call is recorded from the answer; only metadata comes back (signed callback).
+            payload["Record"] = "true"
+            payload["RecordingStatusCallback"] = public(
+                self.settings, f"{RECORDING_STATUS_PATH}?dispatch={dispatch.dispatch_id}")
+            payload["RecordingStatusCallbackEvent"] = "completed"
+            payload["RecordingStatusCallbackMethod"] = "POST"
         if self.settings.amd:
             # Synchronous AMD: Twilio fetches the TwiML once it knows who answered (AnsweredBy), and with
             # DetectMessageEnd only after the greeting's beep, so the voicemail is recorded whole.
@@ -76,7 +84,10 @@ class TwilioCallAdapter:
         values = {
             "dispatch_id": dispatch.dispatch_id, "call_sid": None, "debtor_id": dispatch.debtor_id,
             "request_id": dispatch.request_id, "address": dispatch.to, "locale": dispatch.locale,
-            "voice_script": rendered.voice_script, "voicemail_script": rendered.voicemail_script,
+            # A recorded call opens with the jurisdiction's notice, before anything else is said.
+            "voice_script": " ".join(filter(None, [dispatch.recording_notice if dispatch.record_call else None,
+                                                   rendered.voice_script])),
+            "voicemail_script": rendered.voicemail_script,
             "ivr_prompt": twiml.ivr_prompt(rendered.ivr_prompts), "created_at": now, "updated_at": now,
         }
         insert = pg_insert if self.db.is_postgres else sqlite_insert

@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter
 
 from shared.events.contracts import *  # noqa: F403
 from shared.events.contracts import (
+    CallRecordedEvent,
     CommunicationCeasedEvent,
     ContactDispatchedEvent,
     ContactRequestedEvent,
@@ -44,6 +45,7 @@ AnyEvent = Annotated[
     | ContactDispatchedEvent
     | DeliveryUpdatedEvent
     | ResponseReceivedEvent
+    | CallRecordedEvent
     | StatusChangedEvent
     | TemplatePublishedEvent
     | DeadLetteredEvent,
@@ -62,6 +64,7 @@ EVENT_TYPES: tuple[type[CloudEvent], ...] = (
     ContactDispatchedEvent,
     DeliveryUpdatedEvent,
     ResponseReceivedEvent,
+    CallRecordedEvent,
     StatusChangedEvent,
     TemplatePublishedEvent,
     DeadLetteredEvent,

@@ -192,6 +192,10 @@ class ContactDispatched(Contract):
     #: The end of the contact's lawful window less a safety margin (additive to v1): no provider
     #: request, retry or call may start at or after it; such a dispatch ends ``expired``.
     send_before: datetime | None = None
+    #: Voice: record the call (the strategy's choice); the opening script then starts with
+    #: ``recording_notice``, the jurisdiction's notice in the debtor's language (additive to v1).
+    record_call: bool = False
+    recording_notice: str | None = Field(None, max_length=1000)
 
 
 class ContactDispatchedEvent(CloudEvent):
@@ -232,6 +236,26 @@ class ResponseReceived(Contract):
     digits: str | None = Field(None, max_length=50)
     address: str | None = Field(None, max_length=320)
     occurred_at: datetime
+
+
+class CallRecorded(Contract):
+    """A call's recording is stored at the provider; only its metadata travels, never the audio."""
+
+    dispatch_id: str = Field(min_length=1, max_length=200)
+    request_id: str = Field(min_length=1, max_length=200)
+    debtor_id: str = Field(min_length=1, max_length=200)
+    provider: str = Field(max_length=50)
+    call_sid: str = Field(max_length=200)
+    recording_sid: str = Field(min_length=1, max_length=200)
+    duration_s: int = Field(ge=0)
+    #: The provider's media URL (fetched, when ever, with the provider's credentials; never logged).
+    url: str = Field(max_length=2000)
+    occurred_at: datetime
+
+
+class CallRecordedEvent(CloudEvent):
+    type: Literal["cadencia.contact.call_recorded.v1"] = "cadencia.contact.call_recorded.v1"
+    data: CallRecorded
 
 
 class DeliveryUpdatedEvent(CloudEvent):

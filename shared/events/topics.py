@@ -17,6 +17,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "cadencia.contact.dispatched.v1": "dispatch.{channel}",
     "cadencia.contact.delivery_updated.v1": "contact.outcomes",
     "cadencia.contact.response_received.v1": "contact.outcomes",
+    "cadencia.contact.call_recorded.v1": "contact.outcomes",
     "cadencia.contact.status_changed.v1": "contact.status",
     "cadencia.template.published.v1": "templates",
     "cadencia.dlq.dead_lettered.v1": "dlq",

@@ -8,12 +8,18 @@ from services.orchestrator.runtime import service
 from services.orchestrator.runtime.service import IntakeResult, Runtime
 from shared.bus import PermanentError, RecordMeta
 from shared.events import AnyEvent, CloudEvent
-from shared.events.contracts import ContactRequestedEvent, DeliveryUpdatedEvent, ResponseReceivedEvent
+from shared.events.contracts import (
+    CallRecordedEvent,
+    ContactRequestedEvent,
+    DeliveryUpdatedEvent,
+    ResponseReceivedEvent,
+)
 
 ACCOUNT_EVENTS: tuple[type[CloudEvent], ...] = get_args(service.AccountEvent)
 REQUEST_TYPES = {ContactRequestedEvent.model_fields["type"].default}
 ACCOUNT_TYPES = {cls.model_fields["type"].default for cls in ACCOUNT_EVENTS}
-OUTCOME_TYPES = {DeliveryUpdatedEvent.model_fields["type"].default, ResponseReceivedEvent.model_fields["type"].default}
+OUTCOME_TYPES = {DeliveryUpdatedEvent.model_fields["type"].default, ResponseReceivedEvent.model_fields["type"].default,
+                 CallRecordedEvent.model_fields["type"].default}
 
 
 async def apply_request(rt: Runtime, event: ContactRequestedEvent) -> IntakeResult:
@@ -44,5 +50,11 @@ class EventHandlers:
         if meta.topic == topics.contact_outcomes and isinstance(event, ResponseReceivedEvent):
             async with rt.unit_of_work() as session:
                 await service.apply_response(rt, session, event.id, event.data, rt.ctx.clock())
+            return
+        if meta.topic == topics.contact_outcomes and isinstance(event, CallRecordedEvent):
+            from services.orchestrator.recordings.service import apply_recording
+
+            async with rt.unit_of_work() as session:
+                await apply_recording(rt, session, event.id, event.data, rt.ctx.clock())
             return
         raise PermanentError(f"{event.type} does not belong on {meta.topic}")

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.policy.models import normalise_address
+from services.orchestrator.recordings import service as recordings
 from services.orchestrator.runtime import debtor_limits, policy_port, templates_port, validation
 from services.orchestrator.runtime.models import (
     AccountRow,
@@ -582,6 +583,7 @@ async def dispatch(
             channel=channel, to=address, locale=debtor.locale, template=template,
             variables=render_variables(rt, request, debtor, account), attempt=row.attempts, deadline=deadline,
             kind=row.kind, send_before=send_before,
+            **recordings.dispatch_fields(rt, request, debtor.jurisdiction, debtor.locale, channel),
         ),
     )
     add_to_outbox(session, rt.ctx.topics.dispatch(channel), event)

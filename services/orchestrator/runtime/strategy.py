@@ -30,6 +30,8 @@ class Plan(_Strict):
     daily_caps: dict[Channel, int] | None = None
     weekly_caps: dict[Channel, int] | None = None
     no_answer_fallback_after: int | None = Field(None, ge=1)
+    #: Record this segment's calls; the opening script then starts with the jurisdiction's notice.
+    record_calls: bool | None = None
 
 
 class Segment(Plan):
@@ -104,6 +106,7 @@ class SegmentPlan:
     daily_caps: dict[str, int] = field(default_factory=dict)
     weekly_caps: dict[str, int] = field(default_factory=dict)
     no_answer_fallback_after: int = 2
+    record_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,4 +151,5 @@ class Strategy:
             daily_caps=dict(pick("daily_caps", {})),
             weekly_caps=dict(pick("weekly_caps", {})),
             no_answer_fallback_after=pick("no_answer_fallback_after", 2),
+            record_calls=bool(pick("record_calls", False)),
         )

@@ -1,0 +1,27 @@
+"""HTTP: a debtor's call recordings (viewer): metadata and the provider's URL, never the audio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from services.orchestrator.recordings.models import CallRecordingRow
+from shared.http import require_role
+
+router = APIRouter(tags=["recordings"], dependencies=[Depends(require_role("viewer"))])
+
+
+@router.get("/v1/debtors/{debtor_id}/recordings")
+async def list_recordings(debtor_id: str, request: Request, limit: int = 100) -> dict[str, Any]:
+    async with request.app.state.ctx.db.sessions() as session:
+        rows = (await session.execute(
+            select(CallRecordingRow).where(CallRecordingRow.debtor_id == debtor_id)
+            .order_by(CallRecordingRow.occurred_at.desc()).limit(max(1, min(limit, 500)))
+        )).scalars().all()
+    return {"items": [{
+        "recording_sid": r.recording_sid, "dispatch_id": r.dispatch_id, "request_id": r.request_id,
+        "call_sid": r.call_sid, "provider": r.provider, "duration_s": r.duration_s, "url": r.url,
+        "occurred_at": r.occurred_at.isoformat(),
+    } for r in rows]}
