@@ -53,6 +53,8 @@ class Scenario(BaseModel):
     answered_by: AnsweredBy | None = None
     #: Keys pressed at successive ``<Gather>``s; a ``<Gather>`` past the end times out.
     digits: list[str] = Field(default_factory=list)
+    #: An agent reached by ``<Dial>``: seconds of conversation once bridged (default 30).
+    talk_s: float | None = Field(default=None, ge=0)
 
 
 DELIVERED = Scenario(outcome="delivered")

@@ -2,7 +2,8 @@
 
 Supported verbs: ``<Say>``, ``<Play>``, ``<Pause>``, ``<Gather>`` (digits from the recipient's scenario,
 POSTed to ``action``; no input falls through to the next verb as on Twilio), ``<Hangup>``, ``<Reject>``,
-``<Redirect>``. Documents are fetched with a signed POST (GET when ``Method=GET``). A call created with
+``<Redirect>``, ``<Dial>`` (``services.sandbox.dial``). Documents are fetched with a signed POST (GET
+when ``Method=GET``). A call created with
 ``Record=true`` is recorded from the answer: when it completes, a signed ``RecordingStatusCallback``
 (``completed``, with ``RecordingSid``, ``RecordingUrl``, ``RecordingDuration``) is posted.
 """
@@ -396,6 +397,12 @@ async def execute(
             if digits and finish:
                 params["FinishedOnKey"] = ""
             return action, verb.get("method", "POST"), params
+        elif tag == "Dial":
+            from services.sandbox.dial import dial
+
+            follow = await dial(sb, record, verb, url)
+            if follow is not None:
+                return follow
         elif tag == "Redirect":
             target = urljoin(url, (verb.text or "").strip() or url)
             record.transcript.append({"verb": "Redirect", "url": target, "seconds": 0})
