@@ -41,6 +41,7 @@ class PolicySimulation:
 
 
 def load_components() -> list[Component]:
+    from services.orchestrator.agents.component import component as agents
     from services.orchestrator.audit.component import component as audit
     from services.orchestrator.dashboard.component import component as dashboard
     from services.orchestrator.dlq.component import component as dead_letters
@@ -52,4 +53,4 @@ def load_components() -> list[Component]:
     from services.orchestrator.webhooks.component import component as webhooks
 
     return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit, webhooks, imports, self_service,
-            recordings]
+            recordings, agents]

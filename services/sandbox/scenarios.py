@@ -55,6 +55,8 @@ class Scenario(BaseModel):
     digits: list[str] = Field(default_factory=list)
     #: An agent reached by ``<Dial>``: seconds of conversation once bridged (default 30).
     talk_s: float | None = Field(default=None, ge=0)
+    #: The person who answered hangs up this many seconds into the call (mid-script: an abandoned call).
+    hangup_after_s: float | None = Field(default=None, ge=0)
 
 
 DELIVERED = Scenario(outcome="delivered")

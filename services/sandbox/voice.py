@@ -245,6 +245,8 @@ async def run_call(sb: Sandbox, record: CallRecord) -> None:
             extra["AnsweredBy"] = amd
     try:
         await run_twiml(sb, record, extra)
+    except CallerHungUp:
+        record.transcript.append({"verb": "CallerHangup", "seconds": 0})
     finally:
         seconds = max(1, round(sum(step.get("seconds", 0) for step in record.transcript)))
         set_status(sb, record, "completed")
@@ -344,7 +346,18 @@ async def run_twiml(sb: Sandbox, record: CallRecord, extra: dict[str, str]) -> N
         document = await fetch_twiml(sb, record, url, method, params)
 
 
+class CallerHungUp(Exception):
+    """The scenario's person hung up (``hangup_after_s``): the call ends where it is."""
+
+
+def _hang_up_if_due(record: CallRecord) -> None:
+    limit = record.scenario.hangup_after_s
+    if limit is not None and sum(step.get("seconds", 0) for step in record.transcript) >= limit:
+        raise CallerHungUp()
+
+
 async def say(sb: Sandbox, record: CallRecord, verb: ET.Element) -> None:
+    _hang_up_if_due(record)
     tag = verb.tag
     if tag == "Say":
         text = " ".join("".join(verb.itertext()).split())
@@ -367,7 +380,14 @@ async def say(sb: Sandbox, record: CallRecord, verb: ET.Element) -> None:
         record.transcript.append({"verb": "Pause", "seconds": length})
     else:
         return
-    await sb.scheduler.sleep(record.transcript[-1]["seconds"])
+    limit = record.scenario.hangup_after_s
+    step = record.transcript[-1]
+    if limit is not None:
+        spoken = sum(s.get("seconds", 0) for s in record.transcript[:-1])
+        if spoken + step["seconds"] > limit:
+            step["seconds"], step["interrupted"] = max(0.0, limit - spoken), True
+    await sb.scheduler.sleep(step["seconds"])
+    _hang_up_if_due(record)
 
 
 async def execute(

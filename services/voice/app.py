@@ -13,7 +13,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.voice.agents import agent_routes
 from services.voice.calls import TwilioCallAdapter, call_status_url
+from services.voice.pacing import Pacer
 from services.voice.recordings import recording_webhooks
 from services.voice.settings import Settings
 from services.voice.webhooks import VoiceContext, apply_call_status, voice_webhooks
@@ -59,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             await start_dispatch(
                 app, settings, infra, stack,
                 channel="voice",
-                adapter=TwilioCallAdapter(client, settings, infra.db),
+                adapter=TwilioCallAdapter(client, settings, infra.db, app.state.pacer),
                 limits=infra.sender_limits(settings.caller.cps, settings.caller.burst),
                 callback_url=lambda dispatch_id: call_status_url(settings, dispatch_id),
             )
@@ -69,12 +71,15 @@ def create_app(settings: Settings) -> FastAPI:
                 topics=infra.topics,
                 signature=TwilioSignature(settings.twilio.auth_token.get_secret_value()),
                 source=f"cadencia/{service}",
+                pacer=app.state.pacer,
             )
             await start_reconciler(app, settings, infra, stack, ask=call_lookup(client, app.state.voice),
                                    provider="twilio")
             yield
 
     app = build_app(settings, "Cadencia voice", lifespan)
+    app.state.pacer = Pacer()
+    app.include_router(agent_routes())
     app.include_router(voice_webhooks())
     app.include_router(parked_outbox_router(lambda request: request.app.state.db))
     app.include_router(recording_webhooks())

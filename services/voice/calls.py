@@ -12,12 +12,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.voice import twiml
 from services.voice.models import CallSession
+from services.voice.pacing import Pacer
 from services.voice.settings import Settings
 from shared.channels.dispatch import OutboundMessage, Unsendable
 from shared.db import Database
 from shared.events import utcnow
 from shared.events.contracts import Channel, ContactDispatched
-from shared.providers.base import Accepted
+from shared.providers.base import Accepted, Retryable
 from shared.providers.twilio import TwilioCalls
 from shared.templates import RenderedMessage
 from shared.tracing import callback_url as traced_url
@@ -41,10 +42,13 @@ class TwilioCallAdapter:
     channel: Channel = "voice"
     provider = "twilio"
 
-    def __init__(self, client: TwilioCalls, settings: Settings, db: Database) -> None:
+    def __init__(self, client: TwilioCalls, settings: Settings, db: Database, pacer: Pacer | None = None) -> None:
         self.client, self.settings, self.db = client, settings, db
         # The pipeline places a call only with at least the ring time left before send_before.
         self.lead_time_s = float(settings.caller.ring_timeout_s)
+        self.pacer = pacer or Pacer()
+        #: Calls of an agent queue, by their TwiML URL: paced in ``send`` (queue, dispatch id).
+        self._paced: dict[str, tuple[str, str]] = {}
 
     async def compose(
         self, dispatch: ContactDispatched, rendered: RenderedMessage, status_callback: str
@@ -74,9 +78,19 @@ class TwilioCallAdapter:
             # Synchronous AMD: Twilio fetches the TwiML once it knows who answered (AnsweredBy), and with
             # DetectMessageEnd only after the greeting's beep, so the voicemail is recorded whole.
             payload["MachineDetection"] = "DetectMessageEnd"
+        queue = dispatch.agent_queue
+        if queue is not None:
+            self.pacer.queue(queue.name, queue.agents, queue.max_ratio)
+            self._paced[payload["Url"]] = (queue.name, dispatch.dispatch_id)
         return OutboundMessage(to=dispatch.to, sender=self.settings.caller.caller_id, payload=payload)
 
     async def send(self, message: OutboundMessage) -> Accepted:
+        paced = self._paced.get(message.payload.get("Url", ""))
+        if paced is not None:
+            # Progressive dialing: no more calls in flight than the queue's agents can take.
+            if not await self.pacer.admit(*paced, timeout=self.settings.pacing_wait_s):
+                raise Retryable("the agent queue is full", code="pacing", retry_after=self.settings.pacing_wait_s)
+            self._paced.pop(message.payload["Url"], None)
         return await self.client.create(message.payload)
 
     async def _store_session(self, dispatch: ContactDispatched, rendered: RenderedMessage) -> None:
@@ -96,3 +110,6 @@ class TwilioCallAdapter:
             await session.execute(
                 insert(CallSession).values(**values).on_conflict_do_nothing(index_elements=["dispatch_id"])
             )
+            from services.voice import agents  # (agents builds on the webhooks, which build on this module)
+
+            await agents.remember(session, dispatch)

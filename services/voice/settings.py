@@ -52,6 +52,9 @@ class Settings(ServiceSettings):
     #: Answering-machine detection (``MachineDetection=DetectMessageEnd``): a machine hears only the
     #: limited-content voicemail. Off, every answer is treated as a person.
     amd: bool = True
+    #: Progressive dialing: how long a call of a full agent queue waits for room before the dispatch
+    #: pipeline retries it (until its deadline).
+    pacing_wait_s: float = Field(default=2.0, gt=0)
     #: The orchestrator's template API, asked when a pinned version is not in the templates topic.
     orchestrator_url: str = Field(
         default="http://127.0.0.1:8000", validation_alias=AliasChoices("orchestrator_url", "CADENCIA_ORCHESTRATOR_URL")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
@@ -45,9 +45,16 @@ class VoiceContext:
     provider: str = "twilio"
     clock: Callable[[], datetime] = utcnow
     counts: dict[str, int] = field(default_factory=dict)
+    #: Progressive dialing state (``services.voice.pacing.Pacer``), shared with the Calls adapter.
+    pacer: Any = None
 
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+
+
+def request_pacer(ctx: VoiceContext) -> Any:
+    """The voice app's pacer (``app.state.pacer``), reached through the context."""
+    return ctx.pacer
 
 
 def get_context(request: Request) -> VoiceContext:
@@ -88,6 +95,12 @@ async def answer_call(ctx: VoiceContext, dispatch_id: str, params: dict[str, str
         return twiml.voicemail(voicemail_script, locale)
     ctx.count("live")
     action = traced_url(ctx.settings.public_url.rstrip("/") + GATHER_PATH.format(dispatch_id=dispatch_id))
+    from services.voice import agents  # (agents builds on this module)
+
+    timeout_s = ctx.settings.ivr.timeout_s
+    to_agent = await agents.live_twiml(ctx, dispatch_id, voice_script, prompt, locale, action, timeout_s)
+    if to_agent is not None:
+        return to_agent
     return twiml.live(voice_script, prompt, locale, action, ctx.settings.ivr.timeout_s)
 
 
@@ -104,6 +117,10 @@ async def record_keypress(ctx: VoiceContext, dispatch_id: str, params: dict[str,
         locale = call.locale
         if not digits:
             return twiml.goodbye("no_input", locale)
+        from services.voice import agents
+
+        if digits == "2" and await agents.is_agent_call(db_session, dispatch_id):
+            return agents.bridge_redirect(ctx, dispatch_id)  # 2 = an agent now (or the callback offer)
         kind = twiml.response_kind(digits, ctx.settings.ivr.digits)
         if await first_receipt(db_session, call_sid, f"digits:{digits}", now):
             call.digits, call.updated_at = digits, now
@@ -146,6 +163,10 @@ async def apply_call_status(ctx: VoiceContext, params: dict[str, str], dispatch_
             return "recorded"
         if call is not None and status != "sent":
             call.outcome, call.updated_at = status, now
+        if status != "sent":
+            from services.voice import agents
+
+            await agents.call_ended(ctx, request_pacer(ctx), db_session, row.dispatch_id, status, now)
         moved = advance(
             db_session, ctx.topics.contact_outcomes, row, status, source=ctx.source, provider=ctx.provider, now=now,
             error_code=params.get("ErrorCode") or None, error_message=params.get("ErrorMessage") or None,

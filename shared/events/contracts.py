@@ -176,6 +176,21 @@ class TemplateRef(Contract):
     variant: str | None = Field(None, max_length=20)
 
 
+class AgentQueue(Contract):
+    """Where a voice dispatch's answered person is bridged (the strategy's queue, open at dispatch time)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    #: E.164 number or ``sip:`` address the agents answer at.
+    dial: str = Field(min_length=1, max_length=320)
+    #: Agents available unless ``PUT /v1/agents/{queue}/availability`` says otherwise.
+    agents: int = Field(1, ge=0)
+    #: Seconds the debtor waits for an agent before the callback offer.
+    wait_s: int = Field(20, ge=1, le=120)
+    #: Upper bound of calls in flight per available agent (learned from the human-answer rate).
+    max_ratio: float = Field(2.0, ge=1, le=5)
+    campaign_id: str | None = Field(None, max_length=200)
+
+
 class ContactDispatched(Contract):
     dispatch_id: str = Field(min_length=1, max_length=200)
     request_id: str = Field(min_length=1, max_length=200)
@@ -196,6 +211,8 @@ class ContactDispatched(Contract):
     #: ``recording_notice``, the jurisdiction's notice in the debtor's language (additive to v1).
     record_call: bool = False
     recording_notice: str | None = Field(None, max_length=1000)
+    #: Voice: bridge a person to this agent queue after the opening script (additive to v1).
+    agent_queue: AgentQueue | None = None
 
 
 class ContactDispatchedEvent(CloudEvent):
@@ -207,7 +224,7 @@ class ContactDispatchedEvent(CloudEvent):
 
 DeliveryStatus = Literal[
     "accepted", "sent", "delivered", "read", "failed", "undelivered", "bounced", "opened", "clicked",
-    "conversation", "voicemail", "no_answer", "busy", "unknown", "expired",
+    "conversation", "voicemail", "no_answer", "busy", "unknown", "expired", "agent_connected", "abandoned",
 ]
 ResponseKind = Literal[
     "reply", "opt_out", "opt_in", "keypress", "promise_to_pay", "callback_request", "unsubscribe", "help",
@@ -225,6 +242,8 @@ class DeliveryUpdated(Contract):
     error_code: str | None = Field(None, max_length=50)
     error_message: str | None = Field(None, max_length=2000)
     occurred_at: datetime
+    #: ``agent_connected``: seconds the debtor talked with the agent (additive to v1).
+    talk_time_s: int | None = Field(None, ge=0)
 
 
 class ResponseReceived(Contract):

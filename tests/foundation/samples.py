@@ -51,6 +51,11 @@ def sample_events() -> list[CloudEvent]:
             debtor_id="deb-1", dispatch_id="dsp-1", channel="sms", kind="opt_out", text="BAJA",
             address="+525512345678", occurred_at=AT,
         )),
+        c.CallRecordedEvent(subject="deb-1", data=c.CallRecorded(
+            dispatch_id="dsp-1", request_id="req-1", debtor_id="deb-1", provider="twilio", call_sid="CA" + "0" * 32,
+            recording_sid="RE" + "0" * 32, duration_s=42,
+            url="https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1", occurred_at=AT,
+        )),
         c.StatusChangedEvent(subject="deb-1", data=c.StatusChanged(
             request_id="req-1", debtor_id="deb-1", status="deferred", reason="quiet hours", not_before=AT,
             channel="sms", rules=["MX.hours"],

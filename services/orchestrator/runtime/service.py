@@ -20,6 +20,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.orchestrator.agents import queues as agent_queues
+from services.orchestrator.agents import service as agent_outcomes
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.policy.models import normalise_address
 from services.orchestrator.recordings import service as recordings
@@ -76,11 +78,14 @@ STATUS_RANK: dict[str, int] = {
     "delivered": 5, "voicemail": 5, "read": 6, "opened": 6, "conversation": 6, "clicked": 7,
     # never sent: the lawful window ended first (send_before); the contact is re-decided
     "expired": 4,
+    # how an answered call bridged to agents ended (after its "conversation")
+    "agent_connected": 7, "abandoned": 7,
 }
 FAILED = frozenset({"failed", "undelivered", "bounced"})
 #: Calls that reached no one: retried on voice, then the contact falls back to the next channel.
 UNANSWERED = frozenset({"no_answer", "busy"})
-DELIVERED = frozenset({"delivered", "read", "opened", "clicked", "voicemail", "conversation"})
+DELIVERED = frozenset({"delivered", "read", "opened", "clicked", "voicemail", "conversation", "agent_connected",
+                       "abandoned"})
 #: Kinds the law allows past an opt-out or a cease: the policy decides them, not the strategy.
 LEGAL_NOTICES = frozenset({"opt_out_confirmation", "cease_notice", "dispute_ack"})
 #: Kinds that answer a promise the debtor just made (its confirmation, the self-service link).
@@ -338,6 +343,8 @@ async def load_ledger(session: AsyncSession, debtor_id: str, since: datetime) ->
 def ledger_outcome(channel: str, status: str) -> str:
     """A dispatch's delivery status in the policy's vocabulary (what counts toward caps)."""
     if channel == "voice":
+        if status in ("agent_connected", "abandoned"):
+            return "conversation"  # a person answered: the policy counts it as a conversation
         if status in ("conversation", "voicemail", "no_answer", "busy"):
             return status
         if status in FAILED:
@@ -584,6 +591,7 @@ async def dispatch(
             variables=render_variables(rt, request, debtor, account), attempt=row.attempts, deadline=deadline,
             kind=row.kind, send_before=send_before,
             **recordings.dispatch_fields(rt, request, debtor.jurisdiction, debtor.locale, channel),
+            **agent_queues.dispatch_fields(rt.strategy, request, channel, now),
         ),
     )
     add_to_outbox(session, rt.ctx.topics.dispatch(channel), event)
@@ -707,6 +715,7 @@ async def apply_delivery(rt: Runtime, session: AsyncSession, event_id: str, upda
     if dispatch_row is None:
         log.warning("outcome for an unknown dispatch", dispatch_id=update_.dispatch_id)
         return
+    await agent_outcomes.record(session, event_id, update_)
     if update_.error_code in (INVALID_NUMBER, TWILIO_OPTED_OUT):
         reason = "invalid_number" if update_.error_code == INVALID_NUMBER else "opt_out"
         await suppress(session, dispatch_row.debtor_id, dispatch_row.channel, dispatch_row.address, reason,

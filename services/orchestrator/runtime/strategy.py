@@ -32,6 +32,8 @@ class Plan(_Strict):
     no_answer_fallback_after: int | None = Field(None, ge=1)
     #: Record this segment's calls; the opening script then starts with the jurisdiction's notice.
     record_calls: bool | None = None
+    #: Bridge answered calls to this agent queue (a key of ``agent_queues``) while it is open.
+    agent_queue: str | None = None
 
 
 class Segment(Plan):
@@ -83,6 +85,18 @@ class SelfService(_Strict):
     reply_template: str | None = "self_service_link"
 
 
+class AgentQueueConfig(_Strict):
+    """A queue of agents: where they answer, when, how many, how long a debtor waits for one."""
+
+    dial: str = Field(min_length=1)
+    agents: int = Field(1, ge=0)
+    wait_s: int = Field(20, ge=1, le=120)
+    max_ratio: float = Field(2.0, ge=1, le=5)
+    time_zone: str = "UTC"
+    #: ``{"mon-fri": ["09:00-18:00"], "sat": ["09:00-13:00"]}``; empty: always open.
+    hours: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class StrategyConfig(_Strict):
     send_window_hours: float = Field(24, gt=0)
     promise_horizon_days: int = Field(7, ge=1)
@@ -92,6 +106,7 @@ class StrategyConfig(_Strict):
     defaults: Plan = Plan()
     segments: list[Segment] = Field(default_factory=list)
     self_service: SelfService = SelfService()
+    agent_queues: dict[str, AgentQueueConfig] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,7 @@ class SegmentPlan:
     weekly_caps: dict[str, int] = field(default_factory=dict)
     no_answer_fallback_after: int = 2
     record_calls: bool = False
+    agent_queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,4 +168,5 @@ class Strategy:
             weekly_caps=dict(pick("weekly_caps", {})),
             no_answer_fallback_after=pick("no_answer_fallback_after", 2),
             record_calls=bool(pick("record_calls", False)),
+            agent_queue=pick("agent_queue", None),
         )

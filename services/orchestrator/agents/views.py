@@ -1,0 +1,31 @@
+"""HTTP (viewer): a debtor's agent calls, and a campaign's abandoned-call rate over 30 days."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from services.orchestrator.agents.models import AgentCallRow
+from services.orchestrator.agents.service import campaign_stats
+from shared.http import require_role
+
+router = APIRouter(tags=["agents"], dependencies=[Depends(require_role("viewer"))])
+
+
+@router.get("/v1/debtors/{debtor_id}/agent-calls")
+async def agent_calls(debtor_id: str, request: Request) -> dict[str, Any]:
+    async with request.app.state.ctx.db.sessions() as session:
+        rows = (await session.execute(select(AgentCallRow).where(AgentCallRow.debtor_id == debtor_id)
+                                      .order_by(AgentCallRow.occurred_at.desc()).limit(200))).scalars().all()
+    return {"items": [{"dispatch_id": r.dispatch_id, "status": r.status, "talk_time_s": r.talk_time_s,
+                       "campaign_id": r.campaign_id or None, "occurred_at": r.occurred_at.isoformat()}
+                      for r in rows]}
+
+
+@router.get("/v1/campaigns/{campaign_id}/agent-calls")
+async def campaign_agent_calls(campaign_id: str, request: Request) -> dict[str, Any]:
+    ctx = request.app.state.ctx
+    async with ctx.db.sessions() as session:
+        return await campaign_stats(session, campaign_id, ctx.clock())
