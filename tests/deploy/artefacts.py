@@ -76,6 +76,8 @@ COMPOSE_VARIABLES = {
     "SENDGRID_API_KEY": "SG.compose-key",
     "SENDGRID_WEBHOOK_PUBLIC_KEY": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE",
     "EMAIL_UNSUBSCRIBE_SECRET": "compose-unsubscribe-secret",
+    "SELF_SERVICE_SECRET": "compose-self-service-secret",
+    "SELF_SERVICE_URL": "https://pay.example.org",
     "POSTGRES_PASSWORD": "compose-pg-password",
     "SMS_PUBLIC_URL": "https://sms.hooks.example.org",
     "WHATSAPP_PUBLIC_URL": "https://whatsapp.hooks.example.org",
