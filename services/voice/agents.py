@@ -53,7 +53,7 @@ GOODBYE = {"es": "Gracias por su llamada.", "en": "Thank you for your call."}
 
 
 class AgentCall(Base):
-    __tablename__ = "agent_calls"
+    __tablename__ = "queue_calls"
 
     dispatch_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     queue: Mapped[str] = mapped_column(String(100))

@@ -15,7 +15,7 @@ depends_on = "voice_0001"
 
 def upgrade() -> None:
     op.create_table(
-        "agent_calls",
+        "queue_calls",
         sa.Column("dispatch_id", sa.String(200), primary_key=True),
         sa.Column("queue", sa.String(100), nullable=False),
         sa.Column("dial", sa.String(320), nullable=False),
@@ -30,4 +30,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("agent_calls")
+    op.drop_table("queue_calls")
