@@ -18,7 +18,7 @@ from shared.channels.dispatch import OutboundMessage, Unsendable
 from shared.db import Database
 from shared.events import utcnow
 from shared.events.contracts import Channel, ContactDispatched
-from shared.providers.base import Accepted, Retryable
+from shared.providers.base import Accepted, Rejected, Retryable
 from shared.providers.twilio import TwilioCalls
 from shared.templates import RenderedMessage
 from shared.tracing import callback_url as traced_url
@@ -91,7 +91,14 @@ class TwilioCallAdapter:
             if not await self.pacer.admit(*paced, timeout=self.settings.pacing_wait_s):
                 raise Retryable("the agent queue is full", code="pacing", retry_after=self.settings.pacing_wait_s)
             self._paced.pop(message.payload["Url"], None)
-        return await self.client.create(message.payload)
+        try:
+            return await self.client.create(message.payload)
+        except (Rejected, Retryable):
+            # Provably no call: it leaves the queue's flight at once (a later retry is admitted again).
+            if paced is not None:
+                await self.pacer.release(paced[1])
+                self._paced[message.payload["Url"]] = paced
+            raise
 
     async def _store_session(self, dispatch: ContactDispatched, rendered: RenderedMessage) -> None:
         now = utcnow()

@@ -103,6 +103,14 @@ class Pacer:
             self.queue(name).connected.discard(dispatch_id)
             self._changed.notify_all()
 
+    async def release(self, dispatch_id: str) -> None:
+        """The provider refused the call: it leaves the flight without teaching the ratio anything."""
+        async with self._changed:
+            name = self._queue_of.pop(dispatch_id, None)
+            if name is not None:
+                self.queues[name].in_flight.discard(dispatch_id)
+                self._changed.notify_all()
+
     async def finish(self, dispatch_id: str, *, human: bool, outcome: str) -> None:
         """The call ended: it leaves the queue's flight and teaches the ratio whether a person answered."""
         async with self._changed:

@@ -39,3 +39,12 @@ async def test_a_full_queue_admits_the_next_call_when_one_ends_and_never_more() 
     await pacer.set_available("q", 0)
     pacer.queue("q", agents=5)  # a dispatch's fixed number does not override the API's
     assert pacer.view("q")["available"] == 0 and pacer.view("q")["pinned"]
+
+
+async def test_a_refused_call_leaves_the_flight_without_counting_as_an_answer() -> None:
+    pacer = Pacer()
+    pacer.queue("q", agents=1)
+    assert await pacer.admit("q", "refused", timeout=1)
+    await pacer.release("refused")
+    assert await pacer.admit("q", "next", timeout=0.05)
+    assert pacer.view("q")["counts"] == {} and len(pacer.queues["q"].answers) == 0
