@@ -51,7 +51,13 @@ async def test_bridged_to_an_agent_a_busy_agent_offers_a_callback_and_a_hang_up_
         connected = [await wait_for(lambda e=e: outcome(outcomes, e.data.dispatch_id, "agent_connected"), timeout=60,
                                     what="agent connected") for e in (pressed_2, waited)]
         assert [c[0].data.talk_time_s for c in connected] == [12, 12]
-        call = await sandbox.call((await placed_calls(sandbox, pressed_2.data.to))[0]["sid"])
+        sid = (await placed_calls(sandbox, pressed_2.data.to))[0]["sid"]
+
+        async def ended(sid: str) -> dict:
+            call = await sandbox.call(sid)
+            return call if call["status"] == "completed" else {}
+
+        call = await wait_for(lambda: ended(sid), timeout=30, what="the bridged call ended")
         dial = next(step for step in call["transcript"] if step["verb"] == "Dial")
         assert (dial["to"], dial["status"]) == (agent, "completed")
         assert dial["whisper"] == "Cliente en línea. Cuenta acc-1."  # the agent hears the account
@@ -63,13 +69,15 @@ async def test_bridged_to_an_agent_a_busy_agent_offers_a_callback_and_a_hang_up_
         [callback] = await wait_for(lambda: [r for r in outcomes.of_type(RESPONSE)
                                              if r.data.dispatch_id == no_agent.data.dispatch_id], timeout=60)
         assert callback.data.kind == "callback_request"
-        offer = await sandbox.call((await placed_calls(sandbox, no_agent.data.to))[0]["sid"])
+        offer_sid = (await placed_calls(sandbox, no_agent.data.to))[0]["sid"]
+        offer = await wait_for(lambda: ended(offer_sid), timeout=30, what="the offered call ended")
         assert offer["spoken"].endswith("un asesor le devolverá la llamada.")
         assert not outcome(outcomes, no_agent.data.dispatch_id, "abandoned")
 
         [abandoned] = await wait_for(lambda: outcome(outcomes, hung_up.data.dispatch_id, "abandoned"), timeout=60)
         assert abandoned.data.channel == "voice"
-        left = await sandbox.call((await placed_calls(sandbox, hung_up.data.to))[0]["sid"])
+        left_sid = (await placed_calls(sandbox, hung_up.data.to))[0]["sid"]
+        left = await wait_for(lambda: ended(left_sid), timeout=30, what="the abandoned call ended")
         assert left["transcript"][-1]["verb"] == "CallerHangup"
         assert not [s for s in left["transcript"] if s["verb"] == "Dial"]
 
