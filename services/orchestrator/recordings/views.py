@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
 from services.orchestrator.recordings.models import CallRecordingRow
@@ -14,11 +14,11 @@ router = APIRouter(tags=["recordings"], dependencies=[Depends(require_role("view
 
 
 @router.get("/v1/debtors/{debtor_id}/recordings")
-async def list_recordings(debtor_id: str, request: Request, limit: int = 100) -> dict[str, Any]:
+async def list_recordings(debtor_id: str, request: Request, limit: int = Query(100, ge=1, le=500)) -> dict[str, Any]:
     async with request.app.state.ctx.db.sessions() as session:
         rows = (await session.execute(
             select(CallRecordingRow).where(CallRecordingRow.debtor_id == debtor_id)
-            .order_by(CallRecordingRow.occurred_at.desc()).limit(max(1, min(limit, 500)))
+            .order_by(CallRecordingRow.occurred_at.desc()).limit(limit)
         )).scalars().all()
     return {"items": [{
         "recording_sid": r.recording_sid, "dispatch_id": r.dispatch_id, "request_id": r.request_id,

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
@@ -248,12 +248,12 @@ def _summary(row: AgreementRow) -> dict[str, Any]:
 
 
 @ops.get("/v1/agreements")
-async def list_agreements(request: Request, debtor_id: str, limit: int = 50) -> dict[str, Any]:
+async def list_agreements(request: Request, debtor_id: str, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     """A debtor's signed agreements, newest first (viewer)."""
     async with _rt(request).ctx.db.sessions() as session:
         rows = (await session.execute(
             select(AgreementRow).where(AgreementRow.debtor_id == debtor_id)
-            .order_by(AgreementRow.signed_at.desc()).limit(max(1, min(limit, 500)))
+            .order_by(AgreementRow.signed_at.desc()).limit(limit)
         )).scalars().all()
     return {"items": [_summary(r) for r in rows]}
 
