@@ -1,6 +1,6 @@
 """The self-service page in headless Chromium on a phone-sized screen: a promise and a plan, signed PDFs.
 
-Screenshots and the downloaded agreements are kept in ``artifacts/selfservice/`` (git-ignored).
+Screenshots and the downloaded agreements are kept in ``test-artifacts/selfservice/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from shared.templates import format_money
 from tests.helpers import TopicReader, wait_for
 from tests.orchestrator.conftest import EDITOR, FakeClock, make_settings, publish_templates, request_event
 from tests.templates.test_editor_browser import ARGS, CHROMIUM, free_port
+from tests.templates.test_editor_browser import ARTIFACTS as TEST_ARTIFACTS
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "selfservice"
+ARTIFACTS = TEST_ARTIFACTS / "selfservice"
 DISPATCHED = "cadencia.contact.dispatched.v1"
 PROMISE = "cadencia.account.promise_made.v1"
 #: 23:30 in New York: no contact is lawful, the page still answers.
