@@ -46,11 +46,12 @@ def load_components() -> list[Component]:
     from services.orchestrator.dashboard.component import component as dashboard
     from services.orchestrator.dlq.component import component as dead_letters
     from services.orchestrator.imports.component import component as imports
+    from services.orchestrator.ops.component import component as ops
     from services.orchestrator.recordings.component import component as recordings
     from services.orchestrator.runtime.component import component as runtime
     from services.orchestrator.selfservice.component import component as self_service
     from services.orchestrator.templates.component import component as templates
     from services.orchestrator.webhooks.component import component as webhooks
 
-    return [PolicySimulation(), templates, runtime, dead_letters, dashboard, audit, webhooks, imports, self_service,
+    return [PolicySimulation(), templates, ops, runtime, dead_letters, dashboard, audit, webhooks, imports, self_service,
             recordings, agents]

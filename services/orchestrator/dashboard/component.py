@@ -1,6 +1,7 @@
 """The dashboard: a page for ops, the JSON behind it, and the same figures as Prometheus gauges.
 
-Stats are recomputed by one background task every few seconds (never per scrape or per viewer),
+The figures come from the pre-aggregated counters (``services.orchestrator.ops.counters``). Stats
+are recomputed by one background task every few seconds (never per scrape or per viewer),
 so many open dashboards cost the database nothing extra.
 """
 
@@ -10,23 +11,27 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.dashboard.stats import collect
+from services.orchestrator.ops.counters import prune
 from shared.http import require_role
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 PAGE = (Path(__file__).parent / "dashboard.html").read_text(encoding="utf-8")
 router = APIRouter(tags=["ops"])
+DAYS = 2
+PRUNE_EVERY = timedelta(minutes=10)
 
 
 class StatsCache:
@@ -34,10 +39,16 @@ class StatsCache:
         self.ctx, self.interval = ctx, interval
         self.snapshot: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        self._pruned: datetime | None = None
 
     async def refresh(self) -> dict[str, Any]:
+        now = self.ctx.clock()
         async with self.ctx.db.read_sessions() as session:
-            self.snapshot = await collect(session, self.ctx.clock())
+            self.snapshot = await collect(session, now, DAYS)
+        if self._pruned is None or now - self._pruned > PRUNE_EVERY:
+            async with self.ctx.db.transaction() as session:
+                await prune(session, now)
+            self._pruned = now
         return self.snapshot
 
     async def _loop(self) -> None:
@@ -67,57 +78,57 @@ class StatsCollector(Collector):
         snap = self.cache.snapshot
         if not snap:
             return
-        requests = GaugeMetricFamily("cadencia_contact_requests", "Contact requests by status", labels=["status"])
-        for status, n in snap["requests"].items():
-            requests.add_metric([status], n)
-        yield requests
-        dispatches = GaugeMetricFamily("cadencia_dispatches", "Dispatches by channel and status",
-                                       labels=["channel", "status"])
-        for channel, by_status in snap["dispatches"].items():
-            for status, n in by_status.items():
-                dispatches.add_metric([channel, status], n)
-        yield dispatches
-        suppressions = GaugeMetricFamily("cadencia_suppressions_active", "Active suppressions by reason",
-                                         labels=["reason"])
-        for reason, n in snap["suppressions"].items():
-            suppressions.add_metric([reason], n)
-        yield suppressions
+        window = GaugeMetricFamily("cadencia_contact_events_window",
+                                   "Contact events in the dashboard's hour window, by metric and channel",
+                                   labels=["metric", "channel"])
+        for channel, by_metric in snap["by_channel"].items():
+            for metric, n in by_metric.items():
+                window.add_metric([metric, channel], n)
+        yield window
         yield GaugeMetricFamily(
             "cadencia_deferred_pending", "Deferred contacts waiting", value=snap["deferred_pending"]
         )
+        yield GaugeMetricFamily("cadencia_contacts_held", "Contacts held by an ops pause", value=snap["held"])
+        yield GaugeMetricFamily("cadencia_pauses_active", "Active ops pauses", value=len(snap["pauses"]))
         yield GaugeMetricFamily("cadencia_dead_letters", "Dead letters kept", value=snap["dead_letters"])
         yield GaugeMetricFamily("cadencia_outbox_backlog", "Outbox rows not yet relayed", value=snap["outbox_backlog"])
 
 
-class RecentChange(BaseModel):
-    at: str
-    request_id: str
-    debtor_id: str
-    status: str
-    channel: str | None = None
-    reason: str | None = None
-    not_before: str | None = None
-
-
 class Stats(BaseModel):
-    """Counts by status, channel and reason, as the dashboard shows them."""
+    """The dashboard's figures (see docs/operations.md): series, totals, funnel, breakdowns, pauses."""
+
+    model_config = ConfigDict(extra="allow")
 
     generated_at: str
+    window: dict[str, int]
+    axes: dict[str, list[str]]
+    series: dict[str, dict[str, dict[str, list[int]]]]
+    totals: dict[str, int]
     requests: dict[str, int]
-    dispatches: dict[str, dict[str, int]]
+    funnel: list[tuple[str, int]]
+    breakdowns: dict[str, dict[str, dict[str, int]]]
+    deferrals_by_rule: dict[str, int]
+    rejections_by_rule: dict[str, int]
+    failures_by_reason: dict[str, int]
+    responses: dict[str, int]
     deferred_pending: int
     next_release: str | None = None
-    suppressions: dict[str, int]
-    responses: dict[str, int]
     dead_letters: int
     outbox_backlog: int
-    recent: list[RecentChange]
+    pauses: list[dict[str, Any]]
+    held: int
+    recent: list[dict[str, Any]]
 
 
 @router.get("/v1/stats", dependencies=[Depends(require_role("viewer"))], response_model=Stats,
             operation_id="get_stats")
-async def stats(request: Request, fresh: bool = False) -> dict[str, Any]:
+async def stats(request: Request, fresh: bool = False, days: int = Query(DAYS, ge=1, le=14)) -> dict[str, Any]:
+    """The dashboard's figures: the last hour by minute and the last ``days`` by hour, from counters."""
     cache: StatsCache = request.app.state.stats
+    if days != DAYS:
+        ctx: OrchestratorContext = request.app.state.ctx
+        async with ctx.db.read_sessions() as session:
+            return await collect(session, ctx.clock(), days)
     return await cache.refresh() if fresh or not cache.snapshot else cache.snapshot
 
 

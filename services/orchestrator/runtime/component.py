@@ -35,6 +35,9 @@ class RuntimeComponent:
                           registry=app.state.metrics)
         rt = Runtime(ctx=ctx, strategy=strategy, policy=policy, jurisdictions=policy_port.jurisdictions(policy),
                      status_counter=counter)
+        hooks = getattr(app.state, "runtime_hooks", None)  # the ops component's (counters, pauses)
+        if hooks is not None:
+            rt.hooks = hooks(rt)
         app.state.runtime = rt
 
         scheduler = DeferralScheduler(rt, ctx.settings.scheduler_interval)

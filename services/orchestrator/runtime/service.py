@@ -26,6 +26,7 @@ from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.policy.models import normalise_address
 from services.orchestrator.recordings import service as recordings
 from services.orchestrator.runtime import debtor_limits, policy_port, templates_port, validation
+from services.orchestrator.runtime.hooks import NO_HOOKS, RuntimeHooks
 from services.orchestrator.runtime.models import (
     AccountRow,
     ContactRequestRow,
@@ -108,6 +109,8 @@ class Runtime:
     jurisdictions: set[str] = field(default_factory=set)
     #: ``orchestrator_contact_status_total{status}`` on the app's registry (None outside an app).
     status_counter: Any = None
+    #: Counters and campaign control (``services.orchestrator.ops``); no-ops by default.
+    hooks: RuntimeHooks = NO_HOOKS
     _sqlite_writer: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @asynccontextmanager
@@ -120,9 +123,11 @@ class Runtime:
         if self.postgres:
             async with self.ctx.db.transaction() as session:
                 yield session
+                await self.hooks.before_commit(session)
             return
         async with self._sqlite_writer, self.ctx.db.transaction() as session:
             yield session
+            await self.hooks.before_commit(session)
 
     @property
     def postgres(self) -> bool:
@@ -212,6 +217,8 @@ def publish_status(
     final: bool = True,
 ) -> None:
     """Record a status change of ``request`` and stage its ``contact.status`` event."""
+    rt.hooks.status(session, request, status, now, channel=channel, reason=reason, rules=rules,
+                    dispatch_id=dispatch_id)
     if rt.status_counter is not None:
         rt.status_counter.labels(status=status).inc()
     if final:
@@ -481,6 +488,8 @@ async def decide(
                 denials.append(f"{channel}: {problem}")
                 denial_rules.append("template.render")
                 continue
+            if await rt.hooks.held(session, row, channel, now):  # paused by ops: deferred, not lost
+                return "deferred"
             await dispatch(rt, session, row, request, debtor, account, channel, address, template, now, ids,
                            send_before=decision.send_before)
             return "dispatched"
@@ -638,6 +647,7 @@ async def apply_account_event(rt: Runtime, session: AsyncSession, event: Account
     if isinstance(event, PaymentReceivedEvent):
         if event.data.settles_account:
             _set_status(account, "paid", now)
+            rt.hooks.account(session, account, "paid", now)
             await cancel_deferrals(rt, session, debtor.id, account.id, now, "paid")
     elif isinstance(event, PromiseMadeEvent):
         await promise(rt, session, account, event.data.due_date, now)
@@ -687,6 +697,7 @@ async def promise(
 ) -> None:
     """A promise to pay pauses collection of the account; pending deferrals are re-decided under it."""
     _set_status(account, "promised", now, promise_until=until)
+    rt.hooks.account(session, account, "promised", now)
     for deferred in await pending_deferrals(session, account.debtor_id, account.id):
         await release(rt, session, deferred, now)
 
