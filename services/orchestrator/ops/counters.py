@@ -33,7 +33,7 @@ MINUTES_KEPT = timedelta(hours=3)
 NONE = "(none)"
 #: Status changes counted per channel over time (``requested`` is a request's first status).
 SERIES = ("requested", "dispatched", "delivered", "failed", "responded", "opted_out", "deferred", "rejected",
-          "expired", "promised", "paid")
+          "expired", "exhausted", "promised", "paid")
 BREAKDOWN_DIMS = ("campaign", "jurisdiction", "segment")
 OPT_OUT_KINDS = frozenset({"opt_out", "unsubscribe"})
 
@@ -112,7 +112,9 @@ async def _variant(session: AsyncSession, dispatch_id: str | None) -> tuple[str 
 
 async def _count_status(session: AsyncSession, fact: StatusFact, tally: _Tally) -> None:
     tags = _request_tags(fact.request)
-    metrics = [fact.status]
+    # A dispatch that failed is "failed"; a request with no channel left after it is "exhausted".
+    status = "exhausted" if fact.status == "failed" and fact.dispatch_id is None else fact.status
+    metrics = [status]
     if fact.first:
         metrics.insert(0, "requested")
         if tags["campaign"]:
@@ -132,7 +134,7 @@ async def _count_status(session: AsyncSession, fact: StatusFact, tally: _Tally) 
     if fact.status in ("deferred", "rejected", "expired"):
         for rule in fact.rules or (NONE,):
             tally.add(fact.now, fact.status, "rule", rule)
-    elif fact.status == "failed":
+    elif status == "failed":
         tally.add(fact.now, "failed", "reason", (fact.reason or NONE).split(" ")[0])
     elif fact.status == "responded":
         tally.add(fact.now, "responded", "kind", fact.reason)

@@ -137,9 +137,9 @@ async def list_suppressions(
     if before_id is not None:
         stmt = stmt.where(SuppressionRow.id < before_id)
     async with rt.ctx.db.sessions() as session:
-        rows = list((await session.execute(stmt.order_by(SuppressionRow.id.desc()).limit(limit))).scalars())
-    return {"suppressions": [_suppression_json(s) for s in rows],
-            "next_before_id": rows[-1].id if len(rows) == limit else None}
+        rows = list((await session.execute(stmt.order_by(SuppressionRow.id.desc()).limit(limit + 1))).scalars())
+    more, rows = len(rows) > limit, rows[:limit]
+    return {"suppressions": [_suppression_json(s) for s in rows], "next_before_id": rows[-1].id if more else None}
 
 
 @router.post("/v1/suppressions", status_code=201)
@@ -233,14 +233,15 @@ async def search_requests(
             raise Problem(422, "Invalid request", "invalid cursor", "/problems/validation") from exc
         stmt = stmt.where((ContactRequestRow.created_at < cursor_at) | (
             (ContactRequestRow.created_at == cursor_at) & (ContactRequestRow.id < request_id)))
-    stmt = stmt.order_by(ContactRequestRow.created_at.desc(), ContactRequestRow.id.desc()).limit(limit)
+    stmt = stmt.order_by(ContactRequestRow.created_at.desc(), ContactRequestRow.id.desc()).limit(limit + 1)
     async with rt.ctx.db.sessions() as session:
         rows = list((await session.execute(stmt)).scalars())
+    more, rows = len(rows) > limit, rows[:limit]
     items = [{
         "id": r.id, "debtor_id": r.debtor_id, "account_id": r.account_id, "campaign_id": (r.payload or {}).get(
             "campaign_id"), "kind": r.kind, "template": r.template, "segment": r.segment, "status": r.status,
         "reason": r.reason, "attempts": r.attempts, "created_at": _iso(r.created_at),
         "updated_at": _iso(r.updated_at), "timeline": f"/v1/contact-requests/{r.id}",
     } for r in rows]
-    cursor = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}" if len(rows) == limit else None
+    cursor = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}" if more else None
     return {"requests": items, "next": cursor}
