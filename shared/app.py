@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import ServiceSettings
 from shared.http import Problem, install_problem_handlers, problem_response
+from shared.http_metrics import HttpMetrics
 from shared.tracing import continued, parse_traceparent
 
 
@@ -96,7 +97,8 @@ class TraceContextMiddleware:
 
 
 def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> FastAPI:
-    """A FastAPI app with /health, /ready, /metrics, problem+json errors and API keys on state.
+    """A FastAPI app with /health, /ready, /metrics (HTTP request metrics included), problem+json
+    errors and API keys on state.
 
     Services register readiness probes by appending to ``app.state.ready_checks`` in their lifespan.
     """
@@ -109,6 +111,7 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TraceContextMiddleware)
+    app.add_middleware(HttpMetrics, registry=app.state.metrics)  # outermost: counts 413s too
 
     @app.get("/health", tags=["ops"], response_model=Health, operation_id="health")
     async def health() -> Health:

@@ -39,6 +39,7 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from shared.bus.deadletter import PayloadKeeper, dead_letter
+from shared.bus.metrics import ConsumerMetrics
 from shared.bus.producer import EventProducer
 from shared.config import KafkaSettings
 from shared.events import AnyEvent, CloudEvent, parse_event
@@ -144,6 +145,8 @@ class ConsumerRunner:
         self._sem = asyncio.Semaphore(max(1, kafka.partition_concurrency))
         self.handled = 0
         self.dead_lettered = 0
+        #: Batch sizes and lag; a service registers it on its ``/metrics`` registry.
+        self.metrics = ConsumerMetrics(name, self._consumer)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -200,6 +203,7 @@ class ConsumerRunner:
                 continue
             if not batches:
                 continue
+            self.metrics.batch(batches)
             async with self._batch_lock:
                 await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 await self._commit_done(None)

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from shared.app import fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
+from shared.channels.metrics import instrument
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.reconcile import AskProvider, Reconciler
@@ -116,6 +117,7 @@ async def start_dispatch(
 ) -> DispatchHandler:
     """Consume ``dispatch.<channel>`` through the shared send log; ready checks and app state included."""
     service = settings.service_name
+    adapter, limits = instrument(app, channel, adapter, limits)  # sends, provider latency, rate-limit waits
     handler = DispatchHandler(
         adapter=adapter,
         db=infra.db,
@@ -141,6 +143,7 @@ async def start_dispatch(
         crash_log=ConsumerAttempts(infra.db),
         on_fatal=fatal_hook(app),
     )
+    app.state.metrics.register(runner.metrics)
     await runner.start()
     stack.push_async_callback(runner.stop)
     await infra.templates_started

@@ -60,6 +60,7 @@ class RuntimeComponent:
             keep_payload=payload_keeper(ctx),
             on_fatal=fatal_hook(app),
         )
+        app.state.metrics.register(runner.metrics)
         await runner.start()
         stack.push_async_callback(runner.stop)
         app.state.runtime_consumer = runner

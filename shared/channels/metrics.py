@@ -1,0 +1,145 @@
+"""Prometheus metrics every channel service exports, wrapped around the send pipeline.
+
+The pipeline itself is untouched: :func:`instrument` wraps the channel's adapter (provider requests
+by result and error, provider latency) and its sender limits (time spent waiting for a rate-limit
+slot), and a collector reads the webhook contexts' counts (forged webhooks refused) at scrape time.
+
+* ``cadencia_channel_sends_total{channel, status, error}``: provider requests; ``status`` is
+  ``accepted``, ``rejected`` (``error`` = the provider's code), ``retryable`` (``error`` = the HTTP
+  status or code) or ``unknown`` (the answer was lost);
+* ``cadencia_provider_request_seconds{channel, provider}``: provider request latency;
+* ``cadencia_rate_limit_wait_seconds{channel}``: time a send waited for its sender's slot;
+* ``cadencia_webhook_rejections_total{channel, reason}`` and ``cadencia_webhook_events_total{channel, kind}``.
+
+Consumer lag and batch sizes come from :class:`shared.bus.metrics.ConsumerMetrics`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from shared.channels.dispatch import ChannelAdapter, OutboundMessage
+from shared.channels.ratelimit import SenderLimits, TokenBucket
+from shared.events.contracts import Channel, ContactDispatched
+from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
+from shared.templates import RenderedMessage
+
+#: Webhook counts that mean a request was refused (the rest are events worth counting).
+REJECTIONS = frozenset({"forged"})
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WAIT_BUCKETS = (0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
+
+
+class ChannelMetrics:
+    def __init__(self, registry: CollectorRegistry, channel: str) -> None:
+        self.channel = channel
+        self.sends = Counter("cadencia_channel_sends", "Provider requests by channel, result and error",
+                             ["channel", "status", "error"], registry=registry)
+        self.latency = Histogram("cadencia_provider_request_seconds", "Provider request latency",
+                                 ["channel", "provider"], registry=registry, buckets=LATENCY_BUCKETS)
+        self.rate_limit_wait = Histogram("cadencia_rate_limit_wait_seconds",
+                                         "Time a send waited for its sender's rate-limit slot", ["channel"],
+                                         registry=registry, buckets=WAIT_BUCKETS)
+
+
+class MeteredAdapter:
+    """The channel's adapter, timing and classifying each provider request."""
+
+    def __init__(self, inner: ChannelAdapter, metrics: ChannelMetrics) -> None:
+        self.inner, self.metrics = inner, metrics
+        self.channel: Channel = inner.channel
+        self.provider: str = inner.provider
+
+    def __getattr__(self, name: str) -> Any:  # channel-specific extras (the WhatsApp window, …)
+        return getattr(self.inner, name)
+
+    async def compose(self, dispatch: ContactDispatched, rendered: RenderedMessage,
+                      status_callback: str) -> OutboundMessage:
+        return await self.inner.compose(dispatch, rendered, status_callback)
+
+    async def send(self, message: OutboundMessage) -> Accepted:
+        started = time.perf_counter()
+        status, error = "accepted", ""
+        try:
+            return await self.inner.send(message)
+        except Rejected as exc:
+            status, error = "rejected", exc.code or ""
+            raise
+        except Retryable as exc:
+            status, error = "retryable", str(exc.status or exc.code or "")
+            raise
+        except Ambiguous:
+            status = "unknown"
+            raise
+        except BaseException:
+            status = "error"
+            raise
+        finally:
+            self.metrics.latency.labels(self.channel, self.provider).observe(time.perf_counter() - started)
+            self.metrics.sends.labels(self.channel, status, error).inc()
+
+
+class MeteredBucket(TokenBucket):
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float], observe: Callable[[float], None]) -> None:
+        super().__init__(rate, burst, clock)
+        self._observe = observe
+
+    async def acquire(self, max_wait: float | None = None) -> bool:
+        started = time.perf_counter()
+        try:
+            return await super().acquire(max_wait)
+        finally:
+            self._observe(time.perf_counter() - started)
+
+
+class MeteredLimits(SenderLimits):
+    """The same limits, with buckets that record how long each send waited for its slot."""
+
+    def __init__(self, inner: SenderLimits, observe: Callable[[float], None]) -> None:
+        super().__init__(inner.default_rate, inner.burst, inner.rates, getattr(inner, "_clock", time.monotonic))
+        self._observe = observe
+
+    def bucket(self, sender: str) -> TokenBucket:
+        found = self._buckets.get(sender)
+        if found is None:
+            found = MeteredBucket(self.rates.get(sender, self.default_rate), self.burst, self._clock, self._observe)
+            self._buckets[sender] = found
+        return found
+
+
+class WebhookCounts(Collector):
+    """Reads ``counts`` of the app's webhook contexts (``app.state.webhooks``, ``app.state.voice``) at scrape."""
+
+    def __init__(self, app: FastAPI, channel: str) -> None:
+        self.app, self.channel = app, channel
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        rejections = CounterMetricFamily("cadencia_webhook_rejections", "Webhook requests refused, by reason",
+                                         labels=["channel", "reason"])
+        events = CounterMetricFamily("cadencia_webhook_events", "Notable webhook events, by kind",
+                                     labels=["channel", "kind"])
+        totals: dict[str, int] = {"forged": 0}  # the series exists before the first refusal
+        for name in ("webhooks", "voice"):
+            for kind, n in getattr(getattr(self.app.state, name, None), "counts", {}).items():
+                totals[kind] = totals.get(kind, 0) + n
+        for kind, n in totals.items():
+            (rejections if kind in REJECTIONS else events).add_metric([self.channel, kind], n)
+        yield rejections
+        yield events
+
+
+def instrument(app: FastAPI, channel: str, adapter: ChannelAdapter,
+               limits: SenderLimits) -> tuple[ChannelAdapter, SenderLimits]:
+    """Register the channel's metrics on the app's registry; the adapter and limits to use instead."""
+    registry: CollectorRegistry = app.state.metrics
+    metrics = ChannelMetrics(registry, channel)
+    registry.register(WebhookCounts(app, channel))
+    wait = metrics.rate_limit_wait.labels(channel)
+    return MeteredAdapter(adapter, metrics), MeteredLimits(limits, wait.observe)

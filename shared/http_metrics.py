@@ -1,0 +1,46 @@
+"""HTTP request metrics for every service: count and latency by method, route template and status.
+
+Plain ASGI (like ``BodyLimit``) so it costs next to nothing on webhook and sandbox hot paths. The
+route is the matched template (``/v1/contact-requests/{request_id}``), never the raw path, so ids
+do not become label values; unmatched paths count as ``<unmatched>``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED = "<unmatched>"
+
+
+class HttpMetrics:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter("cadencia_http_requests", "HTTP requests by method, route and status",
+                                ["method", "route", "status"], registry=registry)
+        self.latency = Histogram("cadencia_http_request_seconds", "HTTP request latency (to the last byte sent)",
+                                 ["method", "route"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            method = scope.get("method", "GET")
+            self.requests.labels(method, route, str(status)).inc()
+            self.latency.labels(method, route).observe(time.perf_counter() - started)
