@@ -79,9 +79,10 @@ def _phone(region: str, rng: random.Random, suffix: str = "") -> str:
     return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
 
 
-def demo_requests(count: int = 120, seed: int = 7, today: date | None = None) -> list[ContactRequestedEvent]:
+def demo_requests(count: int = 120, seed: int = 7, now: datetime | None = None) -> list[ContactRequestedEvent]:
     rng = random.Random(seed)
-    today = today or date.today()
+    now = now or datetime.now(UTC)
+    today = now.date()
     events = []
     for i in range(count):
         jurisdiction, region, locale, currency, zone, firsts, lasts = _MARKETS[i % len(_MARKETS)]
@@ -119,8 +120,8 @@ def demo_requests(count: int = 120, seed: int = 7, today: date | None = None) ->
         request = ContactRequested(debtor=debtor, account=account, channel="auto", template=key,
                                    campaign_id=CAMPAIGNS[i % len(CAMPAIGNS)])
         events.append(ContactRequestedEvent(subject=debtor_id, source="cadencia/demo", data=request))
-        if i % 20 == 11:  # a reminder scheduled for tomorrow: deferred until then
-            later = request.model_copy(update={"not_before": datetime.now(UTC) + timedelta(days=1),
+        if i % 20 == 18:  # a reminder scheduled for tomorrow: deferred until then
+            later = request.model_copy(update={"not_before": now + timedelta(days=1),
                                                "template": "reminder_early"})
             events.append(ContactRequestedEvent(subject=debtor_id, source="cadencia/demo", data=later))
         if jurisdiction == "CO" and i % 4 == 1:  # a call the debtor never authorised: rejected
@@ -129,7 +130,7 @@ def demo_requests(count: int = 120, seed: int = 7, today: date | None = None) ->
     return events
 
 
-def demo_follow_ups(requests: list[ContactRequestedEvent]) -> list[AccountEvent]:
+def demo_follow_ups(requests: list[ContactRequestedEvent], today: date | None = None) -> list[AccountEvent]:
     """What the backends report a little later: payments from those who promised, and promises."""
     first_requests: dict[str, ContactRequestedEvent] = {}
     for event in requests:  # debtor i's first request; the extra ones follow it
@@ -144,7 +145,7 @@ def demo_follow_ups(requests: list[ContactRequestedEvent]) -> list[AccountEvent]
                 currency=event.data.account.currency)))
         elif scenario == "read":
             follow_ups.append(PromiseMadeEvent(subject=debtor_id, source="cadencia/demo", data=PromiseMade(
-                debtor_id=debtor_id, account_id=account_id, due_date=date.today() + timedelta(days=5))))
+                debtor_id=debtor_id, account_id=account_id, due_date=(today or date.today()) + timedelta(days=5))))
     return follow_ups
 
 

@@ -51,7 +51,8 @@ def load_components() -> list[Component]:
     from services.orchestrator.runtime.component import component as runtime
     from services.orchestrator.selfservice.component import component as self_service
     from services.orchestrator.templates.component import component as templates
+    from services.orchestrator.ui.component import component as ui
     from services.orchestrator.webhooks.component import component as webhooks
 
-    return [PolicySimulation(), templates, ops, runtime, dead_letters, dashboard, audit, webhooks, imports, self_service,
-            recordings, agents]
+    return [PolicySimulation(), ui, templates, ops, runtime, dead_letters, dashboard, audit, webhooks, imports,
+            self_service, recordings, agents]

@@ -28,10 +28,11 @@ from shared.http import require_role
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-PAGE = (Path(__file__).parent / "dashboard.html").read_text(encoding="utf-8")
+HERE = Path(__file__).parent
 router = APIRouter(tags=["ops"])
 DAYS = 2
 PRUNE_EVERY = timedelta(minutes=10)
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 
 
 class StatsCache:
@@ -134,8 +135,13 @@ async def stats(request: Request, fresh: bool = False, days: int = Query(DAYS, g
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    # The page holds no data: it fetches /v1/stats with the viewer's key.
-    return HTMLResponse(PAGE)
+    # The pages hold no data: they fetch the API with the viewer's key.
+    return HTMLResponse((HERE / "dashboard.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+
+
+@router.get("/requests", response_class=HTMLResponse, include_in_schema=False)
+async def requests_page() -> HTMLResponse:
+    return HTMLResponse((HERE / "requests.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
 
 class DashboardComponent:
