@@ -32,7 +32,10 @@ async def test_stats_page_and_metrics(kafka_settings: KafkaSettings, tmp_path) -
 
             page = await client.get("/dashboard")
             assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-            assert 'fetch("/v1/stats"' in page.text and "<html lang=" in page.text
+            assert '<script src="/ui/dashboard.js">' in page.text and "<html lang=" in page.text
+            script = await client.get("/ui/dashboard.js")
+            assert script.status_code == 200 and 'fetch("/v1/stats"' in script.text
+            assert (await client.get("/ui/..%2Fcomponent.py")).status_code == 404
 
             producer = EventProducer(kafka_settings)
             await producer.start()
