@@ -99,18 +99,29 @@ def _request_tags(request: ContactRequestRow) -> dict[str, str | None]:
             "segment": request.segment}
 
 
-async def _variant(session: AsyncSession, dispatch_id: str | None) -> tuple[str | None, str | None]:
+#: ``(key, version) -> variant``: a version pins one content for good, so this never goes stale.
+VariantCache = dict[tuple[str, int], str]
+
+
+async def _variant(session: AsyncSession, dispatch_id: str | None,
+                   variants: VariantCache) -> tuple[str | None, str | None]:
     """The dispatch's channel and ``key variant`` (identity-map hits for the transaction's own dispatch)."""
     if dispatch_id is None:
         return None, None
     dispatch = await session.get(DispatchRow, dispatch_id)
     if dispatch is None:
         return None, None
-    version = await session.get(TemplateVersion, (dispatch.template_key, dispatch.template_version))
-    return dispatch.channel, f"{dispatch.template_key} {version.variant if version else '?'}"
+    pinned = (dispatch.template_key, dispatch.template_version)
+    variant = variants.get(pinned)
+    if variant is None:
+        version = await session.get(TemplateVersion, pinned)
+        variant = version.variant if version else "?"
+        if version is not None and len(variants) < 10_000:
+            variants[pinned] = variant
+    return dispatch.channel, f"{dispatch.template_key} {variant}"
 
 
-async def _count_status(session: AsyncSession, fact: StatusFact, tally: _Tally) -> None:
+async def _count_status(session: AsyncSession, fact: StatusFact, tally: _Tally, variants: VariantCache) -> None:
     tags = _request_tags(fact.request)
     # A dispatch that failed is "failed"; a request with no channel left after it is "exhausted".
     status = "exhausted" if fact.status == "failed" and fact.dispatch_id is None else fact.status
@@ -122,7 +133,7 @@ async def _count_status(session: AsyncSession, fact: StatusFact, tally: _Tally) 
                                       created_at=fact.request.created_at))
     if fact.status == "responded" and fact.reason in OPT_OUT_KINDS:
         metrics.append("opted_out")
-    channel, variant = await _variant(session, fact.dispatch_id)
+    channel, variant = await _variant(session, fact.dispatch_id, variants)
     for metric in metrics:
         # a request's own channel until it is decided ("auto" when the strategy picks)
         on = fact.channel or channel or (fact.request.channels[0] if len(fact.request.channels) == 1 else "auto")
@@ -140,15 +151,16 @@ async def _count_status(session: AsyncSession, fact: StatusFact, tally: _Tally) 
         tally.add(fact.now, "responded", "kind", fact.reason)
 
 
-async def flush(session: AsyncSession, postgres: bool) -> None:
+async def flush(session: AsyncSession, postgres: bool, variants: VariantCache | None = None) -> None:
     """Upsert the transaction's counts; called last in the transaction."""
+    variants = {} if variants is None else variants
     facts = session.info.pop(FACTS, None)
     if not facts:
         return
     tally = _Tally()
     for fact in facts:
         if isinstance(fact, StatusFact):
-            await _count_status(session, fact, tally)
+            await _count_status(session, fact, tally, variants)
         else:
             tally.add(fact.now, fact.status, "channel", "account", minutes=True)
     shard = random.randrange(PG_SHARDS) if postgres else 0

@@ -16,6 +16,7 @@ from services.orchestrator.runtime.service import Runtime
 class OpsHooks(RuntimeHooks):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.variants: counters.VariantCache = {}
 
     def status(
         self, session: AsyncSession, request: ContactRequestRow, status: str, now: datetime, *,
@@ -31,4 +32,4 @@ class OpsHooks(RuntimeHooks):
         return await control.hold(self.rt, session, request, channel, now)
 
     async def before_commit(self, session: AsyncSession) -> None:
-        await counters.flush(session, self.rt.postgres)
+        await counters.flush(session, self.rt.postgres, self.variants)
