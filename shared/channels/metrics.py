@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from shared.channels.dispatch import ChannelAdapter, OutboundMessage
-from shared.channels.ratelimit import SenderLimits, TokenBucket
+from shared.channels.ratelimit import Bucket, SenderLimits, TokenBucket
 from shared.events.contracts import Channel, ContactDispatched
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.templates import RenderedMessage
@@ -86,32 +86,42 @@ class MeteredAdapter:
             self.metrics.sends.labels(self.channel, status, error).inc()
 
 
-class MeteredBucket(TokenBucket):
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float], observe: Callable[[float], None]) -> None:
-        super().__init__(rate, burst, clock)
-        self._observe = observe
+class MeteredBucket:
+    """One sender's bucket (in process or in Redis), recording how long each acquire waited."""
+
+    def __init__(self, inner: Bucket, observe: Callable[[float], None]) -> None:
+        self.inner, self._observe = inner, observe
 
     async def acquire(self, max_wait: float | None = None) -> bool:
         started = time.perf_counter()
         try:
-            return await super().acquire(max_wait)
+            return await self.inner.acquire(max_wait)
         finally:
             self._observe(time.perf_counter() - started)
 
+    def pause(self, seconds: float) -> None:
+        self.inner.pause(seconds)
+
 
 class MeteredLimits(SenderLimits):
-    """The same limits, with buckets that record how long each send waited for its slot."""
+    """The same limits (local or shared in Redis), with buckets that record each send's wait for its slot."""
 
     def __init__(self, inner: SenderLimits, observe: Callable[[float], None]) -> None:
-        super().__init__(inner.default_rate, inner.burst, inner.rates, getattr(inner, "_clock", time.monotonic))
-        self._observe = observe
+        super().__init__(inner.default_rate, inner.burst, inner.rates)
+        self.inner, self._observe = inner, observe
+        self._metered: dict[str, MeteredBucket] = {}
 
-    def bucket(self, sender: str) -> TokenBucket:
-        found = self._buckets.get(sender)
+    def rate_of(self, sender: str) -> float:
+        return self.inner.rate_of(sender)
+
+    def bucket(self, sender: str) -> Bucket:
+        found = self._metered.get(sender)
         if found is None:
-            found = MeteredBucket(self.rates.get(sender, self.default_rate), self.burst, self._clock, self._observe)
-            self._buckets[sender] = found
+            found = self._metered[sender] = MeteredBucket(self.inner.bucket(sender), self._observe)
         return found
+
+    def local_bucket(self, sender: str) -> TokenBucket:
+        return self.inner.local_bucket(sender)
 
 
 class WebhookCounts(Collector):
