@@ -20,10 +20,12 @@ from services.orchestrator.runtime import service, validation
 from services.orchestrator.runtime.models import ContactRequestRow, SuppressionRow
 from services.orchestrator.runtime.service import Runtime
 from shared.events.contracts import CHANNELS
-from shared.http import AdminDep, EditorDep, Problem, ViewerDep
+from shared.http import AdminDep, BeforeId, EditorDep, Problem, RowId, ViewerDep
 
 router = APIRouter(tags=["ops"])
 ChannelName = Literal["sms", "email", "whatsapp", "voice"]
+#: An id or name in a query filter (ids are at most 200 characters wherever they are stored).
+ShortText = Annotated[str | None, Query(max_length=200)]
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -128,9 +130,9 @@ def _suppression_query(debtor_id: str | None, channel: str | None, reason: str |
 
 @router.get("/v1/suppressions")
 async def list_suppressions(
-    rt: RuntimeDep, _: ViewerDep, debtor_id: str | None = None, channel: ChannelName | None = None,
-    reason: str | None = None, active: bool = True, limit: int = Query(100, ge=1, le=1000),
-    before_id: int | None = None,
+    rt: RuntimeDep, _: ViewerDep, debtor_id: ShortText = None, channel: ChannelName | None = None,
+    reason: ShortText = None, active: bool = True, limit: int = Query(100, ge=1, le=1000),
+    before_id: BeforeId = None,
 ) -> dict[str, Any]:
     """Suppressions, newest first; page with ``before_id`` = the last answer's ``next_before_id``."""
     stmt = _suppression_query(debtor_id, channel, reason, active)
@@ -160,7 +162,7 @@ async def add_suppression(body: SuppressionIn, rt: RuntimeDep, _: EditorDep) -> 
 
 
 @router.delete("/v1/suppressions/{suppression_id}")
-async def remove_suppression(suppression_id: int, rt: RuntimeDep, _: AdminDep) -> dict[str, Any]:
+async def remove_suppression(suppression_id: RowId, rt: RuntimeDep, _: AdminDep) -> dict[str, Any]:
     """Lift a suppression (admin): it stays in the history with ``lifted_at``."""
     now = rt.ctx.clock()
     async with rt.unit_of_work() as session:
@@ -176,7 +178,7 @@ async def remove_suppression(suppression_id: int, rt: RuntimeDep, _: AdminDep) -
 
 @router.get("/v1/suppressions/export")
 async def export_suppressions(rt: RuntimeDep, _: EditorDep, channel: ChannelName | None = None,
-                              reason: str | None = None, active: bool = True) -> StreamingResponse:
+                              reason: ShortText = None, active: bool = True) -> StreamingResponse:
     """Every matching suppression as CSV, streamed in pages (never the whole table in memory)."""
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
@@ -205,9 +207,10 @@ async def export_suppressions(rt: RuntimeDep, _: EditorDep, channel: ChannelName
 
 @router.get("/v1/contact-requests")
 async def search_requests(
-    rt: RuntimeDep, _: ViewerDep, debtor_id: str | None = None, campaign_id: str | None = None,
-    status: str | None = None, since: datetime | None = None, until: datetime | None = None,
-    limit: int = Query(50, ge=1, le=500), before: str | None = Query(None, description="the last answer's cursor"),
+    rt: RuntimeDep, _: ViewerDep, debtor_id: ShortText = None, campaign_id: ShortText = None,
+    status: ShortText = None, since: datetime | None = None, until: datetime | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    before: str | None = Query(None, max_length=500, description="the last answer's cursor"),
 ) -> dict[str, Any]:
     """Requests newest first, by debtor, campaign, status and ``since <= created_at < until``.
 
