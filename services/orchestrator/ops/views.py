@@ -43,12 +43,72 @@ def _iso(value: datetime | None) -> str | None:
 # --- campaign control -----------------------------------------------------------------------------
 
 
-class PauseIn(BaseModel):
+class NewPause(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: Literal["all", "campaign", "channel"]
     #: The campaign id or channel; omitted (or ``*``) for ``all``.
     key: str | None = Field(None, min_length=1, max_length=200)
     reason: str | None = Field(None, max_length=500)
+
+
+class PauseView(BaseModel):
+    scope: str
+    key: str
+    reason: str | None = None
+    by: str
+    at: str | None = None
+
+
+class PauseList(BaseModel):
+    pauses: list[PauseView]
+    #: Contacts deferred by a pause, waiting for a resume.
+    held: int
+
+
+class ResumeResult(BaseModel):
+    scope: str
+    key: str
+    #: Held contacts made due now (the scheduler decides each again).
+    released: int
+
+
+class SuppressionRecord(BaseModel):
+    id: int
+    debtor_id: str
+    channel: str
+    address: str | None = None
+    reason: str
+    source: str
+    at: str | None = None
+    lifted_at: str | None = None
+
+
+class SuppressionPage(BaseModel):
+    suppressions: list[SuppressionRecord]
+    next_before_id: int | None = None
+
+
+class RequestSummary(BaseModel):
+    id: str
+    debtor_id: str
+    account_id: str
+    campaign_id: str | None = None
+    kind: str
+    template: str
+    segment: str | None = None
+    status: str
+    reason: str | None = None
+    attempts: int
+    created_at: str | None = None
+    updated_at: str | None = None
+    #: The request's timeline: ``GET /v1/contact-requests/{id}``.
+    timeline: str
+
+
+class RequestSearchPage(BaseModel):
+    requests: list[RequestSummary]
+    #: Cursor of the next page (``before=``), or None.
+    next: str | None = None
 
 
 def _pause_json(p: PauseRow) -> dict[str, Any]:
@@ -65,7 +125,7 @@ def _scope_key(scope: str, key: str | None) -> str:
     return key
 
 
-@router.get("/v1/pauses")
+@router.get("/v1/pauses", response_model=PauseList, operation_id="list_pauses")
 async def list_pauses(rt: RuntimeDep, _: ViewerDep) -> dict[str, Any]:
     """Active pauses and how many contacts they hold."""
     async with rt.ctx.db.sessions() as session:
@@ -74,9 +134,9 @@ async def list_pauses(rt: RuntimeDep, _: ViewerDep) -> dict[str, Any]:
     return {"pauses": [_pause_json(p) for p in pauses], "held": held}
 
 
-@router.post("/v1/pauses")
-async def add_pause(body: PauseIn, rt: RuntimeDep, role: EditorDep) -> JSONResponse:
-    """Pause a campaign, a channel or everything: contacts due to leave are deferred until resumed."""
+@router.post("/v1/pauses", response_model=PauseView, status_code=201, operation_id="add_pause")
+async def add_pause(body: NewPause, rt: RuntimeDep, role: EditorDep) -> JSONResponse:
+    """PauseView a campaign, a channel or everything: contacts due to leave are deferred until resumed."""
     key = _scope_key(body.scope, body.key)
     async with rt.unit_of_work() as session:
         row, new = await control.pause(session, body.scope, key, body.reason, role, rt.ctx.clock())
@@ -84,7 +144,7 @@ async def add_pause(body: PauseIn, rt: RuntimeDep, role: EditorDep) -> JSONRespo
     return JSONResponse(answer, status_code=201 if new else 200)
 
 
-@router.delete("/v1/pauses/{scope}/{key}")
+@router.delete("/v1/pauses/{scope}/{key}", response_model=ResumeResult, operation_id="resume_pause")
 async def resume(scope: Literal["all", "campaign", "channel"], key: str, rt: RuntimeDep,
                  _: EditorDep) -> dict[str, Any]:
     """Resume: held contacts become due now and are decided again by the scheduler."""
@@ -99,7 +159,7 @@ async def resume(scope: Literal["all", "campaign", "channel"], key: str, rt: Run
 # --- suppressions ---------------------------------------------------------------------------------
 
 
-class SuppressionIn(BaseModel):
+class NewSuppression(BaseModel):
     model_config = ConfigDict(extra="forbid")
     debtor_id: str = Field(min_length=1, max_length=200)
     channel: ChannelName
@@ -128,13 +188,13 @@ def _suppression_query(debtor_id: str | None, channel: str | None, reason: str |
     return stmt
 
 
-@router.get("/v1/suppressions")
+@router.get("/v1/suppressions", response_model=SuppressionPage, operation_id="list_suppressions")
 async def list_suppressions(
     rt: RuntimeDep, _: ViewerDep, debtor_id: ShortText = None, channel: ChannelName | None = None,
     reason: ShortText = None, active: bool = True, limit: int = Query(100, ge=1, le=1000),
     before_id: BeforeId = None,
 ) -> dict[str, Any]:
-    """Suppressions, newest first; page with ``before_id`` = the last answer's ``next_before_id``."""
+    """SuppressionPage, newest first; page with ``before_id`` = the last answer's ``next_before_id``."""
     stmt = _suppression_query(debtor_id, channel, reason, active)
     if before_id is not None:
         stmt = stmt.where(SuppressionRow.id < before_id)
@@ -144,8 +204,8 @@ async def list_suppressions(
     return {"suppressions": [_suppression_json(s) for s in rows], "next_before_id": rows[-1].id if more else None}
 
 
-@router.post("/v1/suppressions", status_code=201)
-async def add_suppression(body: SuppressionIn, rt: RuntimeDep, _: EditorDep) -> dict[str, Any]:
+@router.post("/v1/suppressions", status_code=201, response_model=SuppressionRecord, operation_id="add_suppression")
+async def add_suppression(body: NewSuppression, rt: RuntimeDep, _: EditorDep) -> dict[str, Any]:
     """Suppress a debtor's address (or whole channel) with a reason; effective for the next decision."""
     now = rt.ctx.clock()
     async with rt.unit_of_work() as session:
@@ -161,7 +221,8 @@ async def add_suppression(body: SuppressionIn, rt: RuntimeDep, _: EditorDep) -> 
         return _suppression_json(row)
 
 
-@router.delete("/v1/suppressions/{suppression_id}")
+@router.delete("/v1/suppressions/{suppression_id}", response_model=SuppressionRecord,
+               operation_id="remove_suppression")
 async def remove_suppression(suppression_id: RowId, rt: RuntimeDep, _: AdminDep) -> dict[str, Any]:
     """Lift a suppression (admin): it stays in the history with ``lifted_at``."""
     now = rt.ctx.clock()
@@ -176,7 +237,8 @@ async def remove_suppression(suppression_id: RowId, rt: RuntimeDep, _: AdminDep)
         return _suppression_json(row)
 
 
-@router.get("/v1/suppressions/export")
+# A CSV download, not a JSON operation: kept out of the OpenAPI document the typed clients are built from.
+@router.get("/v1/suppressions/export", response_class=StreamingResponse, include_in_schema=False)
 async def export_suppressions(rt: RuntimeDep, _: EditorDep, channel: ChannelName | None = None,
                               reason: ShortText = None, active: bool = True) -> StreamingResponse:
     """Every matching suppression as CSV, streamed in pages (never the whole table in memory)."""
@@ -205,7 +267,7 @@ async def export_suppressions(rt: RuntimeDep, _: EditorDep, channel: ChannelName
 # --- request search -------------------------------------------------------------------------------
 
 
-@router.get("/v1/contact-requests")
+@router.get("/v1/contact-requests", response_model=RequestSearchPage, operation_id="search_contact_requests")
 async def search_requests(
     rt: RuntimeDep, _: ViewerDep, debtor_id: ShortText = None, campaign_id: ShortText = None,
     status: ShortText = None, since: datetime | None = None, until: datetime | None = None,
