@@ -8,9 +8,10 @@ the demo's contacts whatever time the suite runs. Screenshots are kept in ``test
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,22 @@ CHARTS = [f"{grain}-{metric}" for grain in "mh" for metric in
           ("requested", "dispatched", "delivered", "failed", "responded", "opted_out")] + [
     "funnel", "deferrals", "rejections", "failures", "responses", "channels",
     "b-campaign", "b-jurisdiction", "b-segment", "b-variant"]
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_alone() -> Iterator[None]:
+    # The services started here configure stdlib logging; later tests expect it as they found it.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    loggers = {name: (lg.level, lg.disabled, lg.propagate, list(lg.handlers))
+               for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    logging.disable(logging.NOTSET)
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    for name, lg in logging.root.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            lg.level, lg.disabled, lg.propagate, lg.handlers[:] = loggers.get(name, (logging.NOTSET, False, True, []))
 
 
 class SMS:
