@@ -21,8 +21,8 @@ async def test_suppressions_are_listed_added_with_a_reason_removed_by_an_admin_a
     added = await http.post("/v1/suppressions", json=body, headers=EDITOR)
     assert added.status_code == 201
     row = added.json()
-    # stored normalised, as the runtime compares addresses
-    assert row["address"] == "12125550123" and row["reason"] == "legal_hold" and row["source"] == "ops"
+    # stored normalised (E.164), as the runtime compares addresses
+    assert row["address"] == "+12125550123" and row["reason"] == "legal_hold" and row["source"] == "ops"
     assert (await http.post("/v1/suppressions", json=body, headers=EDITOR)).json()["id"] == row["id"]  # no duplicate
     await http.post("/v1/suppressions", json={"debtor_id": "deb-y", "channel": "email", "reason": "complaint"},
                     headers=EDITOR)
