@@ -124,6 +124,26 @@ class ContactRequestView(_Rows):
     dispatches: list[DispatchView] = Field(default_factory=list)
 
 
+class StoredInconvenientTime(BaseModel):
+    """An inconvenient time as stored: who stated it (``ops`` or ``reply``) and when."""
+
+    days: list[str] = Field(default_factory=list)
+    start: str | None = None
+    end: str | None = None
+    channels: list[str] = Field(default_factory=list)
+    #: A place ("not at work") is kept but not enforced: addresses carry no type.
+    place: str | None = None
+    source: str
+    at: str | None = None
+
+
+class PreferencesView(BaseModel):
+    """``PUT /v1/debtors/{id}/preferences``: every inconvenient time now on record for the debtor."""
+
+    debtor_id: str
+    inconvenient_times: list[StoredInconvenientTime]
+
+
 class DebtorSummary(_Rows):
     id: str
     name: str

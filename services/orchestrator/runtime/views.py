@@ -34,6 +34,7 @@ from services.orchestrator.runtime.schemas import (
     IntakeResponse,
     IntakeResult,
     OutcomeView,
+    PreferencesView,
     ResponseView,
     StatusHistoryView,
     SuppressionView,
@@ -140,9 +141,9 @@ class PreferencesIn(BaseModel):
     inconvenient_times: list[InconvenientTimeIn] = Field(default_factory=list, max_length=50)
 
 
-@router.put("/v1/debtors/{debtor_id}/preferences", dependencies=[Depends(require_role("editor"))],
-            operation_id="put_debtor_preferences")
-async def put_preferences(debtor_id: str, body: PreferencesIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+@router.put("/v1/debtors/{debtor_id}/preferences", response_model=PreferencesView,
+            dependencies=[Depends(require_role("editor"))], operation_id="put_debtor_preferences")
+async def put_preferences(debtor_id: str, body: PreferencesIn, rt: Runtime = Depends(get_runtime)) -> PreferencesView:
     """Replace the inconvenient times ops recorded (those the debtor stated in replies are kept); every
     later decision honours them (rule ``debtor.inconvenient_times``)."""
     now = rt.ctx.clock()
@@ -154,4 +155,4 @@ async def put_preferences(debtor_id: str, body: PreferencesIn, rt: Runtime = Dep
         debtor_limits.replace_from(debtor, "ops", items, now)
         debtor.updated_at = now
         stored = list(debtor.inconvenient_times or [])
-    return {"debtor_id": debtor_id, "inconvenient_times": stored}
+    return PreferencesView.model_validate({"debtor_id": debtor_id, "inconvenient_times": stored})

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.orchestrator.runtime.service import Runtime
@@ -241,24 +242,46 @@ async def done(token: str, agreement_id: str, request: Request) -> Response:
                         pdf_url=f"/s/{token}/agreements/{row.id}.pdf", filename=f"agreement-{row.id}.pdf"))
 
 
+class AgreementView(BaseModel):
+    """A signed self-service agreement: the terms, who signed and when, and where its PDF is."""
+
+    id: str
+    debtor_id: str
+    account_id: str
+    choice: str
+    terms: dict[str, Any]
+    terms_sha256: str
+    signed_name: str
+    ip: str | None = None
+    seal: str
+    signed_at: str
+    pdf: str
+
+
+class AgreementList(BaseModel):
+    items: list[AgreementView]
+
+
 def _summary(row: AgreementRow) -> dict[str, Any]:
     return {"id": row.id, "debtor_id": row.debtor_id, "account_id": row.account_id, "choice": row.choice,
             "terms": row.terms, "terms_sha256": row.terms_sha256, "signed_name": row.signed_name, "ip": row.ip,
             "seal": row.seal, "signed_at": row.signed_at.isoformat(), "pdf": f"/v1/agreements/{row.id}/pdf"}
 
 
-@ops.get("/v1/agreements")
-async def list_agreements(request: Request, debtor_id: str, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+@ops.get("/v1/agreements", response_model=AgreementList)
+async def list_agreements(request: Request, debtor_id: str, limit: int = Query(50, ge=1, le=500)) -> AgreementList:
     """A debtor's signed agreements, newest first (viewer)."""
     async with _rt(request).ctx.db.sessions() as session:
         rows = (await session.execute(
             select(AgreementRow).where(AgreementRow.debtor_id == debtor_id)
             .order_by(AgreementRow.signed_at.desc()).limit(limit)
         )).scalars().all()
-    return {"items": [_summary(r) for r in rows]}
+    return AgreementList.model_validate({"items": [_summary(r) for r in rows]})
 
 
-@ops.get("/v1/agreements/{agreement_id}/pdf")
+@ops.get("/v1/agreements/{agreement_id}/pdf", response_class=Response,
+         responses={200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+                        "description": "the signed agreement"}})
 async def ops_pdf(agreement_id: str, request: Request) -> Response:
     async with _rt(request).ctx.db.sessions() as session:
         row = await session.get(AgreementRow, agreement_id)
