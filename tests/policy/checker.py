@@ -103,7 +103,8 @@ def violations(
         broken.add("deny")
     if account.status == "ceased" and c.kind != "cease_notice":
         broken.add("deny")
-    phone = "".join(ch for ch in (debtor.phone or "") if ch.isdigit())
+    digits = "".join(ch for ch in (debtor.phone or "") if ch.isdigit())
+    phone = f"+{digits}" if digits else ""  # suppressions hold canonical E.164 numbers
     for s in suppressions:
         if s.channel == c.channel and s.address == phone:
             confirmed = any(e.kind == "opt_out_confirmation" and e.channel == s.channel
