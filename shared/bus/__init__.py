@@ -5,14 +5,23 @@ producer: exactly-once effects come from the inbox and the outbox).
 """
 
 from shared.bus.admin import ensure_topics
-from shared.bus.consumer import ConsumerRunner, PermanentError, RecordMeta, TransientError
+from shared.bus.consumer import (
+    BatchHandler,
+    ConsumerRunner,
+    PermanentError,
+    RecordMeta,
+    TransientError,
+    event_scope,
+)
 from shared.bus.producer import EventProducer
 
 __all__ = [
+    "BatchHandler",
     "ConsumerRunner",
     "EventProducer",
     "PermanentError",
     "RecordMeta",
     "TransientError",
     "ensure_topics",
+    "event_scope",
 ]

@@ -4,6 +4,12 @@
   record of the batch was handled (its effects durable) or dead-lettered.
 * Within a partition, records with different keys run concurrently (bounded); records with the
   same key — one debtor — run in order.
+* **Batch mode** (``batch_handler``, DESIGN §12): the records of a ``getmany`` batch that decode and
+  validate go to the batch handler together, every partition's in offset order, as one unit of work
+  (one transaction). When the batch handler fails for anything but a transient error, the batch is
+  handled again record by record through ``handler``, so a poison record is isolated and
+  dead-lettered exactly as in record mode and its neighbours still apply. A batch handler must
+  therefore be all-or-nothing, and ``handler`` must give the same result for each record.
 * Invalid input (undecodable, failing validation, unexpected type, ``PermanentError``) goes to
   the DLQ with the reason; transient failures are retried with backoff and never dead-lettered;
   anything else is retried a few times, then dead-lettered so one bad record cannot stall a
@@ -27,7 +33,7 @@ import asyncio
 import contextlib
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +73,18 @@ class RecordMeta:
 
 
 Handler = Callable[[AnyEvent, RecordMeta], Awaitable[None]]
+#: One unit of work over a consumer batch: every item or none of them takes effect.
+BatchHandler = Callable[[Sequence[tuple[AnyEvent, RecordMeta]]], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def event_scope(event: CloudEvent) -> Iterator[None]:
+    """Logs and traces of the block belong to ``event``: its ids bound to the log context, its trace
+    current (so what the block stages on the outbox continues it). Batch handlers enter it per event."""
+    with structlog.contextvars.bound_contextvars(
+        event_id=event.id, event_type=event.type, correlation_id=event.correlationid or event.id
+    ), continued(context_of(event)):
+        yield
 
 
 class CrashLog(Protocol):
@@ -113,9 +131,14 @@ class ConsumerRunner:
         crash_log: CrashLog | None = None,
         keep_payload: PayloadKeeper | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.name, self.service, self.topics, self.group_id = name, service, topics, group_id
         self.kafka, self.handler, self.producer = kafka, handler, producer
+        self.batch_handler = batch_handler
+        #: Batches the batch handler applied whole, and those handled again record by record.
+        self.batches = 0
+        self.batch_fallbacks = 0
         self.accept_types = accept_types
         self.max_attempts, self.retry_base, self.retry_cap = max_attempts, retry_base, retry_cap
         self.dlq_topic = Topics(kafka.topic_prefix).dlq
@@ -205,9 +228,71 @@ class ConsumerRunner:
                 continue
             self.metrics.batch(batches)
             async with self._batch_lock:
-                await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
+                if self.batch_handler is not None:
+                    await self._as_batch(batches)
+                else:
+                    await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 await self._commit_done(None)
                 self._in_hand.clear()
+
+    async def _as_batch(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Batch mode: one call of the batch handler for every partition's admitted records."""
+        assert self.batch_handler is not None
+        whole: list[tuple[TopicPartition, list[Any]]] = []
+        for tp, records in batches.items():
+            self._in_hand[(tp.topic, tp.partition)] = records[0].offset
+            if self.crash_log is not None:
+                attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, records[0].offset)
+                if attempt > 1:  # this partition's batch crashed the process before: isolate the culprit
+                    await self._one_by_one(tp, records, attempt)
+                    continue
+            whole.append((tp, records))
+        items: list[tuple[CloudEvent, RecordMeta, Any]] = []
+        for _tp, records in whole:
+            for record in records:
+                event = await self._admit(record)
+                if event is not None:
+                    items.append((event, RecordMeta(record.topic, record.partition, record.offset, record.key), record))
+        if items and not await self._batch_with_retries(items):
+            self.batch_fallbacks += 1
+            by_key: dict[bytes | None, list[tuple[CloudEvent, RecordMeta, Any]]] = defaultdict(list)
+            for item in items:
+                by_key[item[2].key].append(item)
+
+            async def run_key(group: list[tuple[CloudEvent, RecordMeta, Any]]) -> None:
+                async with self._sem:
+                    for event, meta, record in group:
+                        self._in_hand[(record.topic, record.partition)] = record.offset
+                        with event_scope(event):
+                            await self._handle_with_retries(event, meta, record)
+
+            await asyncio.gather(*(run_key(group) for group in by_key.values()))
+        for tp, records in whole:
+            self._done[tp] = records[-1].offset + 1
+
+    async def _batch_with_retries(self, items: list[tuple[CloudEvent, RecordMeta, Any]]) -> bool:
+        """Apply ``items`` through the batch handler; False when it must be handled record by record."""
+        assert self.batch_handler is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.batch_handler([(event, meta) for event, meta, _ in items])  # type: ignore[misc]
+                self.handled += len(items)
+                self.batches += 1
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not isinstance(exc, TransientError | ConnectionError | OSError | TimeoutError):
+                    log.warning("batch failed; handling its records one by one", consumer=self.name,
+                                records=len(items), error=_short(exc))
+                    return False
+                if self._stopping.is_set():
+                    raise  # shutting down: the records stay uncommitted for the next owner
+                delay = min(self.retry_cap, self.retry_base * 2 ** min(attempt, 10)) * random.uniform(0.5, 1)
+                log.warning("batch failed; retrying", consumer=self.name, attempt=attempt, error=_short(exc))
+                await asyncio.sleep(delay)
 
     async def _commit_done(self, only: set[TopicPartition] | None) -> None:
         offsets = {
@@ -265,29 +350,30 @@ class ConsumerRunner:
             self._done[tp] = record.offset + 1
             await self._commit_done({tp})
 
-    async def _record(self, record: Any) -> None:
-        meta = RecordMeta(record.topic, record.partition, record.offset, record.key)
+    async def _admit(self, record: Any) -> CloudEvent | None:
+        """The record's event, or None when it was dead-lettered (too large, undecodable, unexpected)."""
         self._in_hand[(record.topic, record.partition)] = record.offset
         size = len(record.value or b"")
         if size > self.kafka.max_event_bytes:
             await self._dead_letter(record, f"event too large: {size} bytes; the limit is {self.kafka.max_event_bytes}")
-            return
+            return None
         try:
             event = parse_event(record.value)
         except (ValidationError, orjson.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             await self._dead_letter(record, f"invalid event: {_short(exc)}")
-            return
+            return None
         if self.accept_types is not None and event.type not in self.accept_types:
             await self._dead_letter(record, f"unexpected event type {event.type!r} on {record.topic}")
+            return None
+        return event
+
+    async def _record(self, record: Any) -> None:
+        meta = RecordMeta(record.topic, record.partition, record.offset, record.key)
+        event = await self._admit(record)
+        if event is None:
             return
-        structlog.contextvars.bind_contextvars(
-            event_id=event.id, event_type=event.type, correlation_id=event.correlationid or event.id
-        )
-        try:
-            with continued(context_of(event)):  # what the handler publishes continues this event's trace
-                await self._handle_with_retries(event, meta, record)
-        finally:
-            structlog.contextvars.unbind_contextvars("event_id", "event_type", "correlation_id")
+        with event_scope(event):  # what the handler publishes continues this event's trace
+            await self._handle_with_retries(event, meta, record)
 
     async def _handle_with_retries(self, event: CloudEvent, meta: RecordMeta, record: Any) -> None:
         attempt = 0

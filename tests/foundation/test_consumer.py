@@ -231,3 +231,54 @@ async def test_one_partition_runs_debtors_concurrently_but_each_debtor_in_order(
     assert seen["deb-b"] == [f"acc-{i}" for i in range(1, 20, 2)]
     assert max_in_flight == 2
     assert runner.dead_lettered == 0
+
+
+async def test_batch_mode_applies_a_batch_whole_and_isolates_a_poison_record_by_falling_back(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """A batch handler sees many records per call; when it fails, the records are handled one by one,
+    the poison is dead-lettered with its reason and its neighbours still apply, each exactly once."""
+    await ensure_topics(kafka_settings)
+    topics = Topics(kafka_settings.topic_prefix)
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    batch_sizes: list[int] = []
+    applied: list[str] = []
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        account = event.data.account_id  # type: ignore[union-attr]
+        if account == "acc-poison":
+            raise PermanentError("this account cannot be applied")
+        applied.append(account)
+
+    async def handle_batch(items: list[tuple[AnyEvent, RecordMeta]]) -> None:
+        accounts = [event.data.account_id for event, _ in items]  # type: ignore[union-attr]
+        if "acc-poison" in accounts:
+            raise ValueError("one record of the batch is bad")  # all or nothing: nothing applied
+        batch_sizes.append(len(items))
+        applied.extend(accounts)
+
+    # The records are on the topic before the runner starts, so its first fetch returns many at once.
+    for i in range(50):
+        await producer.publish(topics.account_events, _event(i, debtor=f"deb-{i % 7}"))
+    runner = ConsumerRunner(name="t", service="test", topics=[topics.account_events], group_id=f"g-{uuid.uuid4()}",
+                            kafka=kafka_settings, handler=handle, producer=producer, batch_handler=handle_batch,
+                            accept_types={"cadencia.account.promise_broken.v1"})
+    try:
+        async with TopicReader(kafka_settings, topics.dlq) as dlq:
+            await runner.start()
+            await wait_for(lambda: len(applied) == 50, what="the first 50 records")
+            await producer.send_raw(topics.account_events, b"{not json", b"deb-1")
+            await producer.publish(topics.account_events, _event(0, "deb-2").model_copy(update={
+                "data": PromiseBroken(debtor_id="deb-2", account_id="acc-poison")}))
+            for i in range(50, 60):
+                await producer.publish(topics.account_events, _event(i, debtor=f"deb-{i % 7}"))
+            await wait_for(lambda: len(applied) == 60 and len(dlq.events) == 2, what="the rest, and two letters")
+    finally:
+        await runner.stop()
+        await producer.stop()
+    assert max(batch_sizes) > 1, batch_sizes  # really batched
+    assert sorted(applied) == sorted(f"acc-{i}" for i in range(60))  # each applied once, none lost
+    reasons = [letter.data.error for letter in dlq.events]
+    assert "JSONDecodeError" in reasons[0] and "cannot be applied" in reasons[1]
+    assert runner.batches >= 1
