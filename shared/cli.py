@@ -24,7 +24,13 @@ def load_service(name: str) -> tuple[Any, Any]:
 EXIT_FATAL = 70
 
 
-def serve(name: str, host: str | None, port: int | None) -> int:
+def serve(
+    name: str, host: str | None, port: int | None, workers: int = 1,
+    listen_fd: int | None = None, worker: int | None = None,
+) -> int:
+    """Serve one service under uvicorn; with ``workers`` > 1, as that many processes behind one port
+    (``shared.workers``). ``listen_fd`` and ``worker`` are how such a parent starts each worker: an
+    inherited listening socket to serve, and the worker's index (on every log line)."""
     import uvicorn
 
     from shared.logging import configure_logging
@@ -37,6 +43,18 @@ def serve(name: str, host: str | None, port: int | None) -> int:
         overrides["port"] = port
     settings = settings_cls(**overrides)
     configure_logging(settings.log_level, settings.log_format)
+    if workers > 1:
+        from shared.workers import serve_workers
+
+        database_url = settings.database.url if name in DATABASE_SERVICES else None
+        return serve_workers(
+            name, settings, workers, database_url=database_url,
+            migrate=(lambda: migrate([name], check=False, wait=0)) if database_url else None,
+        )
+    if worker is not None:
+        import structlog
+
+        structlog.contextvars.bind_contextvars(worker=worker)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(
         app,
@@ -54,7 +72,12 @@ def serve(name: str, host: str | None, port: int | None) -> int:
         server.should_exit = True
 
     app.state.exit_on_fatal = exit_on_fatal
-    server.run()
+    if listen_fd is not None:
+        import socket
+
+        server.run(sockets=[socket.socket(fileno=listen_fd)])
+    else:
+        server.run()
     return EXIT_FATAL if fatal else 0
 
 
@@ -123,6 +146,13 @@ def migrate(names: list[str], check: bool, wait: float) -> int:
         time.sleep(2)  # a CLI poll between whole checks, not a test or a lifespan
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cadencia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("service", choices=SERVICES)
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workers", type=_positive, default=1,
+                         help="processes of this service in one consumer group behind one port (PostgreSQL only)")
+    p_serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # set by the --workers parent
+    p_serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p_migrate = sub.add_parser("migrate", help="bring each service's database to its code's schema (run once)")
     p_migrate.add_argument("services", nargs="*", metavar="service",
                            help=f"one of {', '.join(DATABASE_SERVICES)}; default: all of them")
@@ -152,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        return serve(args.service, args.host, args.port)
+        return serve(args.service, args.host, args.port, args.workers, args.listen_fd, args.worker)
     elif args.command == "migrate":
         unknown = set(args.services) - set(DATABASE_SERVICES)
         if unknown:
