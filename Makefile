@@ -5,6 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# e.g. PIPELINE_ARGS="--postgres postgresql://postgres@127.0.0.1:5432/postgres --workers 2"
+PIPELINE_ARGS ?=
 
 .PHONY: run test install lint typecheck pytest browser postgres schemas bench clean
 
@@ -75,7 +77,7 @@ schemas: install
 bench: install
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/sandbox.py
-	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/pipeline.py --json var/bench/pipeline.json $(PIPELINE_ARGS)
 	$(BIN)/python bench/imports.py --rows 100000
 
 clean:

@@ -85,8 +85,8 @@ def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the parent dies (Linux), so no worker outlives a
+def die_with_parent() -> None:
+    """``preexec_fn`` of a child process: SIGTERM it when its parent dies (Linux), so no worker outlives a
     ``kill -9`` of the parent and keeps consuming as a member of the group."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -122,7 +122,7 @@ class Workers:
                 # Its own session: a terminal's Ctrl-C reaches this parent only, which stops each
                 # worker once (a second signal would make uvicorn skip its graceful shutdown).
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # safe: the parent is single-threaded here
+                preexec_fn=die_with_parent,  # safe: the parent is single-threaded here
             ))
 
     def first_exit(self) -> tuple[int, int] | None:
