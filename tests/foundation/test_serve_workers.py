@@ -129,6 +129,34 @@ async def test_two_sms_workers_share_the_dispatch_partitions_and_send_each_dispa
     assert "workers stopped" in stopped
 
 
+@pytest.mark.postgres
+@pytest.mark.timeout(180)
+async def test_a_worker_that_dies_takes_the_set_down_so_the_outer_supervisor_restarts_it(
+    kafka_settings: KafkaSettings, pg_database_url: str, tmp_path: Path
+) -> None:
+    await ensure_topics(kafka_settings)
+    log = tmp_path / "sms.log"
+    with open(log, "wb") as out:
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "serve", "sms", "--workers", "2", "--port", str(free_port())],
+            cwd=ROOT, env=_sms_env(kafka_settings, pg_database_url, "http://127.0.0.1:9"), stdout=out, stderr=out,
+        )
+    try:
+        await wait_for(lambda: len(_assignments(log)) == 2, timeout=120, interval=0.2, what="both workers consuming")
+        started = re.search(r"workers started\s.*pids=\[(\d+), (\d+)\]", log.read_text(errors="replace"))
+        assert started is not None
+        first, second = int(started.group(1)), int(started.group(2))
+        os.kill(first, signal.SIGKILL)
+        assert parent.wait(timeout=60) == 128 + signal.SIGKILL
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    with pytest.raises(ProcessLookupError):  # the other worker was stopped (and reaped) with the set
+        os.kill(second, 0)
+    assert "worker exited; stopping the others" in log.read_text(errors="replace")
+
+
 def test_more_than_one_worker_on_sqlite_is_refused_before_anything_starts(tmp_path: Path) -> None:
     database = tmp_path / "sms.db"
     result = subprocess.run(
