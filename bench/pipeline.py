@@ -83,7 +83,7 @@ from shared.events.contracts import (  # noqa: E402
     TemplatePublishedEvent,
     TemplateRef,
 )
-from shared.workers import die_with_parent  # noqa: E402
+from shared.workers import parent_death_signal  # noqa: E402
 
 REQUESTED = b"cadencia.contact.requested.v1"
 MESSAGES_PATH = f"/2010-04-01/Accounts/{DEV_TWILIO_ACCOUNT_SID}/Messages.json"
@@ -341,7 +341,7 @@ class Processes:
             command += ["--workers", str(workers)]
         with open(log, "ab") as out:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out,
-                                       start_new_session=True, preexec_fn=die_with_parent)
+                                       start_new_session=True, preexec_fn=parent_death_signal())
         child = Child(label, f"http://127.0.0.1:{port}", log, process)
         self.children.append(child)
         return child
@@ -594,8 +594,8 @@ async def chain(kafka: KafkaSettings, sandbox: str, n: int, concurrency: int, st
             waiting = asyncio.create_task(progress.wait(batch.ids, frozenset({"delivered"}), stall_s, "chain"))
             start, _ = await publish(producer, requests_t, batch, sent_at)
             await _first_of(waiting, hops)
-            end = max(progress.at("delivered")[rid] for rid in batch.ids)
-            return {"messages": n, "rate": n / (end - start),
+            delivered = [progress.at("delivered")[rid] for rid in batch.ids]
+            return {"messages": n, "rate": n / (max(delivered) - start), "sustained_rate": steady_rate(delivered),
                     "latency_dispatched_s": latencies(sent_at, progress.at("dispatched")),
                     "latency_delivered_s": latencies(sent_at, progress.at("delivered"))}
     finally:
@@ -832,6 +832,9 @@ def ratio(results: dict[str, Any], of: str, to: str) -> None:
     mine = results[of].get("delivered_rate") or results[of].get("rate")
     limit = results[to]["rate"]
     results[of][f"ratio_to_{to}"] = mine / limit if mine and limit else None
+    mine, limit = results[of].get("sustained_delivered_rate"), results[to].get("sustained_rate")
+    if mine and limit:
+        results[of][f"sustained_ratio_to_{to}"] = mine / limit
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -875,8 +878,10 @@ def table(r: dict[str, Any]) -> str:
         row("whole system → delivered (÷ chain)", s["requests"], s["delivered_rate"], s.get("ratio_to_chain"),
             s["latency_dispatched_s"], s["latency_delivered_s"])
         row("  → dispatched", s["requests"], s["dispatched_rate"])
-        lines.append(f"  sustained (10-90% of completions): delivered {_num(s.get('sustained_delivered_rate'), 1)}/s, "
-                     f"dispatched {_num(s.get('sustained_dispatched_rate'), 1)}/s"
+        lines.append(f"  sustained (10-90% of completions): delivered {_rate(s.get('sustained_delivered_rate'))}/s "
+                     f"(÷ chain's {_rate(r.get('chain', {}).get('sustained_rate'))}/s: "
+                     f"{_num(s.get('sustained_ratio_to_chain'), 3)}), "
+                     f"dispatched {_rate(s.get('sustained_dispatched_rate'))}/s"
                      + (f"; not delivered: {s['not_delivered']}" if s["not_delivered"] else ""))
     for o in r.get("open_loop", []):
         rate = o["delivered_rate_while_offered"] or o["delivered_rate"]

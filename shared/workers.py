@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from shared.cli import EXIT_FATAL
+from shared.events.contracts import CHANNELS
 from shared.logging import get_logger
 
 log = get_logger("cadencia.workers")
@@ -85,12 +86,22 @@ def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` of a child process: SIGTERM it when its parent dies (Linux), so no worker outlives a
-    ``kill -9`` of the parent and keeps consuming as a member of the group."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGTERMed when its parent dies, so no worker outlives a
+    ``kill -9`` of its parent and keeps consuming as a member of the group (Linux; None elsewhere).
+
+    ``prctl`` is looked up here, in the parent: the forked child only makes the one call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigterm)
+        if os.getppid() != parent:  # the parent died before the call: act as if the signal came
+            os.kill(os.getpid(), sigterm)
+
+    return preexec
 
 
 def _exit_status(returncode: int) -> int:
@@ -114,6 +125,7 @@ class Workers:
         ]
 
     def start(self) -> None:
+        preexec = parent_death_signal()
         for index in range(self.count):
             self.processes.append(subprocess.Popen(
                 self.command(index),
@@ -122,7 +134,7 @@ class Workers:
                 # Its own session: a terminal's Ctrl-C reaches this parent only, which stops each
                 # worker once (a second signal would make uvicorn skip its graceful shutdown).
                 start_new_session=True,
-                preexec_fn=die_with_parent,  # safe: the parent is single-threaded here
+                preexec_fn=preexec,
             ))
 
     def first_exit(self) -> tuple[int, int] | None:
@@ -163,6 +175,9 @@ def serve_workers(
     if reason is not None:
         print(f"cadencia serve {service}: {reason}", file=sys.stderr, flush=True)  # noqa: T201
         return EXIT_REFUSED
+    if service in CHANNELS and not getattr(settings, "redis_url", ""):
+        log.warning("without REDIS_URL each worker limits its senders on its own: together they may send up to "
+                    "N times a sender's rate", service=service, workers=count)
     env = dict(os.environ)
     if migrate is not None and getattr(settings, "migrate_on_start", False):
         if migrate() != 0:
