@@ -22,9 +22,9 @@ SIGINT stops every worker gracefully (each commits what it has done).
 
 Refused where several processes would break a guarantee:
 
-- **SQLite**: one outbox relay per database file keeps each debtor's events in publication order,
-  and the relay's lock is per process; several processes on one file would interleave their
-  relays. Use PostgreSQL, where an advisory lock keeps one relay active per database.
+- **SQLite**: each debtor's events leave the outbox in order because one relay reads a database
+  file, and SQLite has no lock to elect one relay among processes; several processes on one file
+  would interleave their relays. On PostgreSQL an advisory lock keeps one relay active per database.
 - **the sandbox**: its provider state lives in memory; two processes would be two providers.
 """
 
