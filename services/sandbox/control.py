@@ -188,6 +188,12 @@ async def list_calls(sb: SandboxDep, to: str | None = Query(default=None)) -> li
     return [c.view() for c in sb.calls.values() if to is None or c.resource["to"] == to]
 
 
+@router.get("/queues")
+async def list_queues(sb: SandboxDep) -> list[dict[str, Any]]:
+    """The ``<Enqueue>`` queues: who waits (front first) and for how long, in provider seconds."""
+    return [queue.view() for queue in sb.queues.values()]
+
+
 @router.get("/calls/{sid}")
 async def get_call(sid: str, sb: SandboxDep) -> dict[str, Any]:
     record = sb.calls.get(sid)

@@ -1,4 +1,5 @@
-"""``<Dial>``: bridging a call to an agent (``<Number>``, ``<Sip>`` or a bare number), with a whisper.
+"""``<Dial>``: bridging a call to an agent (``<Number>``, ``<Sip>`` or a bare number), with a whisper;
+``<Dial><Queue>`` takes a waiting caller from a queue instead (``services.sandbox.queues``).
 
 The dialled party is a new child call (``parent_call_sid`` = the caller) whose behaviour is the
 dialled address's scenario: ``human`` answers after the usual ringing time (if that is within the
@@ -20,7 +21,7 @@ from services.sandbox.state import Sandbox, rfc2822
 from services.sandbox.twilio_api import new_sid
 
 DEFAULT_TALK_S = 30.0
-NOUNS = ("Number", "Sip", "Client")
+NOUNS = ("Number", "Sip", "Client", "Queue")
 
 
 def _leg_form(record_form: dict[str, Any], target: str, noun: ET.Element | None) -> dict[str, Any]:
@@ -42,8 +43,10 @@ async def dial(sb: Sandbox, record: Any, verb: ET.Element, url: str) -> tuple[st
     timeout = float(verb.get("timeout", "30") or 30)
     nouns = [child for child in verb if child.tag in NOUNS]
     noun = nouns[0] if nouns else None
+    if noun is not None and noun.tag == "Queue":
+        return await _dial_queue(sb, record, verb, noun, url)
     target = " ".join(((noun.text if noun is not None else verb.text) or "").split())
-    scenario = sb.scenarios.for_call(target)
+    scenario = sb.scenarios.next_call(target)
     leg_sid = new_sid("CA")
     absolute = {k: urljoin(url, v) if isinstance(v, str) and k == "StatusCallback" else v
                 for k, v in _leg_form(record.form, target, noun).items()}
@@ -63,6 +66,7 @@ async def dial(sb: Sandbox, record: Any, verb: ET.Element, url: str) -> tuple[st
     answer = scenario.answer or "human"
     ring = timing.call_answered_after
     talk = 0.0
+    result: str
     if answer in ("busy", "failed"):
         result = answer
     elif answer != "human" or ring > timeout:
@@ -102,4 +106,24 @@ async def dial(sb: Sandbox, record: Any, verb: ET.Element, url: str) -> tuple[st
         return None
     params = {**call_params(sb, record), "DialCallStatus": result, "DialCallSid": leg_sid,
               "DialCallDuration": str(seconds), "DialBridged": "true" if result == "completed" else "false"}
+    return urljoin(url, action), verb.get("method", "POST"), params
+
+
+async def _dial_queue(sb: Sandbox, record: Any, verb: ET.Element, noun: ET.Element,
+                      url: str) -> tuple[str, str, dict[str, Any]] | None:
+    """``<Dial><Queue>``: this call takes the front caller of the queue (``services.sandbox.queues``)."""
+    from services.sandbox.queues import dequeue
+    from services.sandbox.voice import call_params
+
+    name = " ".join((noun.text or "").split())
+    result, member_sid, talk, queue_sid = await dequeue(sb, record, verb, noun, url)
+    record.transcript.append({"verb": "Dial", "to": name, "noun": "Queue", "status": result, "call_sid": member_sid,
+                              "whisper": "", "seconds": talk})
+    action = verb.get("action")
+    if not action:
+        return None
+    params = {**call_params(sb, record), "DialCallStatus": result, "DialCallSid": member_sid or "",
+              "DialCallDuration": str(round(talk)), "DialBridged": "true" if result == "completed" else "false"}
+    if queue_sid is not None:
+        params["QueueSid"] = queue_sid
     return urljoin(url, action), verb.get("method", "POST"), params

@@ -49,6 +49,9 @@ class Scenario(BaseModel):
     reply: str | None = None
     reply_after: float | None = Field(default=None, ge=0)
     answer: CallAnswer | None = None
+    #: Successive calls to this address answer in turn (an agent ``busy``, then free: ``human``); past the
+    #: end, ``answer``.
+    answers: list[CallAnswer] = Field(default_factory=list, max_length=100)
     #: Overrides the AMD result reported for an answered call.
     answered_by: AnsweredBy | None = None
     #: Keys pressed at successive ``<Gather>``s; a ``<Gather>`` past the end times out.
@@ -117,15 +120,20 @@ class ScenarioBook:
 
     def __init__(self) -> None:
         self._scripted: dict[str, Scenario] = {}
+        #: Calls placed (or dialled) to each scripted address with ``answers``: the next one's index.
+        self._calls: dict[str, int] = {}
 
     def set(self, address: str, scenario: Scenario) -> None:
         self._scripted[normalize(address)] = scenario
+        self._calls.pop(normalize(address), None)
 
     def remove(self, address: str) -> bool:
+        self._calls.pop(normalize(address), None)
         return self._scripted.pop(normalize(address), None) is not None
 
     def clear(self) -> None:
         self._scripted.clear()
+        self._calls.clear()
 
     def all(self) -> dict[str, Scenario]:
         return dict(self._scripted)
@@ -143,6 +151,17 @@ class ScenarioBook:
 
     def for_call(self, to: str) -> Scenario:
         return self._scripted_for(to) or _CALL_RULES.get(to[-4:], HUMAN)
+
+    def next_call(self, to: str) -> Scenario:
+        """The scenario of a new call to ``to``: its ``answer`` is the next of ``answers`` while any is left."""
+        scenario = self.for_call(to)
+        if not scenario.answers:
+            return scenario
+        index = self._calls.get(to, 0)
+        self._calls[to] = index + 1
+        if index >= len(scenario.answers):
+            return scenario
+        return scenario.model_copy(update={"answer": scenario.answers[index]})
 
     def for_email(self, email: str) -> Scenario:
         email = email.lower()

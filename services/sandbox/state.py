@@ -81,6 +81,8 @@ class Sandbox:
         self.messages: Bounded[str, Any] = Bounded(limit)
         self.calls: Bounded[str, Any] = Bounded(limit)
         self.mails: Bounded[str, Any] = Bounded(limit)
+        #: ``<Enqueue>`` call queues by name (``services.sandbox.queues.CallQueue``), created on demand.
+        self.queues: dict[str, Any] = {}
         #: ``whatsapp:+…`` → when its customer-service window closes (clock seconds).
         self.whatsapp_windows: dict[str, float] = {}
         #: Numbers that texted STOP (Twilio's default opt-out keywords) → 21610 until START.
@@ -162,3 +164,4 @@ class Sandbox:
         self.faults.reset()
         self.whatsapp_windows.clear()
         self.opted_out.clear()
+        self.queues = {name: queue for name, queue in self.queues.items() if queue.members}

@@ -105,6 +105,11 @@ class SandboxHandle:
         result: dict[str, Any] = await self._json("GET", f"/sandbox/calls/{sid}")
         return result
 
+    async def queues(self) -> list[dict[str, Any]]:
+        """The ``<Enqueue>`` queues and who waits in each, front first."""
+        result: list[dict[str, Any]] = await self._json("GET", "/sandbox/queues")
+        return result
+
     async def message(self, sid: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._json("GET", f"/sandbox/messages/{sid}")
         return result

@@ -2,10 +2,10 @@
 
 Supported verbs: ``<Say>``, ``<Play>``, ``<Pause>``, ``<Gather>`` (digits from the recipient's scenario,
 POSTed to ``action``; no input falls through to the next verb as on Twilio), ``<Hangup>``, ``<Reject>``,
-``<Redirect>``, ``<Dial>`` (``services.sandbox.dial``). Documents are fetched with a signed POST (GET
-when ``Method=GET``). A call created with
-``Record=true`` is recorded from the answer: when it completes, a signed ``RecordingStatusCallback``
-(``completed``, with ``RecordingSid``, ``RecordingUrl``, ``RecordingDuration``) is posted.
+``<Redirect>``, ``<Dial>`` (``services.sandbox.dial``) and ``<Enqueue>`` (``services.sandbox.queues``).
+Documents are fetched with a signed POST (GET when ``Method=GET``). A call created with ``Record=true``
+is recorded from the answer: when it completes, a signed ``RecordingStatusCallback`` (``completed``, with
+``RecordingSid``, ``RecordingUrl``, ``RecordingDuration``) is posted.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.sandbox.callbacks import CallbackResponse
 from services.sandbox.scenarios import Scenario
 from services.sandbox.state import Sandbox, json_response, rfc2822
 from services.sandbox.twilio_api import (
@@ -132,6 +133,7 @@ async def create_call(account_sid: str, request: Request) -> Response:
         sb.record(request, "twilio", received, 400, form=form, to=[to])
         return twilio_error(400, *error)
     sid = new_sid("CA")
+    scenario = sb.scenarios.next_call(to)
     raw_events = form.get("StatusCallbackEvent") or []
     events = raw_events if isinstance(raw_events, list) else raw_events.split()
     record = CallRecord(
@@ -300,16 +302,22 @@ async def async_amd(sb: Sandbox, record: CallRecord, amd: str) -> None:
     )
 
 
-async def fetch_twiml(
+async def request_twiml(
     sb: Sandbox, record: CallRecord, url: str, method: str, params: dict[str, Any]
-) -> ET.Element | None:
+) -> CallbackResponse | None:
+    """A signed request for a TwiML document (GET with the params in the query, else POST)."""
     record.documents.append(url)
     sid, to = record.resource["sid"], record.resource["to"]
     if method.upper() == "GET":
         full = url + ("&" if "?" in url else "?") + urlencode(params)
-        response = await sb.sender.post_twilio("twiml-fetch", full, {}, sb.auth_token, sid=sid, to=to)
-    else:
-        response = await sb.sender.post_twilio("twiml-fetch", url, params, sb.auth_token, sid=sid, to=to)
+        return await sb.sender.post_twilio("twiml-fetch", full, {}, sb.auth_token, sid=sid, to=to)
+    return await sb.sender.post_twilio("twiml-fetch", url, params, sb.auth_token, sid=sid, to=to)
+
+
+async def fetch_twiml(
+    sb: Sandbox, record: CallRecord, url: str, method: str, params: dict[str, Any]
+) -> ET.Element | None:
+    response = await request_twiml(sb, record, url, method, params)
     if response is None or response.status_code >= 400:
         record.transcript.append({"verb": "error", "code": 11200, "url": url, "seconds": 0})
         return None
@@ -350,44 +358,50 @@ class CallerHungUp(Exception):
     """The scenario's person hung up (``hangup_after_s``): the call ends where it is."""
 
 
-def _hang_up_if_due(record: CallRecord) -> None:
+def hang_up_if_due(record: CallRecord) -> None:
     limit = record.scenario.hangup_after_s
     if limit is not None and sum(step.get("seconds", 0) for step in record.transcript) >= limit:
         raise CallerHungUp()
 
 
-async def say(sb: Sandbox, record: CallRecord, verb: ET.Element) -> None:
-    _hang_up_if_due(record)
+def timed_step(record: CallRecord, verb: ET.Element, **extra: Any) -> dict[str, Any] | None:
+    """Record a ``<Say>``, ``<Play>`` or ``<Pause>`` (cut short where the caller hangs up); ``None`` otherwise."""
+    hang_up_if_due(record)
     tag = verb.tag
     if tag == "Say":
         text = " ".join("".join(verb.itertext()).split())
         seconds = max(1.0, len(text.split()) / _WORDS_PER_SECOND)
         loops = int(verb.get("loop", "1") or 1)
-        record.transcript.append(
-            {
-                "verb": "Say",
-                "text": text,
-                "language": verb.get("language"),
-                "voice": verb.get("voice"),
-                "loop": loops,
-                "seconds": seconds * max(1, loops),
-            }
-        )
+        step: dict[str, Any] = {
+            "verb": "Say",
+            "text": text,
+            "language": verb.get("language"),
+            "voice": verb.get("voice"),
+            "loop": loops,
+            "seconds": seconds * max(1, loops),
+        }
     elif tag == "Play":
-        record.transcript.append({"verb": "Play", "url": (verb.text or "").strip(), "seconds": 5.0})
+        step = {"verb": "Play", "url": (verb.text or "").strip(), "seconds": 5.0}
     elif tag == "Pause":
-        length = float(verb.get("length", "1") or 1)
-        record.transcript.append({"verb": "Pause", "seconds": length})
+        step = {"verb": "Pause", "seconds": float(verb.get("length", "1") or 1)}
     else:
-        return
+        return None
+    step.update(extra)
     limit = record.scenario.hangup_after_s
-    step = record.transcript[-1]
     if limit is not None:
-        spoken = sum(s.get("seconds", 0) for s in record.transcript[:-1])
+        spoken = sum(s.get("seconds", 0) for s in record.transcript)
         if spoken + step["seconds"] > limit:
             step["seconds"], step["interrupted"] = max(0.0, limit - spoken), True
+    record.transcript.append(step)
+    return step
+
+
+async def say(sb: Sandbox, record: CallRecord, verb: ET.Element) -> None:
+    step = timed_step(record, verb)
+    if step is None:
+        return
     await sb.scheduler.sleep(step["seconds"])
-    _hang_up_if_due(record)
+    hang_up_if_due(record)
 
 
 async def execute(
@@ -421,6 +435,14 @@ async def execute(
             from services.sandbox.dial import dial
 
             follow = await dial(sb, record, verb, url)
+            if follow is not None:
+                return follow
+        elif tag == "Enqueue":
+            from services.sandbox.queues import enqueue
+
+            follow, ended = await enqueue(sb, record, verb, url)
+            if ended:
+                return None
             if follow is not None:
                 return follow
         elif tag == "Redirect":

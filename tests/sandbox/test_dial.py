@@ -66,3 +66,17 @@ async def test_a_busy_agent_and_one_ringing_out_are_reported_to_the_action(
         [dialed] = await receiver.wait("/voice/dialed")
         assert (dialed.param("DialCallStatus"), dialed.param("DialBridged")) == (expected, "false")
         assert receiver.at("/voice/whisper") == []
+
+
+async def test_an_agent_scripted_busy_then_free_refuses_the_first_dial_and_answers_the_next(
+    sandbox: SandboxHandle, receiver: Receiver
+) -> None:
+    agent = number()
+    await sandbox.set_scenario(agent, answers=["busy", "no-answer"], answer="human", talk_s=9)
+    outcomes = []
+    for _ in range(3):
+        receiver.received.clear()
+        await place(sandbox, receiver, agent, AFTER)
+        [dialed] = await receiver.wait("/voice/dialed")
+        outcomes.append((dialed.param("DialCallStatus"), dialed.param("DialCallDuration")))
+    assert outcomes == [("busy", "0"), ("no-answer", "0"), ("completed", "9")]
