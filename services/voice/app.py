@@ -1,28 +1,32 @@
 """``create_app(settings)`` for the voice service; the lifespan owns every connection.
 
-In start order: the database (migrated), the producer, the outbox relay, the template cache, the Twilio
-Calls client and the dispatch consumer (the shared :class:`~shared.channels.dispatch.DispatchHandler`
-with the Calls adapter: same send log, at-most-once and retry rules as SMS); they stop in reverse.
+In start order: the database (migrated), the producer, the outbox relay, the template cache, the
+agent-queue pacer (in Redis with ``REDIS_URL``), the Twilio Calls client and the dispatch consumer (the
+shared :class:`~shared.channels.dispatch.DispatchHandler` with the Calls adapter: same send log,
+at-most-once and retry rules as SMS); they stop in reverse.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.voice.abandonment import AbandonmentFigures
 from services.voice.agents import agent_routes
 from services.voice.calls import TwilioCallAdapter, call_status_url
-from services.voice.pacing import Pacer
+from services.voice.pacing import LocalPacingStore, Pacer, PacingStore
+from services.voice.pacing_redis import RedisPacingStore
 from services.voice.recordings import recording_webhooks
 from services.voice.settings import Settings
 from services.voice.webhooks import VoiceContext, apply_call_status, voice_webhooks
 from shared.app import build_app
 from shared.channels.models import SendLogRecord
 from shared.channels.reconcile import AskProvider
-from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
+from shared.channels.runtime import ChannelInfrastructure, open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
 from shared.providers.twilio import TwilioCalls, TwilioSignature
 
@@ -44,6 +48,19 @@ def call_lookup(client: TwilioCalls, voice: VoiceContext) -> AskProvider:
     return ask
 
 
+def pacer(settings: Settings, infra: ChannelInfrastructure) -> Pacer:
+    """Agent-queue pacing: shared by every instance through Redis when ``REDIS_URL`` is set, else per process;
+    each campaign's abandoned-call figure from this service's database."""
+    rules = settings.pacing
+    store: PacingStore = (
+        RedisPacingStore(infra.redis, f"{infra.topics.prefix}pacing:", flight_ttl_s=rules.flight_ttl_s)
+        if infra.redis is not None else LocalPacingStore()
+    )
+    figures = AbandonmentFigures(infra.db, window=timedelta(days=rules.window_days), ttl_s=rules.figure_ttl_s)
+    return Pacer(store, min_samples=rules.min_samples, abandon_cap=rules.abandon_cap,
+                 throttle_share=rules.throttle_share, figures=figures)
+
+
 def create_app(settings: Settings) -> FastAPI:
     service = settings.service_name
 
@@ -51,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             infra = await open_channel(settings, MIGRATIONS, stack, app.state.metrics)
+            app.state.pacer = pacer(settings, infra)
             client = TwilioCalls(
                 settings.twilio,
                 timeout=settings.sending.request_timeout_s,
@@ -78,7 +96,6 @@ def create_app(settings: Settings) -> FastAPI:
             yield
 
     app = build_app(settings, "Cadencia voice", lifespan)
-    app.state.pacer = Pacer()
     app.include_router(agent_routes())
     app.include_router(voice_webhooks())
     app.include_router(parked_outbox_router(lambda request: request.app.state.db))

@@ -7,6 +7,9 @@ rendered for this dispatch; the request itself only carries the URLs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -14,7 +17,7 @@ from services.voice import twiml
 from services.voice.models import CallSession
 from services.voice.pacing import Pacer
 from services.voice.settings import Settings
-from shared.channels.dispatch import OutboundMessage, Unsendable
+from shared.channels.dispatch import OutboundMessage, Unsendable, aware
 from shared.db import Database
 from shared.events import utcnow
 from shared.events.contracts import Channel, ContactDispatched
@@ -38,6 +41,15 @@ def call_status_url(settings: Settings, dispatch_id: str) -> str:
     return public(settings, f"{CALL_STATUS_PATH}?dispatch={dispatch_id}")
 
 
+@dataclass(frozen=True)
+class _Paced:
+    queue: str
+    dispatch_id: str
+    campaign: str
+    #: The call must have started by then (its deadline, or send_before less the ring time).
+    latest: datetime
+
+
 class TwilioCallAdapter:
     channel: Channel = "voice"
     provider = "twilio"
@@ -47,8 +59,8 @@ class TwilioCallAdapter:
         # The pipeline places a call only with at least the ring time left before send_before.
         self.lead_time_s = float(settings.caller.ring_timeout_s)
         self.pacer = pacer or Pacer()
-        #: Calls of an agent queue, by their TwiML URL: paced in ``send`` (queue, dispatch id).
-        self._paced: dict[str, tuple[str, str]] = {}
+        #: Calls of an agent queue, by their TwiML URL: paced in ``send``.
+        self._paced: dict[str, _Paced] = {}
 
     async def compose(
         self, dispatch: ContactDispatched, rendered: RenderedMessage, status_callback: str
@@ -80,24 +92,38 @@ class TwilioCallAdapter:
             payload["MachineDetection"] = "DetectMessageEnd"
         queue = dispatch.agent_queue
         if queue is not None:
-            self.pacer.queue(queue.name, queue.agents, queue.max_ratio)
-            self._paced[payload["Url"]] = (queue.name, dispatch.dispatch_id)
+            await self.pacer.configure(queue.name, queue.agents, queue.max_ratio)
+            # The call may not start later than this (the pipeline's own check, less the ring time).
+            latest = aware(dispatch.deadline)
+            if dispatch.send_before is not None:
+                latest = min(latest, aware(dispatch.send_before) - timedelta(seconds=self.lead_time_s))
+            self._paced[payload["Url"]] = _Paced(queue.name, dispatch.dispatch_id, queue.campaign_id or "", latest)
         return OutboundMessage(to=dispatch.to, sender=self.settings.caller.caller_id, payload=payload)
 
     async def send(self, message: OutboundMessage) -> Accepted:
-        paced = self._paced.get(message.payload.get("Url", ""))
+        url = message.payload.get("Url", "")
+        paced = self._paced.get(url)
+        if paced is not None and not await self.pacer.bridging(paced.campaign):
+            # The campaign is at its abandoned-call cap: a plain IVR call, which no one waits on.
+            from services.voice import agents
+
+            await agents.without_bridge(self.db, paced.dispatch_id)
+            self._paced.pop(url, None)
+            paced = None
         if paced is not None:
-            # Progressive dialing: no more calls in flight than the queue's agents can take.
-            if not await self.pacer.admit(*paced, timeout=self.settings.pacing_wait_s):
+            # Progressive dialing: no more calls in flight than the queue's agents can take; never waiting
+            # past the instant the call must have started by (the pipeline checked send_before before).
+            wait = max(0.0, min(self.settings.pacing_wait_s, (paced.latest - utcnow()).total_seconds()))
+            if not await self.pacer.admit(paced.queue, paced.dispatch_id, timeout=wait, campaign=paced.campaign):
                 raise Retryable("the agent queue is full", code="pacing", retry_after=self.settings.pacing_wait_s)
-            self._paced.pop(message.payload["Url"], None)
+            self._paced.pop(url, None)
         try:
             return await self.client.create(message.payload)
         except (Rejected, Retryable):
             # Provably no call: it leaves the queue's flight at once (a later retry is admitted again).
             if paced is not None:
-                await self.pacer.release(paced[1])
-                self._paced[message.payload["Url"]] = paced
+                await self.pacer.release(paced.queue, paced.dispatch_id)
+                self._paced[url] = paced
             raise
 
     async def _store_session(self, dispatch: ContactDispatched, rendered: RenderedMessage) -> None:

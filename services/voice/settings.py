@@ -39,6 +39,25 @@ class IvrSettings(BaseModel):
     timeout_s: int = Field(default=5, ge=1, le=60)
 
 
+class PacingSettings(BaseModel):
+    """Progressive dialling of agent queues (``services.voice.pacing``) and the hold line."""
+
+    #: Ended calls of a queue before its human-answer rate sets the ratio (1 until then).
+    min_samples: int = Field(default=5, ge=1, le=50)
+    #: Abandoned calls per campaign over ``window_days`` (the US pack: 3% per 30 days): at the cap a
+    #: campaign's calls are placed as automated IVR calls, never bridged, until its rate is back under it.
+    abandon_cap: float = Field(default=0.03, gt=0, le=1)
+    #: From this share of the cap on, no over-dialling (ratio 1).
+    throttle_share: float = Field(default=2 / 3, gt=0, le=1)
+    window_days: int = Field(default=30, ge=1, le=366)
+    #: Seconds a campaign's figure is reused before the database is read again.
+    figure_ttl_s: float = Field(default=5.0, ge=0)
+    #: Seconds of hold (one wait document) between two looks for a free agent.
+    hold_poll_s: int = Field(default=3, ge=1, le=60)
+    #: With Redis: the longest an admitted call or a connected agent counts (its final status was lost).
+    flight_ttl_s: float = Field(default=4 * 3600, gt=0)
+
+
 class Settings(ServiceSettings):
     service_name: ClassVar[str] = "voice"
     receives_webhooks: ClassVar[bool] = True
@@ -55,6 +74,7 @@ class Settings(ServiceSettings):
     #: Progressive dialing: how long a call of a full agent queue waits for room before the dispatch
     #: pipeline retries it (until its deadline).
     pacing_wait_s: float = Field(default=2.0, gt=0)
+    pacing: PacingSettings = Field(default_factory=PacingSettings)
     #: The orchestrator's template API, asked when a pinned version is not in the templates topic.
     orchestrator_url: str = Field(
         default="http://127.0.0.1:8000", validation_alias=AliasChoices("orchestrator_url", "CADENCIA_ORCHESTRATOR_URL")

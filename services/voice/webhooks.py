@@ -120,7 +120,8 @@ async def record_keypress(ctx: VoiceContext, dispatch_id: str, params: dict[str,
         from services.voice import agents
 
         if digits == "2" and await agents.is_agent_call(db_session, dispatch_id):
-            return agents.bridge_redirect(ctx, dispatch_id)  # 2 = an agent now (or the callback offer)
+            return agents.bridge_redirect(ctx, dispatch_id)  # 2 = an agent now (or the hold, the callback offer)
+        await agents.script_heard(db_session, dispatch_id)
         kind = twiml.response_kind(digits, ctx.settings.ivr.digits)
         if await first_receipt(db_session, call_sid, f"digits:{digits}", now):
             call.digits, call.updated_at = digits, now
