@@ -75,8 +75,24 @@ async def test_open_queues_ride_on_voice_dispatches_and_agent_outcomes_reach_the
 
         body = await wait_for(stats, what="the campaign's agent outcomes")
         assert (body["answered"], body["agent_connected"], body["abandoned"], body["talk_time_s"]) == (2, 1, 1, 95)
-        assert body["abandoned_rate"] == 0.5 and body["window_days"] == 30
+        assert body["abandoned_rate"] == 0.5 and body["window_days"] == 30 and body["over_cap"]
         [call] = (await o.http.get("/v1/debtors/deb-a1/agent-calls", headers=VIEWER)).json()["items"]
         assert (call["status"], call["talk_time_s"], call["campaign_id"]) == ("agent_connected", 95, "camp-1")
         view = (await o.http.get("/v1/debtors/deb-a1", headers=VIEWER)).json()
         assert {o_["status"] for o_ in view["outcomes"]} >= {"conversation", "agent_connected"}
+
+        # The request's timeline gets the talk time; the dashboard, every campaign's figures.
+        timeline = (await o.http.get(f"/v1/contact-requests/{talked.id}/agent-calls", headers=VIEWER)).json()
+        assert [(c["status"], c["talk_time_s"]) for c in timeline["items"]] == [("agent_connected", 95)]
+        assert (await o.http.get(f"/v1/contact-requests/{early.id}/agent-calls", headers=VIEWER)).json() == {
+            "items": []}
+        missing = await o.http.get("/v1/contact-requests/no-such-request/agent-calls", headers=VIEWER)
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        agents = (await o.http.get("/v1/stats?fresh=true", headers=VIEWER)).json()["agents"]
+        [campaign] = agents["campaigns"]
+        assert campaign == {**body, "campaign_id": "camp-1"}
+        assert (agents["totals"]["answered"], agents["totals"]["talk_time_s"], agents["cap"]) == (2, 95, 0.03)
+        # Thirty days later (by the hour) the calls have left the window.
+        clock.advance(days=30, hours=2)
+        later = (await o.http.get("/v1/campaigns/camp-1/agent-calls", headers=VIEWER)).json()
+        assert (later["answered"], later["abandoned"], later["abandoned_rate"]) == (0, 0, 0.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
@@ -21,8 +22,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict
 
+from services.orchestrator.agents.views import AgentsOverview
 from services.orchestrator.context import OrchestratorContext
-from services.orchestrator.dashboard.stats import collect
+from services.orchestrator.dashboard.stats import agents_overview, collect
 from services.orchestrator.ops.counters import prune
 from shared.http import require_role
 from shared.logging import get_logger
@@ -32,6 +34,7 @@ HERE = Path(__file__).parent
 router = APIRouter(tags=["ops"])
 DAYS = 2
 PRUNE_EVERY = timedelta(minutes=10)
+AGENTS_EVERY_S = 30.0
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 
 
@@ -41,11 +44,19 @@ class StatsCache:
         self.snapshot: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._pruned: datetime | None = None
+        self._agents: dict[str, Any] = {}
+        self._agents_at: float | None = None
 
-    async def refresh(self) -> dict[str, Any]:
+    async def refresh(self, *, fresh: bool = False) -> dict[str, Any]:
         now = self.ctx.clock()
         async with self.ctx.db.read_sessions() as session:
-            self.snapshot = await collect(session, now, DAYS)
+            snapshot = await collect(session, now, DAYS)
+            # 30 days of hour buckets: read less often than the live figures (or when asked to).
+            due = self._agents_at is None or time.monotonic() - self._agents_at >= AGENTS_EVERY_S
+            if fresh or due:
+                self._agents, self._agents_at = await agents_overview(session, now), time.monotonic()
+        snapshot["agents"] = self._agents
+        self.snapshot = snapshot
         if self._pruned is None or now - self._pruned > PRUNE_EVERY:
             async with self.ctx.db.transaction() as session:
                 await prune(session, now)
@@ -93,6 +104,17 @@ class StatsCollector(Collector):
         yield GaugeMetricFamily("cadencia_pauses_active", "Active ops pauses", value=len(snap["pauses"]))
         yield GaugeMetricFamily("cadencia_dead_letters", "Dead letters kept", value=snap["dead_letters"])
         yield GaugeMetricFamily("cadencia_outbox_backlog", "Outbox rows not yet relayed", value=snap["outbox_backlog"])
+        agents = GaugeMetricFamily("cadencia_agent_calls_30d",
+                                   "Voice calls over 30 days per campaign: answered, connected to an agent, abandoned",
+                                   labels=["campaign", "outcome"])
+        rate = GaugeMetricFamily("cadencia_abandoned_rate_30d", "Abandoned / answered calls per campaign, 30 days",
+                                 labels=["campaign"])
+        for figures in snap.get("agents", {}).get("campaigns", []):
+            for outcome in ("answered", "agent_connected", "abandoned"):
+                agents.add_metric([figures["campaign_id"], outcome], figures[outcome])
+            rate.add_metric([figures["campaign_id"]], figures["abandoned_rate"])
+        yield agents
+        yield rate
 
 
 class Stats(BaseModel):
@@ -119,6 +141,8 @@ class Stats(BaseModel):
     pauses: list[dict[str, Any]]
     held: int
     recent: list[dict[str, Any]]
+    #: Calls bridged to agents per campaign over 30 days (refreshed every ``AGENTS_EVERY_S``).
+    agents: AgentsOverview | None = None
 
 
 @router.get("/v1/stats", dependencies=[Depends(require_role("viewer"))], response_model=Stats,
@@ -129,8 +153,9 @@ async def stats(request: Request, fresh: bool = False, days: int = Query(DAYS, g
     if days != DAYS:
         ctx: OrchestratorContext = request.app.state.ctx
         async with ctx.db.read_sessions() as session:
-            return await collect(session, ctx.clock(), days)
-    return await cache.refresh() if fresh or not cache.snapshot else cache.snapshot
+            now = ctx.clock()
+            return {**await collect(session, now, days), "agents": await agents_overview(session, now)}
+    return await cache.refresh(fresh=True) if fresh or not cache.snapshot else cache.snapshot
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)

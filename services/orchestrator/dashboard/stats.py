@@ -119,3 +119,12 @@ async def collect(session: AsyncSession, now: datetime, days: int = 2) -> dict[s
         "held": held,
         "recent": recent,
     }
+
+
+async def agents_overview(session: AsyncSession, now: datetime, limit: int = 100) -> dict[str, Any]:
+    """Agent outcomes per campaign over 30 days (``services.orchestrator.agents``), the busiest first."""
+    from services.orchestrator.agents.service import ABANDON_CAP, ABANDON_WINDOW, agent_figures, summary
+
+    figures = await agent_figures(session, now)
+    return {"window_days": ABANDON_WINDOW.days, "cap": ABANDON_CAP, "totals": summary(figures),
+            "campaigns": figures[:limit]}

@@ -13,7 +13,7 @@ import random
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
@@ -57,6 +57,22 @@ class AccountFact:
     now: datetime
 
 
+@dataclass(frozen=True)
+class AgentFact:
+    """A voice call a person answered, or how a call bridged to agents ended (with its talk time)."""
+
+    campaign: str | None
+    status: str
+    talk_time_s: int | None
+    at: datetime
+
+
+#: Voice outcomes counted per campaign (hour buckets, dim ``campaign``) for the agents' figures over 30
+#: days: the abandoned-call rate is abandoned / answered. ``talk_time_s`` adds seconds, not events.
+AGENT_METRICS = {"conversation": "answered", "agent_connected": "agent_connected", "abandoned": "abandoned"}
+TALK_TIME = "talk_time_s"
+
+
 def minute(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
 
@@ -65,8 +81,8 @@ def hour(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-def _facts(session: AsyncSession) -> list[StatusFact | AccountFact]:
-    facts: list[StatusFact | AccountFact] = session.info.setdefault(FACTS, [])
+def _facts(session: AsyncSession) -> list[StatusFact | AccountFact | AgentFact]:
+    facts: list[StatusFact | AccountFact | AgentFact] = session.info.setdefault(FACTS, [])
     return facts
 
 
@@ -81,15 +97,22 @@ def note_account(session: AsyncSession, account: AccountRow, status: str, now: d
     _facts(session).append(AccountFact(account.id, status, now))
 
 
+def note_agent(session: AsyncSession, campaign: str | None, status: str, talk_time_s: int | None,
+               at: datetime) -> None:
+    """A voice outcome of ``AGENT_METRICS`` (counted in the hour it occurred)."""
+    at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    _facts(session).append(AgentFact(campaign, status, talk_time_s, at))
+
+
 class _Tally:
     def __init__(self) -> None:
         self.counts: Tally[tuple[str, datetime, str, str, str]] = Tally()
 
-    def add(self, at: datetime, metric: str, dim: str, key: str | None, *, minutes: bool = False) -> None:
+    def add(self, at: datetime, metric: str, dim: str, key: str | None, *, minutes: bool = False, n: int = 1) -> None:
         key = (key or NONE)[:200]
-        self.counts[("h", hour(at), metric, dim, key)] += 1
+        self.counts[("h", hour(at), metric, dim, key)] += n
         if minutes:
-            self.counts[("m", minute(at), metric, dim, key)] += 1
+            self.counts[("m", minute(at), metric, dim, key)] += n
 
 
 def _request_tags(request: ContactRequestRow) -> dict[str, str | None]:
@@ -161,6 +184,10 @@ async def flush(session: AsyncSession, postgres: bool, variants: VariantCache | 
     for fact in facts:
         if isinstance(fact, StatusFact):
             await _count_status(session, fact, tally, variants)
+        elif isinstance(fact, AgentFact):
+            tally.add(fact.at, AGENT_METRICS[fact.status], "campaign", fact.campaign)
+            if fact.talk_time_s:
+                tally.add(fact.at, TALK_TIME, "campaign", fact.campaign, n=fact.talk_time_s)
         else:
             tally.add(fact.now, fact.status, "channel", "account", minutes=True)
     shard = random.randrange(PG_SHARDS) if postgres else 0

@@ -1,4 +1,5 @@
-// The dashboard: /v1/stats (pre-aggregated counters) drawn as SVG charts; campaign control via /v1/pauses.
+// The dashboard: /v1/stats (pre-aggregated counters) drawn as SVG charts; campaign control via /v1/pauses;
+// calls bridged to agents per campaign over 30 days.
 (() => {
   const $ = (sel) => document.querySelector(sel);
   const C = window.CadenciaCharts;
@@ -40,6 +41,36 @@
       tr.append(cell("td", pct(m.delivered || 0, m.dispatched || 0), "n"), cell("td", pct(m.responded || 0, m.dispatched || 0), "n"));
       t.append(tr);
     });
+  }
+
+  const talk = (seconds) => {
+    const s = Math.round(seconds || 0), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return h ? `${h} h ${String(m).padStart(2, "0")} min` : `${m}:${String(s % 60).padStart(2, "0")}`;
+  };
+  const share = (x) => (100 * (x || 0)).toFixed(1) + "%";
+
+  function agents(a) {
+    if (!a) return;
+    $("#agents-days").textContent = a.window_days;
+    $("#a-cap").textContent = share(a.cap);
+    $("#a-answered").textContent = a.totals.answered;
+    $("#a-connected").textContent = a.totals.agent_connected;
+    $("#a-abandoned").textContent = a.totals.abandoned;
+    $("#a-rate").textContent = share(a.totals.abandoned_rate);
+    $("#a-rate").classList.toggle("over", a.totals.over_cap);
+    $("#a-talk").textContent = talk(a.totals.talk_time_s);
+    const t = $("#t-agents"); t.replaceChildren();
+    const head = document.createElement("tr");
+    ["campaign", "answered", "connected", "abandoned", "abandoned %", "talk time", "per connection"].forEach((h, i) => head.append(cell("th", h, i ? "n" : "")));
+    t.append(head);
+    for (const c of a.campaigns) {
+      const tr = document.createElement("tr");
+      tr.dataset.campaign = c.campaign_id;
+      tr.append(cell("td", c.campaign_id), cell("td", String(c.answered), "n"), cell("td", String(c.agent_connected), "n"),
+                cell("td", String(c.abandoned), "n"), cell("td", share(c.abandoned_rate), c.over_cap ? "n over" : "n"),
+                cell("td", talk(c.talk_time_s), "n"), cell("td", c.agent_connected ? talk(c.talk_time_s / c.agent_connected) : "–", "n"));
+      t.append(tr);
+    }
   }
 
   function pauses(s) {
@@ -110,6 +141,7 @@
     C.bars($("#channels"), Object.entries(s.by_channel).map(([ch, m]) => [ch, m.dispatched || 0, `${pct(m.delivered || 0, m.dispatched || 0)} delivered`]), channelColor);
     for (const dim of ["campaign", "jurisdiction", "segment", "variant"]) breakdown(dim, s.breakdowns[dim]);
     pauses(s);
+    agents(s.agents);
     const table = $("#recent"); table.replaceChildren();
     const h = document.createElement("tr");
     ["time", "debtor", "request", "status", "channel", "reason / until"].forEach((x) => h.append(cell("th", x)));

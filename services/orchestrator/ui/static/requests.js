@@ -1,4 +1,5 @@
-// Request search (GET /v1/contact-requests) with each request's timeline one click away.
+// Request search (GET /v1/contact-requests) with each request's timeline one click away; calls bridged to
+// agents (GET /v1/contact-requests/{id}/agent-calls) join the timeline with their talk time.
 (() => {
   const $ = (sel) => document.querySelector(sel);
   const key = () => sessionStorage.getItem("cadencia-api-key") || "";
@@ -60,27 +61,42 @@
     $("#count").textContent = shown ? `${shown} shown` : "no request matches";
   }
 
+  const talk = (seconds) => { const s = Math.round(seconds || 0); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`; };
+
   async function timeline(id) {
     const r = await get(`/v1/contact-requests/${encodeURIComponent(id)}`);
     if (!r) return;
+    // calls bridged to agents (with the talk time) or abandoned, between the request's statuses
+    const agentCalls = (await get(`/v1/contact-requests/${encodeURIComponent(id)}/agent-calls`) || { items: [] }).items;
     history.replaceState(null, "", `?id=${encodeURIComponent(id)}`);
     $("#timeline-panel").hidden = false;
     $("#tl-summary").textContent = `Request ${r.id} for debtor ${r.debtor_id} · ${r.template} · segment ${r.segment || "–"} · now ${r.status}`;
     const ol = $("#timeline"); ol.replaceChildren();
-    for (const h of r.history) {
+    const entries = r.history.map((h) => ({ at: h.at, h }))
+      .concat(agentCalls.map((c) => ({ at: c.occurred_at, c })))
+      .sort((a, b) => new Date(a.at) - new Date(b.at));
+    for (const { h, c } of entries) {
       const li = document.createElement("li");
-      li.append(cell("strong", h.status, "status-" + h.status), cell("span", ` ${when(h.at)}${h.channel ? " · " + h.channel : ""}`),
-                cell("div", [h.reason, h.not_before && !h.not_before.startsWith("9999") ? "until " + when(h.not_before) : "", (h.rules || []).join(", ")].filter(Boolean).join(" · "), "muted"));
+      if (c) {
+        li.dataset.agentCall = c.status;
+        li.append(cell("strong", c.status.replace("_", " "), "status-" + c.status), cell("span", ` ${when(c.occurred_at)} · voice`),
+                  cell("div", c.status === "agent_connected" ? `talk time ${talk(c.talk_time_s)}` : "hung up before the script ended", "muted"));
+      } else {
+        li.append(cell("strong", h.status, "status-" + h.status), cell("span", ` ${when(h.at)}${h.channel ? " · " + h.channel : ""}`),
+                  cell("div", [h.reason, h.not_before && !h.not_before.startsWith("9999") ? "until " + when(h.not_before) : "", (h.rules || []).join(", ")].filter(Boolean).join(" · "), "muted"));
+      }
       ol.append(li);
     }
+    const talked = Object.fromEntries(agentCalls.filter((c) => c.status === "agent_connected").map((c) => [c.dispatch_id, c.talk_time_s]));
     const t = $("#attempts"); t.replaceChildren();
     const head = document.createElement("tr");
-    ["attempt", "channel", "template", "status", "error", "at"].forEach((x) => head.append(cell("th", x)));
+    ["attempt", "channel", "template", "status", "error", "talk time", "at"].forEach((x) => head.append(cell("th", x)));
     t.append(head);
     for (const d of r.dispatches) {
       const tr = document.createElement("tr");
       tr.append(cell("td", String(d.attempt)), cell("td", d.channel), cell("td", `${d.template_key} v${d.template_version}`),
-                cell("td", d.status, "status-" + d.status), cell("td", d.error_code || ""), cell("td", when(d.at)));
+                cell("td", d.status, "status-" + d.status), cell("td", d.error_code || ""),
+                cell("td", d.id in talked ? talk(talked[d.id]) : "", "n"), cell("td", when(d.at)));
       t.append(tr);
     }
     $("#timeline-panel").scrollIntoView({ block: "nearest" });
