@@ -9,9 +9,10 @@ to the queue's number or SIP address, whose agent first hears ``/voice/whisper/{
 Otherwise the person joins the hold line: ``<Enqueue waitUrl=/voice/hold/{id} action=/voice/queued/{id}>``.
 Each wait document (``/voice/hold``) says the hold message once, then pauses ``hold_poll_s``; when an agent
 is free and it is this person's turn it answers ``<Leave/>`` and the ``<Enqueue>`` action dials the agent;
-after ``wait_s`` seconds on hold (Twilio's ``QueueTime``, summed over the person's stays in the line) it
-leaves too, and the person hears the callback offer and a ``callback_request`` response is published. An
-agent who is busy or does not answer sends the person back to the line while hold time remains.
+after ``wait_s`` seconds on hold (Twilio's ``QueueTime``, summed over the person's stays in the line, and a
+ring-out counted as ``wait_s``) it leaves too, and the person hears the callback offer and a
+``callback_request`` response is published. An agent who is busy sends the person back to the line while
+hold time remains.
 
 A person who hangs up before the bridge (the script unfinished) is an ``abandoned`` call; one who heard the
 script never is (a key press, the hold, the offer). At the campaign's abandoned-call cap the calls are
@@ -164,7 +165,7 @@ def _delivery(ctx: object, call: CallSession, status: str, now: datetime, call_s
         id=outcome_id("delivery", call.dispatch_id, status), source=ctx.source,  # type: ignore[attr-defined]
         subject=call.debtor_id, correlationid=call.request_id,
         data=DeliveryUpdated(dispatch_id=call.dispatch_id, request_id=call.request_id, debtor_id=call.debtor_id,
-                             channel="voice", status=status, provider="twilio",  # type: ignore[arg-type]
+                             channel="voice", status=status, provider="twilio",
                              provider_id=call_sid, occurred_at=now, talk_time_s=talk_time_s),
     )
 
@@ -298,7 +299,10 @@ async def dialed(ctx: object, pacer: Pacer, dispatch_id: str, params: dict[str, 
         if call is None or agent is None:
             return twiml.hangup()
         await pacer.disconnect(agent.queue, dispatch_id)
-        if params.get("DialCallStatus") != "completed":
+        status = params.get("DialCallStatus")
+        if status != "completed":
+            if status == "no-answer":  # the person waited while the agent's phone rang out the timeout
+                agent.held_s += agent.wait_s
             if agent.held_s < agent.wait_s:  # hold time left: back in the line for the next agent
                 await pacer.hold(agent.queue, dispatch_id)
                 return _enqueue(ctx, agent, dispatch_id)
