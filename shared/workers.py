@@ -55,7 +55,7 @@ STOP_TIMEOUT_S = 40.0
 _PR_SET_PDEATHSIG = 1
 
 
-def refusal(service: str, database_url: str | None, workers: int) -> str | None:
+def refusal(service: str, database_url: str | None, workers: int, redis_url: str = "") -> str | None:
     """Why ``workers`` processes of ``service`` must not share ``database_url``; None when they may."""
     if workers <= 1:
         return None
@@ -68,6 +68,11 @@ def refusal(service: str, database_url: str | None, workers: int) -> str | None:
             "debtor's events in order, and several processes on one file would break that order. Set "
             f"{service.upper()}_DATABASE_URL=postgresql+asyncpg://… or run one worker"
         )
+    if service == "voice" and not redis_url:
+        # Agent pacing counts calls in flight per queue: a call's final status reaching another worker
+        # would never free its slot, so without a shared store the workers would stop dialling.
+        return (f"--workers {workers} needs REDIS_URL: the voice service's agent pacing (calls in flight, the "
+                "hold line) must be shared by its workers")
     return None
 
 
@@ -171,7 +176,7 @@ def serve_workers(
     (when the service migrates at start-up) runs once here first, so the workers never race each
     other through Alembic; they are then told only to check the schema.
     """
-    reason = refusal(service, database_url, count)
+    reason = refusal(service, database_url, count, getattr(settings, "redis_url", ""))
     if reason is not None:
         print(f"cadencia serve {service}: {reason}", file=sys.stderr, flush=True)  # noqa: T201
         return EXIT_REFUSED

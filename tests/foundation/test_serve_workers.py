@@ -169,3 +169,16 @@ def test_more_than_one_worker_on_sqlite_is_refused_before_anything_starts(tmp_pa
     assert "--workers 2 needs PostgreSQL" in result.stderr
     assert "one outbox relay per database file" in result.stderr
     assert not database.exists()
+
+
+def test_voice_workers_without_redis_are_refused_because_agent_pacing_must_be_shared() -> None:
+    env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "serve", "voice", "--workers", "2", "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**env, "VOICE_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:9/none",
+             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},  # nothing listens: it must not even try
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--workers 2 needs REDIS_URL" in result.stderr
+    assert "agent pacing" in result.stderr
