@@ -5,8 +5,8 @@ per service: each service's Alembic history lives in its own version table.
 """
 
 from shared.db.database import Base, Database
-from shared.db.inbox import InboxRecord, first_time
-from shared.db.outbox import OutboxRecord, OutboxRelay, add_to_outbox
+from shared.db.inbox import InboxRecord, first_time, first_times
+from shared.db.outbox import OutboxRecord, OutboxRelay, add_to_outbox, outbox_values
 
 __all__ = [
     "Base",
@@ -16,4 +16,6 @@ __all__ = [
     "OutboxRelay",
     "add_to_outbox",
     "first_time",
+    "first_times",
+    "outbox_values",
 ]

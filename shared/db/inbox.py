@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import DateTime, String
@@ -33,3 +34,22 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
     stmt = insert(InboxRecord).values(**values).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
     result = await session.execute(stmt)
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def first_times(session: AsyncSession, marks: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Set-based :func:`first_time`: mark every ``(consumer, event_id)``; those not marked before.
+
+    One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for a whole consumer batch, in sorted order so
+    two transactions marking overlapping events wait for each other instead of deadlocking.
+    """
+    wanted = sorted(set(marks))
+    if not wanted:
+        return set()
+    now = utcnow()
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = InboxRecord.__table__
+    stmt = (insert(table).values([{"consumer": c, "event_id": e, "processed_at": now} for c, e in wanted])
+            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+            .returning(table.c.consumer, table.c.event_id))
+    return {(c, e) for c, e in (await session.execute(stmt)).all()}

@@ -61,17 +61,15 @@ class _Outcome:
 
 def add_to_outbox(session: AsyncSession, topic: str, event: CloudEvent) -> None:
     """Stage ``event`` for ``topic`` in the caller's transaction, with the current trace context."""
+    session.add(OutboxRecord(**outbox_values(topic, event)))
+
+
+def outbox_values(topic: str, event: CloudEvent) -> dict[str, Any]:
+    """The outbox row of ``event`` as column values, stamped with the current trace context now: for
+    writers that stage many events and insert them in one statement (``insert(OutboxRecord)``)."""
     event = stamped(event)
-    session.add(
-        OutboxRecord(
-            topic=topic,
-            key=event.subject,
-            value=encode_event(event),
-            event_id=event.id,
-            event_type=event.type,
-            created_at=utcnow(),
-        )
-    )
+    return {"topic": topic, "key": event.subject, "value": encode_event(event), "event_id": event.id,
+            "event_type": event.type, "created_at": utcnow(), "attempts": 0, "last_error": None, "parked_at": None}
 
 
 class OutboxRelay:

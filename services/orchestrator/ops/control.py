@@ -16,15 +16,15 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.ops.models import PauseRow
-from services.orchestrator.runtime import service
+from services.orchestrator.runtime.hooks import Hold
 from services.orchestrator.runtime.models import ContactRequestRow, DeferredContactRow
-from services.orchestrator.runtime.service import Runtime
 
 PAUSE_RULE = "ops.pause"
 #: ``not_before`` of a held contact: never due until a resume moves it to now.
 HELD_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 SCOPES = ("all", "campaign", "channel")
 ALL_KEY = "*"
+_PAUSES = "cadencia.ops.pauses"
 
 
 async def active_pauses(session: AsyncSession) -> list[PauseRow]:
@@ -45,30 +45,19 @@ def describe(pause: PauseRow) -> str:
     return f"paused by ops: {what}" + (f" ({pause.reason})" if pause.reason else "")
 
 
-async def hold(rt: Runtime, session: AsyncSession, request: ContactRequestRow, channel: str,
-               now: datetime) -> bool:
-    """Defer ``request`` instead of dispatching it on ``channel`` when a pause covers it."""
-    # Read per decision (a tiny table): a pause made on any instance holds the very next dispatch.
-    pauses = (await session.execute(select(PauseRow))).scalars().all()
+async def hold(session: AsyncSession, request: ContactRequestRow, channel: str) -> Hold | None:
+    """The hold on ``request``'s dispatch on ``channel`` when a pause covers it (the runtime defers it
+    until :data:`HELD_UNTIL`; a held contact does not expire for being held: expiry is judged at resume)."""
+    # Read once per transaction (a tiny table): a pause made on any instance holds the very next batch.
+    pauses = session.info.get(_PAUSES)
+    if pauses is None:
+        pauses = session.info[_PAUSES] = list((await session.execute(select(PauseRow))).scalars())
     if not pauses:
-        return False
+        return None
     pause = matching(pauses, (request.payload or {}).get("campaign_id"), channel)
     if pause is None:
-        return False
-    # Not service.defer: a held contact must not expire for being held; expiry is judged at resume.
-    await session.execute(
-        update(DeferredContactRow)
-        .where(DeferredContactRow.request_id == request.id, DeferredContactRow.state == "pending")
-        .values(state="cancelled", released_at=now)
-    )
-    reason = describe(pause)
-    session.add(DeferredContactRow(
-        request_id=request.id, debtor_id=request.debtor_id, account_id=request.account_id, not_before=HELD_UNTIL,
-        state="pending", reason=reason, rules=[PAUSE_RULE], created_at=now,
-    ))
-    service.publish_status(rt, session, request, "deferred", now, reason=reason, channel=channel,
-                           rules=[PAUSE_RULE])
-    return True
+        return None
+    return Hold(reason=describe(pause), rules=(PAUSE_RULE,), until=HELD_UNTIL)
 
 
 async def pause(session: AsyncSession, scope: str, key: str, reason: str | None, by: str,

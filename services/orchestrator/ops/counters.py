@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.ops.models import CounterRow, RequestTagRow
 from services.orchestrator.runtime.models import AccountRow, ContactRequestRow, DispatchRow
+from services.orchestrator.runtime.state import known_dispatch
 from services.orchestrator.templates.models import TemplateVersion
 
 FACTS = "cadencia.ops.facts"
@@ -128,10 +129,10 @@ VariantCache = dict[tuple[str, int], str]
 
 async def _variant(session: AsyncSession, dispatch_id: str | None,
                    variants: VariantCache) -> tuple[str | None, str | None]:
-    """The dispatch's channel and ``key variant`` (identity-map hits for the transaction's own dispatch)."""
+    """The dispatch's channel and ``key variant`` (no query for the dispatches the transaction's batch knows)."""
     if dispatch_id is None:
         return None, None
-    dispatch = await session.get(DispatchRow, dispatch_id)
+    dispatch = known_dispatch(session, dispatch_id) or await session.get(DispatchRow, dispatch_id)
     if dispatch is None:
         return None, None
     pinned = (dispatch.template_key, dispatch.template_version)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.ops import control, counters
-from services.orchestrator.runtime.hooks import RuntimeHooks
+from services.orchestrator.runtime.hooks import Hold, RuntimeHooks
 from services.orchestrator.runtime.models import AccountRow, ContactRequestRow
 from services.orchestrator.runtime.service import Runtime
 
@@ -28,8 +28,9 @@ class OpsHooks(RuntimeHooks):
     def account(self, session: AsyncSession, account: AccountRow, status: str, now: datetime) -> None:
         counters.note_account(session, account, status, now)
 
-    async def held(self, session: AsyncSession, request: ContactRequestRow, channel: str, now: datetime) -> bool:
-        return await control.hold(self.rt, session, request, channel, now)
+    async def held(self, session: AsyncSession, request: ContactRequestRow, channel: str,
+                   now: datetime) -> Hold | None:
+        return await control.hold(session, request, channel)
 
     async def before_commit(self, session: AsyncSession) -> None:
         await counters.flush(session, self.rt.postgres, self.variants)

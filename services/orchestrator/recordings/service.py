@@ -9,15 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.recordings.models import CallRecordingRow
 from services.orchestrator.recordings.notices import recording_notice
-from services.orchestrator.runtime import service as runtime
 from services.orchestrator.runtime import validation
-from shared.db import first_time
+from services.orchestrator.runtime.unit import Runtime
 from shared.events.contracts import CallRecorded, ContactRequested
 
 RECORDINGS = "orchestrator.recordings"
 
 
-def dispatch_fields(rt: runtime.Runtime, request: ContactRequested, jurisdiction: str | None, locale: str,
+def dispatch_fields(rt: Runtime, request: ContactRequested, jurisdiction: str | None, locale: str,
                     channel: str) -> dict[str, Any]:
     """``record_call`` and ``recording_notice`` of a dispatch: voice calls of segments that record."""
     if channel != "voice" or not rt.strategy.plan(request.account).record_calls:
@@ -26,11 +25,9 @@ def dispatch_fields(rt: runtime.Runtime, request: ContactRequested, jurisdiction
             "recording_notice": recording_notice(rt.policy, jurisdiction or "default", locale)}
 
 
-async def apply_recording(rt: runtime.Runtime, session: AsyncSession, event_id: str, data: CallRecorded,
-                          now: datetime) -> None:
-    if not await first_time(session, RECORDINGS, event_id):
-        return
-    await runtime.lock_debtor(rt, session, data.debtor_id)
+def record(session: AsyncSession, data: CallRecorded, now: datetime) -> None:
+    """Attach a recording to the debtor's timeline, in the runtime's unit of work (the inbox already
+    deduplicated the event under :data:`RECORDINGS`)."""
     session.add(CallRecordingRow(
         recording_sid=data.recording_sid, dispatch_id=data.dispatch_id, request_id=data.request_id,
         debtor_id=data.debtor_id, call_sid=data.call_sid, provider=data.provider, duration_s=data.duration_s,

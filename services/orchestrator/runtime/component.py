@@ -10,10 +10,16 @@ from prometheus_client import Counter
 from services.orchestrator.context import OrchestratorContext
 from services.orchestrator.dlq.component import payload_keeper
 from services.orchestrator.runtime import policy_port
-from services.orchestrator.runtime.handlers import ACCOUNT_TYPES, OUTCOME_TYPES, REQUEST_TYPES, EventHandlers
+from services.orchestrator.runtime.handlers import (
+    ACCOUNT_TYPES,
+    OUTCOME_TYPES,
+    REQUEST_TYPES,
+    BatchHandler,
+    EventHandlers,
+)
 from services.orchestrator.runtime.scheduler import DeferralScheduler
-from services.orchestrator.runtime.service import Runtime
 from services.orchestrator.runtime.strategy import Strategy
+from services.orchestrator.runtime.unit import Runtime
 from shared.app import fatal_hook
 from shared.bus import ConsumerRunner
 from shared.db.attempts import ConsumerAttempts
@@ -54,6 +60,8 @@ class RuntimeComponent:
             group_id=ctx.settings.consumer_group,
             kafka=ctx.settings.kafka,
             handler=EventHandlers(rt),
+            # a fetch is one transaction (DESIGN §12); a failed batch is handled again record by record
+            batch_handler=BatchHandler(rt),
             producer=ctx.producer,
             accept_types=REQUEST_TYPES | ACCOUNT_TYPES | OUTCOME_TYPES,
             crash_log=ConsumerAttempts(ctx.db),

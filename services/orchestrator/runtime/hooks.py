@@ -1,14 +1,15 @@
 """The runtime's one seam for ops features: what it tells them and what it asks them, per transaction.
 
 The runtime calls :meth:`RuntimeHooks.status` for every status change and :meth:`account` for every
-account state change of a transaction, :meth:`held` before it dispatches, and :meth:`before_commit`
-last, inside the same transaction. The ops package (counters, campaign control) implements it; the
-runtime knows nothing more about it.
+account state change of a transaction, :meth:`held` before it dispatches (and defers what it holds),
+and :meth:`before_commit` last, inside the same transaction. The ops package (counters, campaign
+control) implements it; the runtime knows nothing more about it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
     from services.orchestrator.runtime.models import AccountRow, ContactRequestRow
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a dispatch must wait, and until when (the runtime defers the contact with these)."""
+
+    reason: str
+    rules: tuple[str, ...]
+    until: datetime
 
 
 class RuntimeHooks:
@@ -31,9 +41,9 @@ class RuntimeHooks:
         """``account`` moved to ``status`` (``promised``, ``paid``)."""
 
     async def held(self, session: AsyncSession, request: ContactRequestRow, channel: str,
-                   now: datetime) -> bool:
-        """True when the dispatch of ``request`` on ``channel`` must wait (it was deferred instead)."""
-        return False
+                   now: datetime) -> Hold | None:
+        """A hold when the dispatch of ``request`` on ``channel`` must wait (the runtime defers it)."""
+        return None
 
     async def before_commit(self, session: AsyncSession) -> None:
         """Last step of every runtime transaction."""

@@ -1,8 +1,9 @@
 """Releases deferred contacts when due. State lives in the database, so it survives restarts.
 
-Each release is its own transaction that takes the debtor's lock and re-reads the deferral as
-still pending (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so with several instances running a
-deferral is released exactly once, and re-evaluated against the ledger as it is at release.
+Due deferrals are released in batches: one transaction locks the batch's debtors (sorted), reads
+their pending deferrals under those locks and re-decides each due one against the ledger as it is
+at release. A deferral another instance released (or an event cancelled) meanwhile is no longer
+pending under the lock, so with several instances running a deferral is released exactly once.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from services.orchestrator.runtime import service
+from services.orchestrator.runtime import events, service
 from services.orchestrator.runtime.models import DeferredContactRow
+from services.orchestrator.runtime.unit import Runtime
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
 
 class DeferralScheduler:
-    def __init__(self, rt: service.Runtime, interval: float, batch_size: int = 500) -> None:
+    def __init__(self, rt: Runtime, interval: float, batch_size: int = 500) -> None:
         self.rt, self.interval, self.batch_size = rt, interval, batch_size
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -51,10 +53,9 @@ class DeferralScheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
 
-    async def release_due(self, now: datetime) -> int:
+    async def release_due(self, now: datetime, chunk: int = 100) -> int:
         """Release every deferral due at ``now`` (one pass); returns how many this call released."""
-        db = self.rt.ctx.db
-        async with self.rt.unit_of_work() as session:  # (on SQLite every transaction takes the write lock)
+        async with self.rt.ctx.db.read_sessions() as session:
             due = (await session.execute(
                 select(DeferredContactRow.id, DeferredContactRow.debtor_id)
                 .where(DeferredContactRow.state == "pending", DeferredContactRow.not_before <= now)
@@ -62,18 +63,17 @@ class DeferralScheduler:
                 .limit(self.batch_size)
             )).all()
         released = 0
-        for deferred_id, debtor_id in due:
+        for start in range(0, len(due), chunk):
+            part = due[start:start + chunk]
             async with self.rt.unit_of_work() as session:
-                await service.lock_debtor(self.rt, session, debtor_id)
-                stmt = select(DeferredContactRow).where(
-                    DeferredContactRow.id == deferred_id, DeferredContactRow.state == "pending"
-                )
-                if db.is_postgres:
-                    stmt = stmt.with_for_update(skip_locked=True)
-                deferred = (await session.execute(stmt)).scalar_one_or_none()
-                if deferred is None:
-                    continue  # another instance released it, or an event cancelled it
-                await service.release(self.rt, session, deferred, now)
-                released += 1
+                async with service.batch_for(self.rt, session, now, {debtor_id for _, debtor_id in part}) as batch:
+                    pending = {d.id: d for debtor_id in {d for _, d in part} for d in batch.pending(debtor_id)}
+                    wanted = [pending[deferred_id] for deferred_id, _ in part if deferred_id in pending]
+                    await batch.load_requests(d.request_id for d in wanted)
+                    for deferred in wanted:
+                        if deferred.state != "pending":
+                            continue  # re-decided already in this batch (cancelled by an earlier release)
+                        await events.release(batch, deferred, now)
+                        released += 1
         self.released += released
         return released

@@ -1,6 +1,8 @@
 """The runtime's view of the template store: does a key exist, which version does a dispatch pin.
 
-Kept to two calls so the runtime does not depend on how templates are stored.
+Kept to a few calls so the runtime does not depend on how templates are stored. What they read is
+kept for the rest of the transaction (``session.info``): a batch asks for the same few keys hundreds
+of times, and what is published cannot change under a transaction that already read it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ def _service() -> Any:
     return service
 
 
+_KEYS = "cadencia.templates.keys"
+_PUBLISHED = "cadencia.templates.published"
+
+
 async def key_exists(session: AsyncSession, key: str) -> bool:
     service = _service()
     if service is None:
         return True
-    return bool(await service.key_exists(session, key))
+    known: dict[str, bool] = session.info.setdefault(_KEYS, {})
+    if key not in known:
+        known[key] = bool(await service.key_exists(session, key))
+    return known[key]
 
 
 async def resolve(
@@ -39,7 +48,11 @@ async def resolve(
     if service is None:
         return TemplateRef(key=key, version=1, channel=channel, locale=locale, variant=variant)
     weights = {variant: 1.0} if variant else None
-    ref: TemplateRef | None = await service.resolve(session, key, channel, locale, debtor_id, weights=weights)
+    published: dict[tuple[str, str], Any] = session.info.setdefault(_PUBLISHED, {})
+    rows = published.get((key, channel))
+    if rows is None:
+        rows = published[(key, channel)] = await service.published(session, key, channel)
+    ref: TemplateRef | None = service.pick(rows, key, locale, debtor_id, weights=weights)
     return ref
 
 

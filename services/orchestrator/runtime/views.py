@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from services.orchestrator.policy.schemas import InconvenientTimeIn
 from services.orchestrator.runtime import debtor_limits
-from services.orchestrator.runtime.handlers import apply_request
+from services.orchestrator.runtime.handlers import apply_requests
 from services.orchestrator.runtime.models import (
     AccountRow,
     ContactRequestRow,
@@ -71,7 +71,7 @@ async def submit_contact_requests(body: ContactRequestIntake, rt: Runtime = Depe
     if len(items) > MAX_BATCH:
         raise Problem(413, "Batch too large", f"at most {MAX_BATCH} requests per call")
     events = [_as_event(item) for item in items]
-    results = [await apply_request(rt, event) for event in events]
+    results = await apply_requests(rt, events)  # one unit of work for the call
     return IntakeResponse(request_ids=[r.request_id for r in results],
                           results=[IntakeResult(**r.as_json()) for r in results])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,8 +34,12 @@ def url_for(settings: Settings, config: SelfService, debtor_id: str, account_id:
 async def remember(session: AsyncSession, settings: Settings, postgres: bool, debtor_id: str, account_id: str,
                    now: datetime) -> None:
     """Make the account's ref resolvable by the page (idempotent, in the dispatch's transaction)."""
-    ref = links.account_ref(secret_of(settings), debtor_id, account_id)
     insert = pg_insert if postgres else sqlite_insert
-    await session.execute(insert(SelfServiceLinkRow).values(
-        ref=ref, debtor_id=debtor_id, account_id=account_id, created_at=now,
-    ).on_conflict_do_nothing(index_elements=["ref"]))
+    await session.execute(insert(SelfServiceLinkRow).values(**link_row(settings, debtor_id, account_id, now))
+                          .on_conflict_do_nothing(index_elements=["ref"]))
+
+
+def link_row(settings: Settings, debtor_id: str, account_id: str, now: datetime) -> dict[str, Any]:
+    """The row that makes the account's ref resolvable (a batch inserts them together)."""
+    ref = links.account_ref(secret_of(settings), debtor_id, account_id)
+    return {"ref": ref, "debtor_id": debtor_id, "account_id": account_id, "created_at": now}

@@ -71,9 +71,28 @@ async def resolve(
     ``default_locale``), then a variant chosen by a stable sha256 of (key, debtor id) over the published
     variants' weights (``weights`` overrides the stored ones). ``None`` if nothing is published.
     """
-    rows = (await session.execute(
+    return pick(await published(session, key, channel), key, locale, debtor_id, default_locale=default_locale,
+                weights=weights)
+
+
+async def published(session: AsyncSession, key: str, channel: str) -> list[PublishedTemplate]:
+    """The live versions of ``key`` on ``channel`` (every locale and variant)."""
+    return list((await session.execute(
         select(PublishedTemplate).where(PublishedTemplate.key == key, PublishedTemplate.channel == channel)
-    )).scalars().all()
+    )).scalars().all())
+
+
+def pick(
+    rows: Iterable[PublishedTemplate],
+    key: str,
+    locale: str | None,
+    debtor_id: str,
+    *,
+    default_locale: str = DEFAULT_LOCALE,
+    weights: Mapping[str, float] | None = None,
+) -> TemplateRef | None:
+    """:func:`resolve` over rows already read (a batch reads each key's rows once)."""
+    rows = list(rows)
     chosen_locale = choose_locale(locale, {r.locale for r in rows}, default_locale)
     if chosen_locale is None:
         return None

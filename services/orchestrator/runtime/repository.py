@@ -1,0 +1,206 @@
+"""Set-based reads and writes of the runtime's tables: one statement per table for a whole batch.
+
+Reads return plain (transient) row objects that no session tracks, so a unit of work changes them in
+memory and writes them back itself with Core bulk statements (``executemany``/``insertmanyvalues``):
+the ORM's per-object bookkeeping stays out of the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.orchestrator.runtime import policy_port
+from services.orchestrator.runtime.models import (
+    AccountRow,
+    ContactRequestRow,
+    DebtorRow,
+    DeferredContactRow,
+    DispatchRow,
+    ResponseRow,
+    SuppressionRow,
+)
+from services.orchestrator.runtime.statuses import ledger_outcome
+from shared.db import Base
+
+Row = TypeVar("Row", bound=Base)
+
+
+def table_of(cls: type[Base]) -> Table:
+    table = cls.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _rows(cls: type[Row], result: Any) -> list[Row]:
+    return [cls(**dict(r._mapping)) for r in result]
+
+
+async def _select(session: AsyncSession, cls: type[Row], *where: Any, order: Sequence[Any] = (),
+                  lock: bool = False) -> list[Row]:
+    table = table_of(cls)
+    stmt = select(table).where(*where)
+    if order:
+        stmt = stmt.order_by(*order)
+    if lock:
+        stmt = stmt.with_for_update()
+    return _rows(cls, await session.execute(stmt))
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+async def lock_debtors(session: AsyncSession, ids: Collection[str], postgres: bool) -> list[DebtorRow]:
+    """Insert the missing debtors, then read them all; on PostgreSQL each row locked ``FOR UPDATE``.
+
+    Both statements go in sorted id order, so two instances locking overlapping sets take the locks
+    in the same order and never deadlock; whoever comes second waits and then reads what the first
+    committed (caps counted from the ledger hold). SQLite transactions already serialise writers.
+    """
+    ordered = sorted(set(ids))
+    if not ordered:
+        return []
+    table = table_of(DebtorRow)
+    insert_ = pg_insert if postgres else sqlite_insert
+    await session.execute(insert_(table).values([{"id": i} for i in ordered])
+                          .on_conflict_do_nothing(index_elements=["id"]))
+    return await _select(session, DebtorRow, table.c.id.in_(ordered), order=[table.c.id], lock=postgres)
+
+
+async def accounts(session: AsyncSession, debtor_ids: Collection[str], ids: Collection[str]) -> list[AccountRow]:
+    table = table_of(AccountRow)
+    return await _select(session, AccountRow, or_(table.c.debtor_id.in_(list(debtor_ids)), table.c.id.in_(list(ids))),
+                         order=[table.c.id])
+
+
+async def suppressions(session: AsyncSession, debtor_ids: Collection[str],
+                       addresses: Collection[str] = ()) -> list[SuppressionRow]:
+    """Active suppressions of the debtors, and of any of the addresses whoever they were recorded for
+    (a STOP from a number binds every debtor sharing that number)."""
+    table = table_of(SuppressionRow)
+    who = table.c.debtor_id.in_(list(debtor_ids))
+    if addresses:
+        who = or_(who, table.c.address.in_(list(addresses)))
+    return await _select(session, SuppressionRow, who, table.c.lifted_at.is_(None), order=[table.c.id])
+
+
+async def pending_deferrals(session: AsyncSession, debtor_ids: Collection[str]) -> list[DeferredContactRow]:
+    table = table_of(DeferredContactRow)
+    return await _select(session, DeferredContactRow, table.c.debtor_id.in_(list(debtor_ids)),
+                         table.c.state == "pending", order=[table.c.id])
+
+
+async def dispatches_since(session: AsyncSession, debtor_ids: Collection[str], since: datetime) -> list[DispatchRow]:
+    """The debtors' dispatches from ``since`` on: reads only ``(debtor_id, at >= since)`` of the index."""
+    table = table_of(DispatchRow)
+    return await _select(session, DispatchRow, table.c.debtor_id.in_(list(debtor_ids)), table.c.at >= since,
+                         order=[table.c.at, table.c.id])
+
+
+async def dispatches(session: AsyncSession, ids: Collection[str] = (),
+                     request_ids: Collection[str] = ()) -> list[DispatchRow]:
+    """Dispatches by id, and every attempt of the given requests."""
+    table = table_of(DispatchRow)
+    return await _select(session, DispatchRow,
+                         or_(table.c.id.in_(list(ids)), table.c.request_id.in_(list(request_ids))),
+                         order=[table.c.request_id, table.c.attempt])
+
+
+async def latest_dispatch_on(session: AsyncSession, debtor_id: str, channel: str) -> DispatchRow | None:
+    table = table_of(DispatchRow)
+    found = _rows(DispatchRow, await session.execute(
+        select(table).where(table.c.debtor_id == debtor_id, table.c.channel == channel)
+        .order_by(table.c.at.desc()).limit(1)))
+    return found[0] if found else None
+
+
+async def replies_since(session: AsyncSession, debtor_ids: Collection[str], since: datetime) -> list[Any]:
+    """``(debtor_id, channel, occurred_at, address, at)`` of the debtors' responses recorded from ``since``."""
+    table = table_of(ResponseRow)
+    return list((await session.execute(
+        select(table.c.debtor_id, table.c.channel, table.c.occurred_at, table.c.address, table.c.at)
+        .where(table.c.debtor_id.in_(list(debtor_ids)), table.c.at >= since).order_by(table.c.id)
+    )).all())
+
+
+async def requests(session: AsyncSession, ids: Collection[str]) -> list[ContactRequestRow]:
+    table = table_of(ContactRequestRow)
+    return await _select(session, ContactRequestRow, table.c.id.in_(list(ids)))
+
+
+# --- one debtor (tools, tests, the policy simulation) ---------------------------------------------
+
+
+async def active_suppressions(session: AsyncSession, debtor_id: str,
+                              addresses: Sequence[str] = ()) -> list[SuppressionRow]:
+    return await suppressions(session, [debtor_id], addresses)
+
+
+def ledger_entries(dispatched: Iterable[DispatchRow], replies: Iterable[Any]) -> list[policy_port.LedgerEntry]:
+    """The policy's ledger: dispatches (an expired one never reached a provider: it counts nowhere)
+    and the debtor's replies, in time order."""
+    entries = [
+        policy_port.LedgerEntry(
+            channel=d.channel, direction="outbound", at=d.at, account_id=d.account_id,  # type: ignore[arg-type]
+            outcome=ledger_outcome(d.channel, d.status), consented=d.consented,  # type: ignore[arg-type]
+            kind=policy_port.policy_kind(d.kind), address=d.address,  # type: ignore[arg-type]
+        )
+        for d in dispatched if d.status != "expired"
+    ]
+    entries.extend(
+        policy_port.LedgerEntry(channel=r.channel, direction="inbound", at=r.occurred_at,  # type: ignore[arg-type]
+                                outcome="replied", address=r.address)
+        for r in replies
+    )
+    entries.sort(key=lambda e: e.at)
+    return entries
+
+
+async def load_ledger(session: AsyncSession, debtor_id: str, since: datetime) -> list[policy_port.LedgerEntry]:
+    """One debtor's recent contacts, both ways; reads only ``(debtor_id, at >= since)``."""
+    return ledger_entries(await dispatches_since(session, [debtor_id], since),
+                          await replies_since(session, [debtor_id], since))
+
+
+# --- writes ---------------------------------------------------------------------------------------
+
+
+def values_of(obj: Base, table: Table) -> dict[str, Any]:
+    """Every column of a row object (autoincrement ids left to the database while unset)."""
+    values = {c.key: getattr(obj, c.key) for c in table.columns}
+    for column in table.primary_key.columns:
+        if values.get(column.key) is None:
+            values.pop(column.key)
+    return values
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(table), list(rows))
+
+
+async def update_rows(session: AsyncSession, table: Table, objects: Iterable[Base],
+                      columns: Sequence[str]) -> None:
+    """``UPDATE … SET columns WHERE id = …`` for every object, as one ``executemany``."""
+    params = [{"_id": obj.id, **{c: getattr(obj, c) for c in columns}} for obj in objects]  # type: ignore[attr-defined]
+    if params:
+        stmt = update(table).where(table.c.id == bindparam("_id"))
+        await session.execute(stmt, params)
+
+
+async def remember_links(session: AsyncSession, rows: Sequence[dict[str, Any]], postgres: bool) -> None:
+    """Self-service link refs, inserted once (``ON CONFLICT DO NOTHING``), in one statement."""
+    if not rows:
+        return
+    from services.orchestrator.selfservice.models import SelfServiceLinkRow
+
+    insert_ = pg_insert if postgres else sqlite_insert
+    unique = {r["ref"]: r for r in rows}
+    await session.execute(insert_(table_of(SelfServiceLinkRow)).values([unique[k] for k in sorted(unique)])
+                          .on_conflict_do_nothing(index_elements=["ref"]))

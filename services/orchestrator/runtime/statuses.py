@@ -1,0 +1,54 @@
+"""The runtime's vocabulary: how dispatch statuses rank and count, and the rule ids it decides by."""
+
+from __future__ import annotations
+
+#: A dispatch's status only moves up this ranking: late or duplicate outcomes never move it back.
+#: ``unknown`` (the channel cannot tell whether the provider processed the request, or the provider
+#: never reported a final status) ends a request, but a later proof of failure or delivery still wins.
+STATUS_RANK: dict[str, int] = {
+    "dispatched": 0, "accepted": 1, "sent": 2, "unknown": 3,
+    "failed": 4, "undelivered": 4, "bounced": 4, "no_answer": 4, "busy": 4,
+    "delivered": 5, "voicemail": 5, "read": 6, "opened": 6, "conversation": 6, "clicked": 7,
+    # never sent: the lawful window ended first (send_before); the contact is re-decided
+    "expired": 4,
+    # how an answered call bridged to agents ended (after its "conversation")
+    "agent_connected": 7, "abandoned": 7,
+}
+FAILED = frozenset({"failed", "undelivered", "bounced"})
+#: Calls that reached no one: retried on voice, then the contact falls back to the next channel.
+UNANSWERED = frozenset({"no_answer", "busy"})
+DELIVERED = frozenset({"delivered", "read", "opened", "clicked", "voicemail", "conversation", "agent_connected",
+                       "abandoned"})
+#: Kinds the law allows past an opt-out or a cease: the policy decides them, not the strategy.
+LEGAL_NOTICES = frozenset({"opt_out_confirmation", "cease_notice", "dispute_ack"})
+#: Kinds that answer a promise the debtor just made (its confirmation, the self-service link).
+PROMISE_ANSWERS = frozenset({"promise_confirmation", "self_service_link"})
+INVALID_NUMBER = "21211"
+TWILIO_OPTED_OUT = "21610"
+ACCOUNT_RULE = "account.state"
+PROMISE_RULE = "core.promise_to_pay"
+PAUSE_RULES = frozenset({ACCOUNT_RULE, PROMISE_RULE, "core.account_status"})
+NOT_BEFORE_RULE = "request.not_before"
+
+SOURCE = "cadencia/orchestrator"
+#: Inbox consumers: one per kind of input, so an event id is applied once per kind.
+INTAKE = "orchestrator.intake"
+ACCOUNTS = "orchestrator.accounts"
+OUTCOMES = "orchestrator.outcomes"
+
+
+def ledger_outcome(channel: str, status: str) -> str:
+    """A dispatch's delivery status in the policy's vocabulary (what counts toward caps)."""
+    if channel == "voice":
+        if status in ("agent_connected", "abandoned"):
+            return "conversation"  # a person answered: the policy counts it as a conversation
+        if status in ("conversation", "voicemail", "no_answer", "busy"):
+            return status
+        if status in FAILED:
+            return "not_connected"
+        return "sent"
+    if status in FAILED:
+        return "failed"
+    if status in DELIVERED:
+        return "delivered"
+    return "sent"
