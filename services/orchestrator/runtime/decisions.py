@@ -14,7 +14,8 @@ from services.orchestrator.agents import queues as agent_queues
 from services.orchestrator.policy.models import normalise_address
 from services.orchestrator.recordings import service as recordings
 from services.orchestrator.runtime import debtor_limits, policy_port, templates_port, validation
-from services.orchestrator.runtime.models import AccountRow, ContactRequestRow, DebtorRow, DispatchRow, SuppressionRow
+from services.orchestrator.runtime.models import AccountRow, ContactRequestRow, DebtorRow, SuppressionRow
+from services.orchestrator.runtime.records import DispatchRecord
 from services.orchestrator.runtime.state import Batch
 from services.orchestrator.runtime.statuses import (
     ACCOUNT_RULE,
@@ -125,9 +126,12 @@ def set_status(account: AccountRow, status: str, now: datetime, promise_until: d
 
 
 def _blocked(channel: str, address: str | None, suppressions: Sequence[SuppressionRow]) -> SuppressionRow | None:
+    on_channel = [s for s in suppressions if s.channel == channel]
+    if not on_channel:
+        return None  # (most decisions: no address to parse)
     wanted = normalise_address(channel, address)
-    for s in suppressions:
-        if s.channel == channel and (s.address is None or s.address == wanted):
+    for s in on_channel:
+        if s.address is None or s.address == wanted:
             return s
     return None
 
@@ -319,7 +323,7 @@ def dispatch(
     consented = bool((debtor.consents or {}).get(channel))
     if rt.strategy.config.self_service.enabled:
         b.links.append(linking.link_row(rt.ctx.settings, row.debtor_id, row.account_id, now))
-    b.add(DispatchRow(
+    b.add(DispatchRecord(
         id=dispatch_id, request_id=row.id, debtor_id=row.debtor_id, account_id=row.account_id, channel=channel,
         address=address, kind=row.kind, attempt=row.attempts, template_key=template.key,
         template_version=template.version, consented=consented, status="dispatched", error_code=None, at=now,

@@ -27,8 +27,8 @@ from services.orchestrator.runtime.models import (
     DebtorRow,
     DeferredContactRow,
     DispatchRow,
-    SuppressionRow,
 )
+from services.orchestrator.runtime.records import RequestRecord, SuppressionRecord
 from services.orchestrator.runtime.state import Batch
 from services.orchestrator.runtime.statuses import (
     ACCOUNT_RULE,
@@ -108,7 +108,7 @@ async def intake(b: Batch, event: ContactRequestedEvent, now: datetime, *, fresh
         return IntakeResult(existing.id, existing.intake_status, existing.intake_reason, duplicate=True)
     checked = b.checked.pop(event.id, None) or await check(b, event)
     request, plan = checked.request, checked.plan
-    row = ContactRequestRow(
+    row = RequestRecord(
         id=event.id, debtor_id=request.debtor.id, account_id=request.account.id, kind=request.kind,
         template=request.template, payload=request.model_dump(mode="json"), channels=[], tried_channels=[],
         attempts=0, segment=None, intake_status="accepted", intake_reason=None, status="accepted", reason=None,
@@ -239,7 +239,7 @@ async def _ceased(b: Batch, event: CommunicationCeasedEvent, debtor: DebtorRow, 
     if event.data.scope == "all":
         set_status(account, "ceased", now)
     else:
-        b.add(SuppressionRow(id=None, debtor_id=debtor.id, channel=event.data.scope, address=None, reason="ceased",
+        b.add(SuppressionRecord(id=None, debtor_id=debtor.id, channel=event.data.scope, address=None, reason="ceased",
                              source=event.data.source, at=now, lifted_at=None))
 
 
@@ -284,7 +284,7 @@ async def suppress(b: Batch, debtor_id: str, channel: str, address: str | None, 
     await b.debtor(debtor_id)  # its suppressions loaded
     normalised = normalise_address(channel, address)
     if b.find_suppression(debtor_id, channel, normalised, reason) is None:
-        b.add(SuppressionRow(id=None, debtor_id=debtor_id, channel=channel, address=normalised, reason=reason,
+        b.add(SuppressionRecord(id=None, debtor_id=debtor_id, channel=channel, address=normalised, reason=reason,
                              source=source, at=now, lifted_at=None))
 
 

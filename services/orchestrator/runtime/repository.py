@@ -1,6 +1,6 @@
 """Set-based reads and writes of the runtime's tables: one statement per table for a whole batch.
 
-Reads return plain (transient) row objects that no session tracks, so a unit of work changes them in
+Reads return plain records (:mod:`.records`) that no session tracks, so a unit of work changes them in
 memory and writes them back itself with Core bulk statements (``executemany``/``insertmanyvalues``):
 the ORM's per-object bookkeeping stays out of the hot path.
 """
@@ -26,6 +26,7 @@ from services.orchestrator.runtime.models import (
     ResponseRow,
     SuppressionRow,
 )
+from services.orchestrator.runtime.records import RECORDS
 from services.orchestrator.runtime.statuses import ledger_outcome
 from shared.db import Base
 
@@ -39,7 +40,9 @@ def table_of(cls: type[Base]) -> Table:
 
 
 def _rows(cls: type[Row], result: Any) -> list[Row]:
-    return [cls(**dict(r._mapping)) for r in result]
+    """Plain records (:mod:`.records`) of the mapped class ``cls``: no session tracks them."""
+    record = RECORDS[cls]
+    return [record(**r._mapping) for r in result]
 
 
 async def _select(session: AsyncSession, cls: type[Row], *where: Any, order: Sequence[Any] = (),
@@ -92,8 +95,10 @@ async def suppressions(session: AsyncSession, debtor_ids: Collection[str],
 
 async def pending_deferrals(session: AsyncSession, debtor_ids: Collection[str]) -> list[DeferredContactRow]:
     table = table_of(DeferredContactRow)
+    # ``state || ''``: the (state, not_before) index would read every pending deferral of the portfolio;
+    # this way SQLite reads the debtors' own through (debtor_id, created_at)
     return await _select(session, DeferredContactRow, table.c.debtor_id.in_(list(debtor_ids)),
-                         table.c.state == "pending", order=[table.c.id])
+                         table.c.state.concat("") == "pending", order=[table.c.id])
 
 
 async def dispatches_since(session: AsyncSession, debtor_ids: Collection[str], since: datetime) -> list[DispatchRow]:

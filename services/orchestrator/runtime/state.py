@@ -31,6 +31,14 @@ from services.orchestrator.runtime.models import (
     StatusHistoryRow,
     SuppressionRow,
 )
+from services.orchestrator.runtime.records import (
+    AccountRecord,
+    DebtorRecord,
+    DeferralRecord,
+    DispatchRecord,
+    RequestRecord,
+    SuppressionRecord,
+)
 from services.orchestrator.runtime.repository import table_of
 from services.orchestrator.runtime.unit import Runtime
 from shared.db import OutboxRecord, outbox_values
@@ -43,16 +51,16 @@ DISPATCHES = "cadencia.runtime.dispatches"
 _REQUEST_COLUMNS = ("channels", "tried_channels", "attempts", "segment", "intake_status", "intake_reason",
                     "status", "reason", "updated_at")
 _UPDATED: dict[type[Any], tuple[str, ...]] = {
-    DebtorRow: tuple(c.key for c in table_of(DebtorRow).columns if c.key != "id"),
-    AccountRow: tuple(c.key for c in table_of(AccountRow).columns if c.key != "id"),
-    ContactRequestRow: _REQUEST_COLUMNS,
-    DispatchRow: ("status", "error_code", "updated_at"),
-    DeferredContactRow: ("state", "released_at"),
-    SuppressionRow: ("lifted_at",),
+    DebtorRecord: tuple(c.key for c in table_of(DebtorRow).columns if c.key != "id"),
+    AccountRecord: tuple(c.key for c in table_of(AccountRow).columns if c.key != "id"),
+    RequestRecord: _REQUEST_COLUMNS,
+    DispatchRecord: ("status", "error_code", "updated_at"),
+    DeferralRecord: ("state", "released_at"),
+    SuppressionRecord: ("lifted_at",),
 }
 #: Order of the bulk writes: changed rows first (a cancelled deferral before the pending one that
 #: replaces it, under the one-pending-per-request index), then new rows.
-_NEW_ORDER = (AccountRow, ContactRequestRow, DeferredContactRow, DispatchRow, SuppressionRow)
+_NEW_ORDER = (AccountRecord, RequestRecord, DeferralRecord, DispatchRecord, SuppressionRecord)
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,7 @@ class Batch:
         """The account, created (active, blank) when it does not exist yet."""
         account = self.accounts.get(account_id)
         if account is None:
-            account = AccountRow(id=account_id, debtor_id=debtor_id, product="", balance=None, currency=None,
+            account = AccountRecord(id=account_id, debtor_id=debtor_id, product="", balance=None, currency=None,
                                  days_past_due=None, due_date=None, risk_score=None, payment_url=None,
                                  status="active", promise_until=None, promise_date=None, status_changed_at=None,
                                  attorney=None)
@@ -229,14 +237,14 @@ class Batch:
         """A new row: inserted by ``flush`` with the values it has then."""
         self._new[type(obj)].append(obj)
         self._new_ids.add(id(obj))
-        if isinstance(obj, ContactRequestRow):
+        if isinstance(obj, RequestRecord):
             self.requests[obj.id] = obj
-        elif isinstance(obj, DispatchRow):
+        elif isinstance(obj, DispatchRecord):
             self._know(obj)
             self._attempts_known.add(obj.request_id)
-        elif isinstance(obj, DeferredContactRow):
+        elif isinstance(obj, DeferralRecord):
             self._deferrals[obj.debtor_id].append(obj)
-        elif isinstance(obj, SuppressionRow):
+        elif isinstance(obj, SuppressionRecord):
             self._new_suppressions.append(obj)
 
     def touch(self, obj: Any) -> None:
@@ -254,7 +262,7 @@ class Batch:
                      now: datetime) -> None:
         """The request's one pending deferral (any earlier one of the request is cancelled)."""
         self.cancel_pending(request.id, request.debtor_id, now)
-        self.add(DeferredContactRow(
+        self.add(DeferralRecord(
             id=None, request_id=request.id, debtor_id=request.debtor_id, account_id=request.account_id,
             not_before=until, state="pending", reason=reason, rules=rules, created_at=now, released_at=None,
         ))
@@ -295,9 +303,9 @@ class Batch:
         s = self.session
         await s.flush()  # rows other code added through the ORM keep their order before ours
         for cls, columns in _UPDATED.items():
-            await repository.update_rows(s, table_of(cls), self._dirty[cls].values(), columns)
+            await repository.update_rows(s, table_of(cls.model), self._dirty[cls].values(), columns)
         for cls in _NEW_ORDER:
-            table = table_of(cls)
+            table = table_of(cls.model)
             await repository.insert_rows(s, table, [repository.values_of(o, table) for o in self._new[cls]])
         await repository.insert_rows(s, table_of(StatusHistoryRow), self.history)
         await repository.insert_rows(s, table_of(OutcomeRow), self.outcomes)
@@ -316,5 +324,5 @@ class Batch:
 
 def known_dispatch(session: AsyncSession, dispatch_id: str) -> DispatchRow | None:
     """A dispatch this transaction's batches decided or read (hooks count them without a query)."""
-    found = session.info.get(DISPATCHES, {}).get(dispatch_id)
-    return found if isinstance(found, DispatchRow) else None
+    found: DispatchRow | None = session.info.get(DISPATCHES, {}).get(dispatch_id)
+    return found

@@ -128,6 +128,8 @@ class SegmentPlan:
 @dataclass(frozen=True)
 class Strategy:
     config: StrategyConfig
+    #: Plans by what decides them (days past due, balance, risk score, product): a decision asks often.
+    _plans: dict[tuple[Any, ...], SegmentPlan] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Strategy:
@@ -147,6 +149,15 @@ class Strategy:
         return timedelta(days=self.config.ledger_window_days)
 
     def plan(self, account: Account) -> SegmentPlan:
+        key = (account.days_past_due, account.balance, account.risk_score, account.product)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 10_000:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(account)
+        return plan
+
+    def _plan(self, account: Account) -> SegmentPlan:
         segment = next((s for s in self.config.segments if s.matches(account)), None)
         layers = [self.config.defaults] + ([segment] if segment else [])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events.contracts import TemplateRef
@@ -81,8 +82,40 @@ async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dic
         if len(_CONTENT) > 10_000:
             _CONTENT.clear()
         _CONTENT[(ref.key, ref.version)] = published
+    checked: dict[Any, str | None] = session.info.setdefault(_RENDERED, {})
+    shape = (ref.key, ref.version, render_shape(variables))
+    if shape in checked:
+        return checked[shape]
     try:
         render_dispatch(published, variables)
+        problem = None
     except TemplateError as exc:
-        return f"template {ref.key} v{ref.version} cannot render: {exc.message}"
-    return None
+        problem = f"template {ref.key} v{ref.version} cannot render: {exc.message}"
+    checked[shape] = problem
+    return problem
+
+
+_RENDERED = "cadencia.templates.rendered"
+
+
+def render_shape(variables: dict[str, Any]) -> Any:
+    """What decides whether a version renders, for the rest of a transaction: which debtor and account
+    fields are there, empty or of which type; their currency and locale (money and date filters); every
+    other variable (the creditor's, the request's own) exactly. Debtors alike in these render alike, so
+    a batch renders each version once per shape instead of once per dispatch."""
+    debtor, account = variables.get("debtor"), variables.get("account")
+    exact = {k: v for k, v in variables.items() if k not in ("debtor", "account")}
+    return (_outline(debtor), _outline(account),
+            account.get("currency") if isinstance(account, dict) else None,
+            debtor.get("locale") if isinstance(debtor, dict) else None,
+            orjson.dumps(exact, default=str, option=orjson.OPT_SORT_KEYS))
+
+
+def _outline(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _outline(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return ("list", tuple(_outline(v) for v in value))
+    if isinstance(value, str):
+        return "str" if value else "empty"
+    return type(value).__name__

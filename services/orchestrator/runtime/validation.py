@@ -54,9 +54,8 @@ def _canonical_addresses(
         value = getattr(source, name)
         if value is None:
             continue
-        try:
-            canonical_value = canonical_email(value) if name == "email" else canonical_phone(value, region)
-        except AddressError:
+        canonical_value = _email(value) if name == "email" else _phone(value, region)
+        if canonical_value is None:
             if drop_invalid:
                 changes[name] = None
             continue
@@ -70,14 +69,29 @@ def is_e164(number: str) -> bool:
     return number.strip().startswith(("+", "＋")) and is_phone(number, None)
 
 
-def is_phone(number: str, region: str | None) -> bool:
+# Parsing a number or an address costs more than deciding a contact; a batch sees the same ones often.
+@lru_cache(maxsize=65_536)
+def _phone(number: str, region: str | None) -> str | None:
+    """The canonical number, or None when it is not valid."""
     try:
-        canonical_phone(number, region)
+        return canonical_phone(number, region)
     except AddressError:
-        return False
-    return True
+        return None
 
 
+@lru_cache(maxsize=65_536)
+def _email(address: str) -> str | None:
+    try:
+        return canonical_email(address)
+    except AddressError:
+        return None
+
+
+def is_phone(number: str, region: str | None) -> bool:
+    return _phone(number, region) is not None
+
+
+@lru_cache(maxsize=65_536)
 def is_email(address: str) -> bool:
     try:
         validate_email(address, check_deliverability=False)
