@@ -48,8 +48,7 @@ async def first_times(session: AsyncSession, marks: Iterable[tuple[str, str]]) -
     now = utcnow()
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = InboxRecord.__table__
-    stmt = (insert(table).values([{"consumer": c, "event_id": e, "processed_at": now} for c, e in wanted])
+    stmt = (insert(InboxRecord).values([{"consumer": c, "event_id": e, "processed_at": now} for c, e in wanted])
             .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-            .returning(table.c.consumer, table.c.event_id))
+            .returning(InboxRecord.consumer, InboxRecord.event_id))
     return {(c, e) for c, e in (await session.execute(stmt)).all()}

@@ -367,7 +367,7 @@ async def apply_response(b: Batch, event: ResponseReceivedEvent, now: datetime) 
         dispatch_row = await b.latest_on(debtor.id, response.channel)
     address = response.address or (dispatch_row.address if dispatch_row else address_of(debtor, response.channel))
     row = await b.request(dispatch_row.request_id) if dispatch_row else None
-    kind, reason = response.kind, response.kind
+    kind, reason = response.kind, str(response.kind)
     if kind == "reply" and debtor_limits.record_reply(debtor, response.text, now):
         reason = "inconvenient times stated"
         b.touch(debtor)

@@ -87,7 +87,7 @@ async def suppressions(session: AsyncSession, debtor_ids: Collection[str],
     """Active suppressions of the debtors, and of any of the addresses whoever they were recorded for
     (a STOP from a number binds every debtor sharing that number)."""
     table = table_of(SuppressionRow)
-    who = table.c.debtor_id.in_(list(debtor_ids))
+    who: Any = table.c.debtor_id.in_(list(debtor_ids))
     if addresses:
         who = or_(who, table.c.address.in_(list(addresses)))
     return await _select(session, SuppressionRow, who, table.c.lifted_at.is_(None), order=[table.c.id])
@@ -159,8 +159,8 @@ def ledger_entries(dispatched: Iterable[DispatchRow], replies: Iterable[Any]) ->
         for d in dispatched if d.status != "expired"
     ]
     entries.extend(
-        policy_port.LedgerEntry(channel=r.channel, direction="inbound", at=r.occurred_at,  # type: ignore[arg-type]
-                                outcome="replied", address=r.address)
+        policy_port.LedgerEntry(channel=r.channel, direction="inbound", at=r.occurred_at, outcome="replied",
+                                address=r.address)
         for r in replies
     )
     entries.sort(key=lambda e: e.at)

@@ -60,7 +60,7 @@ _UPDATED: dict[type[Any], tuple[str, ...]] = {
 }
 #: Order of the bulk writes: changed rows first (a cancelled deferral before the pending one that
 #: replaces it, under the one-pending-per-request index), then new rows.
-_NEW_ORDER = (AccountRecord, RequestRecord, DeferralRecord, DispatchRecord, SuppressionRecord)
+_NEW_ORDER: tuple[type[Any], ...] = (AccountRecord, RequestRecord, DeferralRecord, DispatchRecord, SuppressionRecord)
 
 
 @dataclass(frozen=True)
@@ -313,8 +313,8 @@ class Batch:
         await repository.insert_rows(s, table_of(OutboxRecord), self.outbox)
         await repository.remember_links(s, self.links, self.rt.postgres)
         s.info.setdefault(DISPATCHES, {}).update(self.dispatches)
-        for table in self._dirty.values():
-            table.clear()
+        for changed in self._dirty.values():
+            changed.clear()
         for new in self._new.values():
             new.clear()
         self._new_ids.clear()
