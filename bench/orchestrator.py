@@ -112,7 +112,7 @@ SEED = {
 async def seed(db: Database, count: int) -> float:
     started = time.perf_counter()
     dialect = "postgresql" if db.is_postgres else "sqlite"
-    now = NOW.isoformat() if db.is_postgres else NOW.replace(tzinfo=None).isoformat(sep=" ")
+    now: object = NOW if db.is_postgres else NOW.replace(tzinfo=None).isoformat(sep=" ")
     async with db.transaction() as session:
         if await session.scalar(select(func.count()).select_from(text("debtors"))):
             return 0.0  # an existing bench database: keep its portfolio

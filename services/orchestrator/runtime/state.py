@@ -124,9 +124,11 @@ class Batch:
         if ids:
             for debtor in await repository.lock_debtors(s, ids, postgres):
                 self.debtors[debtor.id] = debtor
-            wanted_accounts = set(accounts) - set(self.accounts)
+        wanted_accounts = set(accounts) - set(self.accounts)
+        if ids or wanted_accounts:
             for account in await repository.accounts(s, ids, wanted_accounts):
                 self.accounts.setdefault(account.id, account)
+        if ids:
             for deferral in await repository.pending_deferrals(s, ids):
                 self._deferrals[deferral.debtor_id].append(deferral)
             for dispatch in await repository.dispatches_since(s, ids, self.since):
