@@ -183,16 +183,19 @@ def _candidates(row: ContactRequestRow, debtor: DebtorRow, suppressions: Sequenc
     return candidates, skipped
 
 
-async def decide(b: Batch, row: ContactRequestRow, now: datetime, *, at: datetime | None = None) -> str:
+async def decide(b: Batch, row: ContactRequestRow, now: datetime, *, at: datetime | None = None,
+                 request: ContactRequested | None = None) -> str:
     """Decide ``row`` now: dispatch on the first channel the policy allows, else defer or reject.
 
     Called at intake, at release of a deferral and on fallback, with the debtor loaded (locked).
     ``at`` (a dispatch's expired ``send_before``) asks the policy about that instant instead of
     ``now``, so the contact moves to the next lawful window rather than back into the one that ended.
+    ``request`` is the row's payload as a model, when the caller has it (intake).
     """
     rt = b.rt
     when = max(now, at) if at is not None else now
-    request = ContactRequested.model_validate(row.payload)
+    if request is None:
+        request = ContactRequested.model_validate(row.payload)
     debtor = await b.debtor(row.debtor_id)
     account = b.account(row.debtor_id, row.account_id)
     if account.status == "paid" and row.kind not in LEGAL_NOTICES:

@@ -130,7 +130,7 @@ async def intake(b: Batch, event: ContactRequestedEvent, now: datetime, *, fresh
     row.segment = plan.segment
     row.channels = channel_order(request, plan)
     b.add(row)
-    await decide(b, row, now)
+    await decide(b, row, now, request=request)
     row.intake_status, row.intake_reason = row.status, row.reason
     return IntakeResult(row.id, row.status, row.reason)
 
