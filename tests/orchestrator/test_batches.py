@@ -25,6 +25,8 @@ from shared.bus import RecordMeta
 from shared.config import KafkaSettings
 from shared.events import CloudEvent
 from shared.events.contracts import (
+    DeliveryUpdated,
+    DeliveryUpdatedEvent,
     PaymentReceived,
     PaymentReceivedEvent,
     PromiseMade,
@@ -78,10 +80,34 @@ def scenario(prefix: str) -> list[CloudEvent]:
     return events
 
 
+OUTCOMES = ("delivered", "undelivered", "sent", "bounced", "read")
+
+
+async def outcomes(o: Orchestrator, events: list[CloudEvent], prefix: str) -> list[CloudEvent]:
+    """Delivery outcomes for a run's dispatches, in request order: deliveries, failures that fall back
+    to the next channel, a bounce, a repeat and a late outcome that must not move a status back."""
+    position = {e.id: i for i, e in enumerate(events)}
+    async with o.app.state.ctx.db.sessions() as session:
+        dispatches = (await session.execute(select(DispatchRow).where(DispatchRow.debtor_id.like(f"{prefix}-%"))
+                                            )).scalars().all()
+    ordered = sorted(dispatches, key=lambda d: (position.get(d.request_id, len(events)), d.attempt))
+    found: list[CloudEvent] = []
+    for i, d in enumerate(ordered):
+        status = OUTCOMES[i % len(OUTCOMES)]
+        found.append(DeliveryUpdatedEvent(source="tests", subject=d.debtor_id, data=DeliveryUpdated(
+            dispatch_id=d.id, request_id=d.request_id, debtor_id=d.debtor_id, channel=d.channel, status=status,
+            provider="sandbox", error_code="30003" if status == "undelivered" else None, occurred_at=T0)))
+        if status == "delivered":
+            found.append(found[-1])  # redelivered
+            found.append(DeliveryUpdatedEvent(source="tests", subject=d.debtor_id, data=found[-1].data.model_copy(
+                update={"status": "sent"})))  # late: never moves the status back
+    return found
+
+
 def with_meta(o: Orchestrator, events: list[CloudEvent]) -> list[tuple[CloudEvent, RecordMeta]]:
     t = o.topics
     topic = {"cadencia.contact.requested.v1": t.contact_requests, "cadencia.contact.response_received.v1":
-             t.contact_outcomes}
+             t.contact_outcomes, "cadencia.contact.delivery_updated.v1": t.contact_outcomes}
     return [(e, RecordMeta(topic.get(e.type, t.account_events), 0, i, (e.subject or "").encode()))
             for i, e in enumerate(events)]
 
@@ -149,6 +175,16 @@ async def test_a_batch_decides_exactly_as_record_by_record_and_holds_the_caps_wi
         assert [a[1] for a in together["accounts"]] == ["promised", "paid", "active"]
         statuses = Counter(r[1] for r in together["requests"] if r[0] != "internal")
         assert statuses["deferred"] > 0 and statuses["rejected"] > 0 and statuses["dispatched"] > 0
+
+        # Then the channels' outcomes, again one by one against one batch.
+        later_alone, later_together = await outcomes(o, one_by_one, "rec"), await outcomes(o, batched, "bat")
+        for event, meta in with_meta(o, later_alone):
+            await handler(event, meta)
+        await BatchHandler(o.runtime)(with_meta(o, later_together))
+        alone, together = await snapshot(o, one_by_one, "rec"), await snapshot(o, batched, "bat")
+        assert together == alone
+        assert {d[3] for d in together["dispatches"]} >= {"delivered", "undelivered", "bounced"}
+        assert any(r[1] == "failed" for r in together["requests"]) or len(together["dispatches"]) > sum(sent.values())
 
 
 async def test_a_repeated_event_applies_once_within_and_across_batches(orchestrator: Orchestrator) -> None:

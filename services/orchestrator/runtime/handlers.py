@@ -38,6 +38,8 @@ class Needs:
     addresses: set[str] = field(default_factory=set)
     dispatches: set[str] = field(default_factory=set)
     requests: set[str] = field(default_factory=set)
+    #: Requests whose every attempt is read (an outcome asks whether its dispatch is the latest).
+    attempts: set[str] = field(default_factory=set)
 
 
 async def _request_needs(b: Batch, event: ContactRequestedEvent, needs: Needs) -> None:
@@ -58,6 +60,7 @@ async def _delivery_needs(b: Batch, event: DeliveryUpdatedEvent, needs: Needs) -
     needs.debtors.add(event.data.debtor_id)
     needs.dispatches.add(event.data.dispatch_id)
     needs.requests.add(event.data.request_id)
+    needs.attempts.add(event.data.request_id)
 
 
 async def _response_needs(b: Batch, event: ResponseReceivedEvent, needs: Needs) -> None:
@@ -156,7 +159,7 @@ async def apply_batch(rt: Runtime, items: Sequence[tuple[CloudEvent, RecordMeta 
                 elif route.consumer == INTAKE:
                     needs.requests.add(event.id)  # answered with the original result
             await b.load(needs.debtors, accounts=needs.accounts, addresses=needs.addresses,
-                         dispatches=needs.dispatches, requests=needs.requests)
+                         dispatches=needs.dispatches, requests=needs.requests, attempts=needs.attempts)
             results = []
             for (event, route), is_fresh in zip(routed, fresh, strict=True):
                 with scope(event):

@@ -91,6 +91,7 @@ class Batch:
         self.requests: dict[str, ContactRequestRow] = {}
         self.dispatches: dict[str, DispatchRow] = {}
         self._ledger: dict[str, dict[str, DispatchRow]] = defaultdict(dict)
+        self._by_request: dict[str, dict[str, DispatchRow]] = defaultdict(dict)
         self._replies: dict[str, list[Reply]] = defaultdict(list)
         self._suppressions: dict[int, SuppressionRow] = {}
         self._new_suppressions: list[SuppressionRow] = []
@@ -117,8 +118,9 @@ class Batch:
     # --- loading ----------------------------------------------------------------------------------
 
     async def load(self, debtor_ids: Iterable[str], *, accounts: Iterable[str] = (), addresses: Iterable[str] = (),
-                   dispatches: Iterable[str] = (), requests: Iterable[str] = ()) -> None:
-        """Lock and read every debtor not loaded yet, one statement per table for all of them."""
+                   dispatches: Iterable[str] = (), requests: Iterable[str] = (), attempts: Iterable[str] = ()) -> None:
+        """Lock and read every debtor not loaded yet, one statement per table for all of them; and the
+        dispatches, requests and every attempt of the requests (``attempts``) the events name."""
         s, postgres = self.session, self.rt.postgres
         ids = sorted(set(debtor_ids) - set(self.debtors))
         if ids:
@@ -138,9 +140,11 @@ class Batch:
             wanted = {a for d in ids for a in self._addresses_of(self.debtors[d])} | set(addresses)
             await self._load_suppressions(ids, wanted)
         wanted_dispatches = set(dispatches) - set(self.dispatches)
-        if wanted_dispatches:
-            for dispatch in await repository.dispatches(s, wanted_dispatches):
+        wanted_attempts = set(attempts) - self._attempts_known
+        if wanted_dispatches or wanted_attempts:
+            for dispatch in await repository.dispatches(s, wanted_dispatches, wanted_attempts):
                 self._know(dispatch)
+            self._attempts_known |= wanted_attempts
         await self.load_requests(requests)
 
     async def _load_suppressions(self, debtor_ids: Collection[str], addresses: Collection[str]) -> None:
@@ -161,6 +165,7 @@ class Batch:
     def _know(self, dispatch: DispatchRow) -> DispatchRow:
         known = self.dispatches.setdefault(dispatch.id, dispatch)
         self._ledger[known.debtor_id][known.id] = known
+        self._by_request[known.request_id][known.id] = known
         return known
 
     @staticmethod
@@ -204,7 +209,7 @@ class Batch:
             for dispatch in await repository.dispatches(self.session, request_ids=[request_id]):
                 self._know(dispatch)
             self._attempts_known.add(request_id)
-        return sorted((d for d in self.dispatches.values() if d.request_id == request_id), key=lambda d: d.attempt)
+        return sorted(self._by_request[request_id].values(), key=lambda d: d.attempt)
 
     async def latest_on(self, debtor_id: str, channel: str) -> DispatchRow | None:
         """The debtor's latest dispatch on ``channel``, whenever it was."""
