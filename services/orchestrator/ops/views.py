@@ -134,7 +134,8 @@ async def list_pauses(rt: RuntimeDep, _: ViewerDep) -> dict[str, Any]:
     return {"pauses": [_pause_json(p) for p in pauses], "held": held}
 
 
-@router.post("/v1/pauses", response_model=PauseView, status_code=201, operation_id="add_pause")
+@router.post("/v1/pauses", response_model=PauseView, status_code=201, operation_id="add_pause",
+             responses={200: {"model": PauseView, "description": "The same pause was already in force"}})
 async def add_pause(body: NewPause, rt: RuntimeDep, role: EditorDep) -> JSONResponse:
     """PauseView a campaign, a channel or everything: contacts due to leave are deferred until resumed."""
     key = _scope_key(body.scope, body.key)
