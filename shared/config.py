@@ -45,6 +45,10 @@ def is_public_https(url: str) -> bool:
     return not (address.is_loopback or address.is_unspecified)
 
 
+#: The part of ``max_poll_interval_ms`` a paced consumer's batch is sized to take at its nominal rate.
+PACED_SHARE = 0.25
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "cadencia."
@@ -52,6 +56,13 @@ class KafkaSettings(BaseModel):
     #: The embedded broker long-polls by sleeping; Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 10
     max_poll_records: int = 500
+    #: Records per batch by consumer name (``{"voice-dispatch": 75}``); ``max_poll_records`` for the others.
+    #: A consumer whose records take long (paced calls) gets batches it finishes well within
+    #: ``max_poll_interval_ms``.
+    batch_sizes: dict[str, int] = Field(default_factory=dict)
+    #: Longest a consumer may take between two polls (one batch) before it is taken for dead: the
+    #: client leaves the group, its partitions move and its batch is redelivered to the next owner.
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     #: Partitions of a topic Cadencia creates, unless ``topic_partitions`` names it (by its name without
     #: the prefix, e.g. ``{"dispatch.sms": 12}``); docs/scaling.md gives the production counts and why.
     partitions: int = 6
@@ -72,6 +83,15 @@ class KafkaSettings(BaseModel):
     #: (attempts are counted in the service database, across restarts).
     max_crash_attempts: int = Field(default=1, ge=1)
 
+
+    def max_poll_records_for(self, consumer: str) -> int:
+        """The batch size of ``consumer`` (a ``ConsumerRunner`` name)."""
+        return self.batch_sizes.get(consumer, self.max_poll_records)
+
+    def paced_batch_size(self, per_second: float, share: float = PACED_SHARE) -> int:
+        """Records a consumer handling ``per_second`` of them can take per batch and still finish it in
+        ``share`` of ``max_poll_interval_ms``: the margin left covers provider latency and retries."""
+        return max(1, min(self.max_poll_records, int(per_second * self.max_poll_interval_ms / 1000 * share)))
 
     def partitions_for(self, topic: str) -> int:
         """Partitions for ``topic`` (with or without the prefix)."""
