@@ -101,7 +101,7 @@ def _fresh(value: dict[str, Any]) -> dict[str, Any]:
     return {**value, "id": str(uuid.uuid4())}
 
 
-OTHER_TYPES = st.one_of(st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=False), st.booleans(),
+OTHER_TYPES = st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False), st.booleans(),
                         st.none(), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
                                                                                         st.integers(), max_size=2))
 
