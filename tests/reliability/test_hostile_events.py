@@ -63,7 +63,9 @@ DISPATCHED = "cadencia.contact.dispatched.v1"
 ACCEPTS: dict[str, set[str]] = {"contact.requests": REQUEST_TYPES, "account.events": ACCOUNT_TYPES,
                                 "contact.outcomes": OUTCOME_TYPES}
 READERS: dict[str, set[str]] = {"contact.requests": {"orchestrator"}, "account.events": {"orchestrator"},
-                                "contact.outcomes": {"orchestrator"}}
+                                "contact.outcomes": {"orchestrator"},
+                                # a channel service and the orchestrator's audit read each dispatch topic
+                                **{f"dispatch.{c}": {c, "orchestrator"} for c in ("sms", "email", "voice", "whatsapp")}}
 MUST_REJECT = {"unknown jurisdiction", "unknown time zone", "negative or zero amount", "unknown currency"}
 
 
@@ -106,8 +108,6 @@ async def test_hostile_records_on_every_topic_are_dead_lettered_or_rejected_and_
         async with running_service(services.whatsapp.app, wa_settings) as whatsapp, \
                 TopicReader(kafka_settings, f"{kafka_settings.topic_prefix}dlq") as dlq:
             s.channels["whatsapp"] = whatsapp
-            for channel in ("sms", "email", "voice", "whatsapp"):
-                READERS[f"dispatch.{channel}"] = {channel, "orchestrator"}
             published = await _publish(kafka_settings, plan)
             good = await _good_events(s, kafka_settings)
             report = await _fates(s, dlq, published, kafka_settings.max_event_bytes)
