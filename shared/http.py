@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.config import ApiKeyIdentity, Role
@@ -39,6 +39,19 @@ _RANK: dict[str, int] = {"viewer": 0, "editor": 1, "admin": 2}
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return _utc(value).astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before the first representable instant in UTC
+        raise ValueError("the instant is out of range in UTC (years 1 to 9999)") from exc
+
+
+#: A datetime a request gives: read as UTC when it has no offset, refused (422) when it cannot be
+#: represented in UTC (``0001-01-01T00:00:00+01:00``), instead of failing deep inside a query.
+UtcInstant = Annotated[datetime, AfterValidator(_in_utc)]
+#: The same for a request field that must carry its offset.
+AwareUtcInstant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 #: A datetime an answer carries with its offset: SQLite gives naive UTC back, and a ``date-time`` in
 #: JSON without an offset is not RFC 3339 (what OpenAPI's ``format: date-time`` promises clients).

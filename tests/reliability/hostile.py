@@ -2,7 +2,8 @@
 
 Every record is ``(kind, value bytes)``. The kinds: not JSON, invalid UTF-8, a field of the wrong type,
 a 1 MB string, an unknown event type, template-injection strings in names and variables, unknown
-jurisdictions and time zones, negative, zero or absurd amounts and currencies (the last four on
+jurisdictions and time zones, negative, zero or absurd amounts and currencies, instants with no UTC
+equivalent (the last five on
 contact requests, where they are data the orchestrator must judge, not malformed JSON).
 """
 
@@ -144,6 +145,9 @@ def hostile_requests() -> st.SearchStrategy[tuple[str, bytes]]:
         # Not "XXX" or "XTS": ISO 4217 lists them ("no currency", "testing"), and intake accepts them today.
         st.sampled_from(("ZZZ", "QQQ", "usd", "€€€")).map(
             lambda c: request("unknown currency", ("data", "account", "currency"), c)),
+        st.tuples(st.sampled_from(("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")),
+                  st.sampled_from(("not_before", "expires_at"))).map(
+            lambda vf: request("instant with no UTC equivalent", ("data", vf[1]), vf[0])),
         st.tuples(st.sampled_from(INJECTIONS), st.sampled_from(INJECTED_FIELDS)).map(
             lambda ip: request("template injection", ip[1], ip[0])),
     )

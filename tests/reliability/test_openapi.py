@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 import services.sms.app
@@ -97,3 +98,24 @@ async def test_no_generated_request_gets_a_5xx_a_schema_breaking_answer_or_in_wi
     assert report.cases > 0
     assert not outside, outside
     assert not report.findings, report.summary()
+
+
+async def test_an_instant_with_no_utc_equivalent_is_a_422_problem_not_a_500(
+    kafka_settings: KafkaSettings, tmp_path: Path, sandbox: SandboxHandle,
+) -> None:
+    """Found by the fuzzing: ``0001-01-01T00:00:00+01:00`` overflowed converting to UTC inside the handler."""
+    from tests.reliability.hostile import request_dict
+
+    request = request_dict("deb-instant")
+    request["data"]["not_before"] = "0001-01-01T00:00:00+01:00"
+    async with served("orchestrator", kafka_settings, tmp_path, sandbox) as (_, url), \
+            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        answers = [
+            await http.get("/v1/contact-requests", params={"since": "0001-01-01T00:00:00+01:00"}),
+            await http.get("/v1/contact-requests", params={"until": "9999-12-31T23:59:59-01:00"}),
+            await http.post("/v1/contact-requests", json={"requests": [request]}),
+        ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "out of range in UTC" in answer.text
