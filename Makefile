@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # e.g. PIPELINE_ARGS="--postgres postgresql://postgres@127.0.0.1:5432/postgres --workers 2"
 PIPELINE_ARGS ?=
 
-.PHONY: run test install lint typecheck pytest browser postgres schemas bench clean
+.PHONY: run test install lint typecheck pytest soak browser postgres schemas bench clean
 
 LOCK_DEV     := requirements/dev.txt
 LOCK_RUNTIME := requirements/runtime.txt
@@ -55,6 +55,14 @@ typecheck: install
 
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The reliability suite (tests/reliability) with far more generated cases: schemathesis examples per
+## operation and mode, hypothesis records per topic. Long (an hour or so); not part of `make test`.
+SOAK_FUZZ_EXAMPLES ?= 100
+SOAK_HOSTILE_RECORDS ?= 100
+soak: install
+	CADENCIA_FUZZ_EXAMPLES=$(SOAK_FUZZ_EXAMPLES) CADENCIA_HOSTILE_RECORDS=$(SOAK_HOSTILE_RECORDS) \
+	  $(BIN)/pytest tests/reliability -s $(PYTEST_ARGS)
 
 # Browser tests drive Debian's chromium through Playwright (no browser download).
 browser:

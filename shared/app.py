@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import ServiceSettings
-from shared.http import Problem, install_problem_handlers, problem_response
+from shared.http import Problem, ProblemDetails, document_problems, install_problem_handlers, problem_response
 from shared.http_metrics import HttpMetrics
 from shared.tracing import continued, parse_traceparent
 
 
 class Health(BaseModel):
+    status: str
+    service: str
+
+
+class Ready(BaseModel):
     status: str
     service: str
 
@@ -117,7 +123,8 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
     async def health() -> Health:
         return Health(status="ok", service=settings.service_name)
 
-    @app.get("/ready", tags=["ops"])
+    @app.get("/ready", tags=["ops"], response_model=Ready, responses={
+        503: {"model": ProblemDetails, "description": "A dependency is unreachable (the failed ``checks``)"}})
     async def ready(request: Request) -> JSONResponse:
         failures: dict[str, str] = {}
         fatal = getattr(request.app.state, "fatal", None)
@@ -132,10 +139,19 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
             return problem_response(503, "Not ready", "dependencies unreachable", checks=failures)
         return JSONResponse({"status": "ready", "service": settings.service_name})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition format"}})
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        # Built on first use, after every service has added its routes.
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -45,6 +45,12 @@ def is_public_https(url: str) -> bool:
     return not (address.is_loopback or address.is_unspecified)
 
 
+DAY_MS = 86_400_000
+
+#: The part of ``max_poll_interval_ms`` a paced consumer's batch is sized to take at its nominal rate.
+PACED_SHARE = 0.25
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "cadencia."
@@ -52,6 +58,13 @@ class KafkaSettings(BaseModel):
     #: The embedded broker long-polls by sleeping; Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 10
     max_poll_records: int = 500
+    #: Records per batch by consumer name (``{"voice-dispatch": 75}``); ``max_poll_records`` for the others.
+    #: A consumer whose records take long (paced calls) gets batches it finishes well within
+    #: ``max_poll_interval_ms``.
+    batch_sizes: dict[str, int] = Field(default_factory=dict)
+    #: Longest a consumer may take between two polls (one batch) before it is taken for dead: the
+    #: client leaves the group, its partitions move and its batch is redelivered to the next owner.
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     #: Partitions of a topic Cadencia creates, unless ``topic_partitions`` names it (by its name without
     #: the prefix, e.g. ``{"dispatch.sms": 12}``); docs/scaling.md gives the production counts and why.
     partitions: int = 6
@@ -71,11 +84,44 @@ class KafkaSettings(BaseModel):
     #: crashed it this many times when handled alone is dead-lettered on its next attempt
     #: (attempts are counted in the service database, across restarts).
     max_crash_attempts: int = Field(default=1, ge=1)
+    #: How long the brokers keep records (the topics' ``retention.ms``; Kafka's default is 7 days). A
+    #: redelivered record can only be one the broker still holds, so the de-duplication tables
+    #: (``RetentionSettings``) must keep their rows longer than this.
+    broker_retention_ms: int = Field(default=7 * DAY_MS, ge=60_000)
 
+
+    def max_poll_records_for(self, consumer: str) -> int:
+        """The batch size of ``consumer`` (a ``ConsumerRunner`` name)."""
+        return self.batch_sizes.get(consumer, self.max_poll_records)
+
+    def paced_batch_size(self, per_second: float, share: float = PACED_SHARE) -> int:
+        """Records a consumer handling ``per_second`` of them can take per batch and still finish it in
+        ``share`` of ``max_poll_interval_ms``: the margin left covers provider latency and retries."""
+        return max(1, min(self.max_poll_records, int(per_second * self.max_poll_interval_ms / 1000 * share)))
 
     def partitions_for(self, topic: str) -> int:
         """Partitions for ``topic`` (with or without the prefix)."""
         return self.topic_partitions.get(topic.removeprefix(self.topic_prefix), self.partitions)
+
+
+class RetentionSettings(BaseModel):
+    """How long a service keeps the rows it needs only for a while, pruned by ``shared.db.retention``.
+
+    The inbox (event ids a consumer applied) and the webhook receipts (callbacks applied) are what makes
+    a redelivery or a provider retry change nothing: they are kept well beyond the broker's retention
+    (and beyond SendGrid's 72 hours of retries), and a shorter setting is refused.
+    """
+
+    #: Inbox rows and consumer attempt rows.
+    inbox_days: float = Field(default=30.0, gt=0)
+    #: Provider webhook receipts (channel services).
+    receipts_days: float = Field(default=30.0, gt=0)
+    #: Contact status history (orchestrator). Collection records are kept for three years after the
+    #: last activity in the US (12 CFR 1006.100), so the default is a little over that.
+    status_history_days: float = Field(default=1_100.0, gt=0)
+    #: Seconds between two pruning passes, and rows deleted per statement (one short transaction each).
+    interval_s: float = Field(default=3_600.0, gt=0)
+    chunk_rows: int = Field(default=5_000, ge=1, le=100_000)
 
 
 class DatabaseSettings(BaseModel):
@@ -191,6 +237,7 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     #: ``role:key,role:key``; roles are viewer, editor, admin.
     api_keys: SecretStr = SecretStr(DEV_API_KEYS)
     max_body_bytes: int = 1_000_000
@@ -237,6 +284,15 @@ class ServiceSettings(BaseSettings):
                 )
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
+        broker_days = self.kafka.broker_retention_ms / DAY_MS
+        for name in ("inbox_days", "receipts_days"):
+            days = getattr(self.retention, name)
+            if days * DAY_MS <= self.kafka.broker_retention_ms:
+                raise ValueError(
+                    f"retention.{name} ({days:g} days) must be longer than the broker's retention "
+                    f"(kafka.broker_retention_ms, {broker_days:g} days): a record the broker still holds can be "
+                    "redelivered, and only the rows kept recognise it"
+                )
         return self
 
     def development_defaults_in_use(self) -> list[str]:

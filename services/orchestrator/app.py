@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -15,9 +16,19 @@ from shared.app import build_app
 from shared.bus import EventProducer, ensure_topics
 from shared.db import Database, OutboxRelay
 from shared.db.migrate import prepare_schema
+from shared.db.retention import Pruner, PruneTarget, attempts_target, inbox_target
 from shared.events import Topics, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+
+def retention_targets(settings: Settings) -> list[PruneTarget]:
+    """The inbox and attempts every service prunes, and the contact status history."""
+    from services.orchestrator.runtime.models import StatusHistoryRow
+
+    history = PruneTarget(StatusHistoryRow.__table__, StatusHistoryRow.at,  # type: ignore[arg-type]
+                          timedelta(days=settings.retention.status_history_days))
+    return [inbox_target(settings.retention), attempts_target(settings.retention), history]
 
 
 def create_app(settings: Settings, clock: Clock = utcnow) -> FastAPI:
@@ -35,6 +46,11 @@ def create_app(settings: Settings, clock: Clock = utcnow) -> FastAPI:
             relay = OutboxRelay(db, producer, metrics=app.state.metrics)
             await relay.start()
             stack.push_async_callback(relay.stop)
+            # Real time, as the inbox's own timestamps are (the runtime's clock only dates the history).
+            pruner = Pruner(db, retention_targets(settings), settings.retention, registry=app.state.metrics)
+            await pruner.start()
+            stack.push_async_callback(pruner.stop)
+            app.state.pruner = pruner
             ctx = OrchestratorContext(
                 settings=settings,
                 db=db,

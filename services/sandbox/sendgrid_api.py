@@ -15,9 +15,9 @@ from fastapi.responses import Response
 from services.sandbox.faults import Decision
 from services.sandbox.scenarios import Scenario
 from services.sandbox.signing import SENDGRID_SIGNATURE_HEADER, SENDGRID_TIMESTAMP_HEADER
-from services.sandbox.state import Sandbox, json_response
+from services.sandbox.state import PROVIDER_ERRORS, Sandbox, json_response
 
-router = APIRouter(tags=["sendgrid"])
+router = APIRouter(tags=["sendgrid"], responses=PROVIDER_ERRORS)
 
 MAX_BYTES = 30 * 1024 * 1024
 MAX_PERSONALIZATIONS = 1000

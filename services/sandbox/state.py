@@ -28,6 +28,15 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+#: The provider APIs answer their errors in the provider's own JSON format, as the real APIs do (a body
+#: the framework refuses before the route, e.g. over the size limit, is still a problem).
+PROVIDER_ERRORS: dict[int | str, dict[str, Any]] = {"4XX": {
+    "description": "The provider's own error body",
+    "content": {"application/json": {"schema": {"type": "object"}},
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+}}
+
+
 def rfc2822(ts: float) -> str:
     """Twilio's date format: ``Thu, 24 Aug 2023 05:01:45 +0000``."""
     t = time.gmtime(ts)

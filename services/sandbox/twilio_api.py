@@ -15,9 +15,9 @@ from fastapi.responses import Response
 
 from services.sandbox.faults import Decision
 from services.sandbox.scenarios import Scenario, bare_number
-from services.sandbox.state import Sandbox, json_response, rfc2822
+from services.sandbox.state import PROVIDER_ERRORS, Sandbox, json_response, rfc2822
 
-router = APIRouter(tags=["twilio"])
+router = APIRouter(tags=["twilio"], responses=PROVIDER_ERRORS)
 
 API_VERSION = "2010-04-01"
 E164 = re.compile(r"^(?:whatsapp:)?\+[1-9]\d{6,14}$")

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 
 from services.sandbox.callbacks import CallbackResponse
 from services.sandbox.scenarios import Scenario
-from services.sandbox.state import Sandbox, json_response, rfc2822
+from services.sandbox.state import PROVIDER_ERRORS, Sandbox, json_response, rfc2822
 from services.sandbox.twilio_api import (
     API_VERSION,
     E164,
@@ -33,7 +33,7 @@ from services.sandbox.twilio_api import (
     twilio_error,
 )
 
-router = APIRouter(tags=["twilio"])
+router = APIRouter(tags=["twilio"], responses=PROVIDER_ERRORS)
 
 MAX_DOCUMENTS = 25
 _WORDS_PER_SECOND = 2.5

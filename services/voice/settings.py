@@ -93,3 +93,23 @@ class Settings(ServiceSettings):
         if not self.consumer_group:
             self.consumer_group = f"cadencia-{self.service_name}"
         return self
+
+    @model_validator(mode="after")
+    def _paced_batches(self) -> Settings:
+        """Calls leave at ``caller.cps`` (1 a second by default): a batch of 500 would take 8 minutes, past
+        Kafka's poll interval, and the group would rebalance and redeliver it. The dispatch consumer's
+        batch is sized to take a quarter of the interval; a configured size that needs more than half
+        of it is refused."""
+        consumer = f"{self.service_name}-dispatch"
+        interval_s = self.kafka.max_poll_interval_ms / 1000
+        configured = self.kafka.batch_sizes.get(consumer)
+        if configured is None:
+            sizes = {**self.kafka.batch_sizes, consumer: self.kafka.paced_batch_size(self.caller.cps)}
+            self.kafka = self.kafka.model_copy(update={"batch_sizes": sizes})
+        elif configured / self.caller.cps > interval_s / 2:
+            raise ValueError(
+                f"kafka.batch_sizes[{consumer!r}] = {configured} calls take {configured / self.caller.cps:.0f} s at "
+                f"{self.caller.cps} calls/s, more than half of kafka.max_poll_interval_ms ({interval_s:.0f} s): "
+                "the group would rebalance under normal pacing"
+            )
+        return self

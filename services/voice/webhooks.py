@@ -137,6 +137,8 @@ async def record_keypress(ctx: VoiceContext, dispatch_id: str, params: dict[str,
             )
             add_to_outbox(db_session, ctx.topics.contact_outcomes, event)
             ctx.count(f"keypress_{kind}")
+        else:
+            ctx.count("replayed")
     return twiml.goodbye(kind, locale)
 
 
@@ -193,7 +195,7 @@ def voice_webhooks() -> APIRouter:
     async def call_status(request: Request, ctx: ContextDep, dispatch: str | None = None) -> Response:
         params = await verified_params(request, ctx)
         outcome = await apply_call_status(ctx, params, dispatch)
-        ctx.count(f"status_{outcome}")
+        ctx.count("replayed" if outcome == "duplicate" else f"status_{outcome}")
         return Response(status_code=204)
 
     return router

@@ -109,6 +109,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.runner._commit_done(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.runner.assignments += 1
         log.info("partitions assigned", consumer=self.runner.name, count=len(assigned))
 
 
@@ -156,7 +157,8 @@ class ConsumerRunner:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-            max_poll_records=kafka.max_poll_records,
+            max_poll_records=kafka.max_poll_records_for(name),
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
             session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=kafka.heartbeat_interval_ms,
             request_timeout_ms=kafka.request_timeout_ms,
@@ -168,6 +170,8 @@ class ConsumerRunner:
         self._sem = asyncio.Semaphore(max(1, kafka.partition_concurrency))
         self.handled = 0
         self.dead_lettered = 0
+        #: Times the group gave this member partitions: 1 while it keeps its place, more after a rebalance.
+        self.assignments = 0
         #: Batch sizes and lag; a service registers it on its ``/metrics`` registry.
         self.metrics = ConsumerMetrics(name, self._consumer)
 

@@ -366,9 +366,11 @@ def email_routes() -> APIRouter:
     async def sendgrid_events(request: Request, ctx: EmailContextDep) -> Response:
         raw = await request.body()
         signature, timestamp = request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER)
-        if not ctx.verifier.verify(raw, signature, timestamp, now=ctx.clock().timestamp()):
-            ctx.count("forged")
-            log.warning("webhook refused: bad, missing or stale SendGrid signature", path=request.url.path)
+        refusal = ctx.verifier.refusal(raw, signature, timestamp, now=ctx.clock().timestamp())
+        if refusal is not None:
+            ctx.count(refusal)  # forged, or replayed (validly signed, too long ago)
+            log.warning("webhook refused: bad, missing or stale SendGrid signature", path=request.url.path,
+                        reason=refusal)
             raise Problem(403, "Forbidden", "invalid, missing or stale event webhook signature", "/problems/signature")
         try:
             events = orjson.loads(raw)
@@ -382,7 +384,8 @@ def email_routes() -> APIRouter:
                 continue
             with continued(parse_traceparent(str(event.get("traceparent") or ""))):  # the send's trace
                 outcome = await apply_event(ctx, event)
-            ctx.count(f"event_{outcome}")
+            # An event already applied (same sg_event_id) is a replay: refused, whoever sent it again.
+            ctx.count("replayed" if outcome == "duplicate" else f"event_{outcome}")
         return Response(status_code=204)
 
     @router.get(UNSUBSCRIBE_PATH, response_class=HTMLResponse, tags=["unsubscribe"])

@@ -9,7 +9,8 @@ slot), and a collector reads the webhook contexts' counts (forged webhooks refus
   status or code) or ``unknown`` (the answer was lost);
 * ``cadencia_provider_request_seconds{channel, provider}``: provider request latency;
 * ``cadencia_rate_limit_wait_seconds{channel}``: time a send waited for its sender's slot;
-* ``cadencia_webhook_rejections_total{channel, reason}`` and ``cadencia_webhook_events_total{channel, kind}``.
+* ``cadencia_webhook_rejections_total{channel, reason}`` (``forged``, ``replayed``) and
+  ``cadencia_webhook_events_total{channel, kind}``.
 
 Consumer lag and batch sizes come from :class:`shared.bus.metrics.ConsumerMetrics`.
 """
@@ -31,8 +32,10 @@ from shared.events.contracts import Channel, ContactDispatched
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.templates import RenderedMessage
 
-#: Webhook counts that mean a request was refused (the rest are events worth counting).
-REJECTIONS = frozenset({"forged"})
+#: Webhook counts that mean a request (or one event of it) was refused: ``forged`` (unsigned, or not
+#: signed with the provider's key: a forgery or a request re-signed with another key) and ``replayed``
+#: (a callback already applied, or a SendGrid request signed too long ago). The rest are events.
+REJECTIONS = frozenset({"forged", "replayed"})
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WAIT_BUCKETS = (0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 
@@ -135,7 +138,7 @@ class WebhookCounts(Collector):
                                          labels=["channel", "reason"])
         events = CounterMetricFamily("cadencia_webhook_events", "Notable webhook events, by kind",
                                      labels=["channel", "kind"])
-        totals: dict[str, int] = {"forged": 0}  # the series exists before the first refusal
+        totals: dict[str, int] = dict.fromkeys(REJECTIONS, 0)  # the series exist before the first refusal
         for name in ("webhooks", "voice"):
             for kind, n in getattr(getattr(self.app.state, name, None), "counts", {}).items():
                 totals[kind] = totals.get(kind, 0) + n

@@ -9,13 +9,15 @@ may have been processed: never resent). ``status`` is the latest delivery status
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.addresses import address_key
+from shared.config import RetentionSettings
 from shared.db import Base
+from shared.db.retention import PruneTarget
 from shared.events.envelope import utcnow
 
 SendState = str  # "sending" | "sent" | "failed" | "expired" | "unknown"
@@ -87,10 +89,17 @@ class SendLogRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def receipts_target(retention: RetentionSettings) -> PruneTarget:
+    """Webhook receipts older than ``retention.receipts_days`` go (longer than providers retry)."""
+    return PruneTarget(ProviderReceipt.__table__, ProviderReceipt.received_at,  # type: ignore[arg-type]
+                       timedelta(days=retention.receipts_days))
+
+
 class ProviderReceipt(Base):
     """One webhook already applied: ``(MessageSid, status)`` for status callbacks, ``(MessageSid, "inbound")``."""
 
     __tablename__ = "provider_receipts"
+    __table_args__ = (Index("ix_provider_receipts_received_at", "received_at"),)
 
     provider_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     status: Mapped[str] = mapped_column(String(40), primary_key=True)

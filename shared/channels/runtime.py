@@ -23,14 +23,16 @@ from shared.app import fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
 from shared.channels.metrics import instrument
+from shared.channels.models import receipts_target
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.reconcile import AskProvider, Reconciler
 from shared.channels.settings import SendingSettings
-from shared.config import DatabaseSettings, KafkaSettings
+from shared.config import DatabaseSettings, KafkaSettings, RetentionSettings
 from shared.db import Database, OutboxRelay
 from shared.db.attempts import ConsumerAttempts
 from shared.db.migrate import prepare_schema
+from shared.db.retention import Pruner, attempts_target, inbox_target
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
 from shared.templates.cache import TemplateCache
@@ -48,6 +50,7 @@ class ChannelServiceSettings(Protocol):
     sending: SendingSettings
     redis_url: str
     migrate_on_start: bool | None
+    retention: RetentionSettings
 
 
 @dataclass
@@ -60,6 +63,7 @@ class ChannelInfrastructure:
     templates_started: asyncio.Task[None]
     service: str = ""
     redis: Redis | None = None
+    pruner: Pruner | None = None
 
     def sender_limits(self, rate: float, burst: int = 1, rates: dict[str, float] | None = None) -> SenderLimits:
         """Per-sender limits: in Redis, shared by every replica, when ``REDIS_URL`` is set; else per process."""
@@ -84,6 +88,10 @@ async def open_channel(
     relay = OutboxRelay(db, producer, metrics=metrics)
     await relay.start()
     stack.push_async_callback(relay.stop)
+    pruner = Pruner(db, [inbox_target(settings.retention), attempts_target(settings.retention),
+                         receipts_target(settings.retention)], settings.retention, registry=metrics)
+    await pruner.start()
+    stack.push_async_callback(pruner.stop)
     templates = TemplateCache(
         settings.kafka, settings.orchestrator_url, settings.orchestrator_api_key.get_secret_value()
     )
@@ -99,7 +107,7 @@ async def open_channel(
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     return ChannelInfrastructure(
-        db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started, service, redis
+        db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started, service, redis, pruner
     )
 
 
@@ -149,7 +157,7 @@ async def start_dispatch(
     await infra.templates_started
     stack.callback(handler.stop)  # runs first: sends waiting to retry give their dispatch back
     app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
-    app.state.templates, app.state.relay = infra.templates, infra.relay
+    app.state.templates, app.state.relay, app.state.pruner = infra.templates, infra.relay, infra.pruner
     app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping])
     # Redis is not a readiness check: without it the limits fall back to per process, and an unready
     # pod would also stop receiving the provider webhooks.

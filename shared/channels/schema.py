@@ -63,3 +63,12 @@ def canonicalise_send_log_v2() -> None:
         if (new_address, canonical) != (address, key):
             bind.execute(log.update().where(log.c.dispatch_id == dispatch_id)
                          .values(address=new_address, address_key=canonical))
+
+
+def index_receipts_by_age() -> None:
+    """Webhook receipts by ``received_at``: pruning past the retention reads the index, not the table."""
+    op.create_index("ix_provider_receipts_received_at", "provider_receipts", ["received_at"])
+
+
+def unindex_receipts_by_age() -> None:
+    op.drop_index("ix_provider_receipts_received_at", "provider_receipts")

@@ -209,6 +209,8 @@ async def apply_inbound(ctx: WebhookContext, params: dict[str, str]) -> str:
             else:
                 ctx.count("inbound_unmatched")
                 log.warning("inbound message from an address we never sent to", kind=kind)
+        else:
+            ctx.count("replayed")
         locale = row.locale if row is not None else None
     answer = MessagingResponse()
     if kind == "help":
@@ -224,7 +226,7 @@ def twilio_webhooks() -> APIRouter:
     async def status_callback(request: Request, ctx: ContextDep, dispatch: str | None = None) -> Response:
         params = await verified_params(request, ctx)
         outcome = await apply_status(ctx, params, dispatch)
-        ctx.count(f"status_{outcome}")
+        ctx.count("replayed" if outcome == "duplicate" else f"status_{outcome}")
         return Response(status_code=204)
 
     @router.post(INBOUND_PATH)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from shared.events.envelope import CloudEvent, Contract
 
@@ -16,6 +16,19 @@ CHANNELS: tuple[Channel, ...] = ("sms", "email", "voice", "whatsapp")
 ContactKind = Literal[
     "collection", "opt_out_confirmation", "cease_notice", "dispute_ack", "promise_confirmation", "self_service_link",
 ]
+
+def _representable(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("the instant is out of range in UTC (years 1 to 9999)") from exc
+    return value
+
+
+#: An instant the services compare and convert to UTC: ``0001-01-01T00:00:00+01:00`` has no UTC
+#: equivalent, so it is invalid input (a 422, a dead letter), not an error deep inside a handler.
+Instant = Annotated[datetime, AfterValidator(_representable)]
 
 # --- contact requests ------------------------------------------------------------------------
 
@@ -56,8 +69,8 @@ class ContactRequested(Contract):
     variables: dict[str, Any] = Field(default_factory=dict)
     campaign_id: str | None = Field(None, max_length=200)
     priority: int = Field(5, ge=0, le=9)
-    not_before: datetime | None = None
-    expires_at: datetime | None = None
+    not_before: Instant | None = None
+    expires_at: Instant | None = None
     kind: ContactKind = "collection"
 
 
@@ -202,11 +215,11 @@ class ContactDispatched(Contract):
     template: TemplateRef
     variables: dict[str, Any] = Field(default_factory=dict)
     attempt: int = Field(1, ge=1, le=1000)
-    deadline: datetime
+    deadline: Instant
     kind: ContactKind = "collection"
     #: The end of the contact's lawful window less a safety margin (additive to v1): no provider
     #: request, retry or call may start at or after it; such a dispatch ends ``expired``.
-    send_before: datetime | None = None
+    send_before: Instant | None = None
     #: Voice: record the call (the strategy's choice); the opening script then starts with
     #: ``recording_notice``, the jurisdiction's notice in the debtor's language (additive to v1).
     record_call: bool = False

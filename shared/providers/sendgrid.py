@@ -152,17 +152,22 @@ class EventWebhookVerifier:
         self.max_age_s = max_age_s
 
     def verify(self, body: bytes, signature: str | None, timestamp: str | None, now: float | None = None) -> bool:
+        return self.refusal(body, signature, timestamp, now) is None
+
+    def refusal(self, body: bytes, signature: str | None, timestamp: str | None,
+                now: float | None = None) -> str | None:
+        """Why the request is refused: ``forged`` (unsigned, or not signed with SendGrid's key) or
+        ``replayed`` (signed by SendGrid, but longer ago than ``max_age_s``); None when it is good."""
         if not signature or not timestamp:
-            return False
+            return "forged"
         try:
             sent_at = float(timestamp)
-        except ValueError:
-            return False
-        if abs((time.time() if now is None else now) - sent_at) > self.max_age_s:
-            return False
-        try:
             payload = body.decode("utf-8")
             valid: Any = self._webhook.verify_signature(payload, signature, timestamp)
         except (ValueError, UnicodeDecodeError, UnsupportedAlgorithm):  # bad base64 or DER: not signed by them
-            return False
-        return bool(valid)
+            return "forged"
+        if not valid:
+            return "forged"
+        if abs((time.time() if now is None else now) - sent_at) > self.max_age_s:
+            return "replayed"
+        return None

@@ -61,6 +61,11 @@ class TemplateCache:
         #: Latest published version seen per ``(key, channel, locale, variant)``.
         self.published: dict[tuple[str, str, str, str], int] = {}
         self.http_fetches = 0
+        #: Records of the templates topic that are not a published template, skipped. Not dead-lettered:
+        #: every process replays the whole (compacted) topic at each start, so each would be dead-lettered
+        #: again by every replica on every start; the orchestrator, which publishes the topic, is the
+        #: source of truth and answers a miss over HTTP.
+        self.skipped = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -124,10 +129,14 @@ class TemplateCache:
                     try:
                         event = parse_event(record.value)
                     except Exception as exc:  # poison input: skip it, the orchestrator's API still answers
-                        log.warning("unreadable template record", offset=record.offset, error=str(exc))
+                        self.skipped += 1
+                        log.warning("unreadable template record", offset=record.offset, error=str(exc)[:500])
                         continue
                     if isinstance(event, TemplatePublishedEvent):
                         self.put(event.data)
+                    else:
+                        self.skipped += 1
+                        log.warning("not a template on the templates topic", offset=record.offset, type=event.type)
 
     def peek(self, key: str, version: int) -> TemplatePublished | None:
         """The cached version, without any I/O."""

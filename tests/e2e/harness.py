@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from shared.events.contracts import (
     DeliveryUpdatedEvent,
     StatusChangedEvent,
 )
-from tests.channels.harness import free_port, running_service, service_settings
+from tests.channels.harness import Running, free_port, running_service, service_settings
 from tests.helpers import TopicReader
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}
@@ -61,6 +61,8 @@ class System:
     dispatches: TopicReader
     outcomes: TopicReader
     statuses: TopicReader
+    #: The channel services by channel (``sms``, and those named in ``also``).
+    channels: dict[str, Running] = field(default_factory=dict)
 
     async def submit(self, *requests: ContactRequestedEvent) -> None:
         body = {"requests": [r.model_dump(mode="json") for r in requests]}
@@ -101,26 +103,27 @@ async def system(
             group=f"{kafka.topic_prefix}sms", **sms,
         )
         await sandbox.set_inbound_urls(sms=f"http://127.0.0.1:{port}/webhooks/twilio/inbound")
-        await stack.enter_async_context(running_service(services.sms.app, sms_settings, clock=clock))
+        sms_service = running_service(services.sms.app, sms_settings, clock=clock)
+        channels = {"sms": await stack.enter_async_context(sms_service)}
         if "voice" in also:
             from tests.voice.test_voice import Voice, settings_for
 
             voice = settings_for(kafka, f"sqlite+aiosqlite:///{tmp_path}/voice.db", sandbox,
                                  f"{kafka.topic_prefix}voice")
-            await stack.enter_async_context(running_service(Voice, voice))
+            channels["voice"] = await stack.enter_async_context(running_service(Voice, voice))
         if "email" in also:
             from tests.email.harness import Email, email_settings_for
 
             email = email_settings_for(kafka, f"sqlite+aiosqlite:///{tmp_path}/email.db", sandbox, free_port(),
                                        group=f"{kafka.topic_prefix}email")
             await sandbox.set_sendgrid_webhook(f"{email.public_url}/webhooks/sendgrid/events")
-            await stack.enter_async_context(running_service(Email, email))
+            channels["email"] = await stack.enter_async_context(running_service(Email, email))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=orchestrator),
                                      base_url="http://orchestrator") as http, \
                 TopicReader(kafka, *(topics.dispatch(c) for c in ("sms", "voice", "email"))) as dispatches, \
                 TopicReader(kafka, topics.contact_outcomes) as outcomes, \
                 TopicReader(kafka, topics.contact_status) as statuses:
-            yield System(clock, sandbox, http, orchestrator, dispatches, outcomes, statuses)
+            yield System(clock, sandbox, http, orchestrator, dispatches, outcomes, statuses, channels)
 
 
 async def requests_to(sandbox: SandboxHandle, to: str) -> list[dict[str, Any]]:

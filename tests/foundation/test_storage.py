@@ -30,7 +30,7 @@ async def test_migrations_are_idempotent(db: Database) -> None:
     await upgrade(db, "foundationtest")  # second run is a no-op
     async with db.sessions() as session:
         version = await session.scalar(text("SELECT version_num FROM alembic_version_foundationtest"))
-    assert version == "shared_0002"
+    assert version == "shared_0003"
 
 
 async def test_inbox_applies_an_event_once(db: Database) -> None:

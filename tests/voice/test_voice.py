@@ -226,7 +226,7 @@ async def test_forged_webhooks_are_refused_and_a_redelivered_dispatch_dials_once
         await wait_for(lambda: service.app.state.dispatch.results == {"sent": 1}, what="one send")
         assert len(await placed_calls(sandbox, event.data.to)) == 1
         assert not outcomes.of_type(RESPONSE)
-        assert service.app.state.voice.counts.get("status_duplicate") == 1
+        assert service.app.state.voice.counts.get("replayed") == 1
 
 
 async def test_a_call_rings_no_longer_than_its_window_and_is_not_placed_with_less_left(

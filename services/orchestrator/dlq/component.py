@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 from contextlib import AsyncExitStack
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query
@@ -31,7 +30,7 @@ from shared.db.attempts import ConsumerAttempts
 from shared.db.parked import parked_outbox_router
 from shared.events import AnyEvent
 from shared.events.contracts import DeadLetteredEvent
-from shared.http import BeforeId, Problem, RowId, require_role
+from shared.http import BeforeId, Problem, RowId, UtcDateTime, require_role
 
 router = APIRouter(prefix="/v1/dlq", tags=["ops"])
 
@@ -45,9 +44,9 @@ class DeadLetterView(BaseModel):
     offset: int
     key: str | None
     error: str
-    failed_at: datetime
+    failed_at: UtcDateTime
     replay_count: int
-    replayed_at: datetime | None
+    replayed_at: UtcDateTime | None
     size: int | None
     sha256: str | None
     complete: bool

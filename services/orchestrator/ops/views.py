@@ -20,7 +20,7 @@ from services.orchestrator.runtime import service, validation
 from services.orchestrator.runtime.models import ContactRequestRow, SuppressionRow
 from services.orchestrator.runtime.service import Runtime
 from shared.events.contracts import CHANNELS
-from shared.http import AdminDep, BeforeId, EditorDep, Problem, RowId, ViewerDep
+from shared.http import AdminDep, BeforeId, EditorDep, Problem, RowId, UtcInstant, ViewerDep
 
 router = APIRouter(tags=["ops"])
 ChannelName = Literal["sms", "email", "whatsapp", "voice"]
@@ -134,7 +134,8 @@ async def list_pauses(rt: RuntimeDep, _: ViewerDep) -> dict[str, Any]:
     return {"pauses": [_pause_json(p) for p in pauses], "held": held}
 
 
-@router.post("/v1/pauses", response_model=PauseView, status_code=201, operation_id="add_pause")
+@router.post("/v1/pauses", response_model=PauseView, status_code=201, operation_id="add_pause",
+             responses={200: {"model": PauseView, "description": "The same pause was already in force"}})
 async def add_pause(body: NewPause, rt: RuntimeDep, role: EditorDep) -> JSONResponse:
     """PauseView a campaign, a channel or everything: contacts due to leave are deferred until resumed."""
     key = _scope_key(body.scope, body.key)
@@ -270,7 +271,7 @@ async def export_suppressions(rt: RuntimeDep, _: EditorDep, channel: ChannelName
 @router.get("/v1/contact-requests", response_model=RequestSearchPage, operation_id="search_contact_requests")
 async def search_requests(
     rt: RuntimeDep, _: ViewerDep, debtor_id: ShortText = None, campaign_id: ShortText = None,
-    status: ShortText = None, since: datetime | None = None, until: datetime | None = None,
+    status: ShortText = None, since: UtcInstant | None = None, until: UtcInstant | None = None,
     limit: int = Query(50, ge=1, le=500),
     before: str | None = Query(None, max_length=500, description="the last answer's cursor"),
 ) -> dict[str, Any]:
@@ -294,7 +295,7 @@ async def search_requests(
         at, _sep, request_id = before.partition("|")
         try:
             cursor_at = validation.aware(datetime.fromisoformat(at))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise Problem(422, "Invalid request", "invalid cursor", "/problems/validation") from exc
         stmt = stmt.where((ContactRequestRow.created_at < cursor_at) | (
             (ContactRequestRow.created_at == cursor_at) & (ContactRequestRow.id < request_id)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.orchestrator.policy.models import (
     AccountState,
@@ -20,6 +20,7 @@ from services.orchestrator.policy.models import (
     Suppression,
 )
 from services.orchestrator.policy.zones import zone
+from shared.http import AwareUtcInstant
 
 ChannelName = Literal["voice", "sms", "email", "whatsapp"]
 OutcomeName = Literal[
@@ -64,14 +65,14 @@ class DebtorIn(_Wire):
 class AccountIn(_Wire):
     id: str = Field(min_length=1)
     status: Literal["active", "promised", "paid", "disputed", "ceased"] = "active"
-    promise_until: AwareDatetime | date | None = None
+    promise_until: AwareUtcInstant | date | None = None
     represented_by_attorney: bool = False
 
 
 class HistoryEntryIn(_Wire):
     channel: ChannelName
     direction: Literal["outbound", "inbound"]
-    at: AwareDatetime
+    at: AwareUtcInstant
     account_id: str | None = None
     outcome: OutcomeName
     consented: bool = False
@@ -82,17 +83,17 @@ class HistoryEntryIn(_Wire):
 class SuppressionIn(_Wire):
     channel: ChannelName
     address: str = Field(min_length=1)
-    at: AwareDatetime | None = None
+    at: AwareUtcInstant | None = None
 
 
 class ContactIn(_Wire):
     channel: ChannelName
-    at: AwareDatetime
+    at: AwareUtcInstant
     account_id: str | None = None
     kind: KindName = "collection"
     consented: bool = False
     address: str | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: AwareUtcInstant | None = None
 
 
 class StrategyIn(_Wire):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.contracts import Channel, TemplateContent
+from shared.http import UtcDateTime
 from shared.templates import Finding
 from shared.templates.models import RenderedMessage, SmsInfo
 
@@ -83,7 +83,7 @@ class TemplateSummary(BaseModel):
     published_version: int | None = None
     latest_version: int
     weight: float | None = None
-    published_at: datetime | None = None
+    published_at: UtcDateTime | None = None
 
 
 class TemplateList(BaseModel):
@@ -100,9 +100,9 @@ class VersionView(BaseModel):
     variant: str
     content: dict[str, Any]
     variables_schema: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDateTime
     created_by: str | None = None
-    published_at: datetime | None = None
+    published_at: UtcDateTime | None = None
     live: bool = False
 
 
@@ -119,7 +119,7 @@ class ChangeView(BaseModel):
     actor: str
     approved_by: str | None = None
     weight: float | None = None
-    at: datetime
+    at: UtcDateTime
 
 
 class ApprovalView(BaseModel):
@@ -131,9 +131,9 @@ class ApprovalView(BaseModel):
     weight: float | None = None
     state: Literal["pending", "approved", "rejected"]
     requested_by: str
-    requested_at: datetime
+    requested_at: UtcDateTime
     decided_by: str | None = None
-    decided_at: datetime | None = None
+    decided_at: UtcDateTime | None = None
 
 
 class TemplateDetail(BaseModel):
@@ -154,7 +154,7 @@ class PublishResult(BaseModel):
     locale: str
     variant: str
     weight: float | None = None
-    published_at: datetime | None = None
+    published_at: UtcDateTime | None = None
     published_by: str
     approved_by: str | None = None
     approval: ApprovalView | None = None

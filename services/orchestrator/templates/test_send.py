@@ -26,7 +26,7 @@ from services.orchestrator.templates import service
 from services.orchestrator.templates.models import TemplateTestSend
 from shared.db import add_to_outbox
 from shared.events.contracts import ContactDispatched, ContactDispatchedEvent
-from shared.http import PROBLEM_RESPONSES, EditorKeyDep, Problem, VersionNumber
+from shared.http import PROBLEM_RESPONSES, EditorKeyDep, Problem, UtcDateTime, VersionNumber
 from shared.logging import get_logger
 from shared.templates import TemplateError, render_dispatch, sample_context
 
@@ -51,7 +51,7 @@ class TestSendResult(BaseModel):
     channel: str
     to: str
     requested_by: str
-    at: datetime
+    at: UtcDateTime
     #: What the channel will send (rendered here the same way).
     rendered: dict[str, Any]
     remaining_this_hour: int
