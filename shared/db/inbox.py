@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import DateTime, String
@@ -33,3 +34,16 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
     stmt = insert(InboxRecord).values(**values).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
     result = await session.execute(stmt)
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def mark_processed(session: AsyncSession, consumer: str, event_ids: Iterable[str]) -> None:
+    """:func:`first_time` for many events in one statement (a batch's inbox marks)."""
+    now = utcnow()
+    values = [{"consumer": consumer, "event_id": event_id, "processed_at": now}
+              for event_id in dict.fromkeys(event_ids)]
+    if not values:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(InboxRecord).values(values).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+    await session.execute(stmt)

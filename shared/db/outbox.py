@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, delete, select, text, update
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,19 +59,50 @@ class _Outcome:
     held: dict[int, int] = field(default_factory=dict)
 
 
-def add_to_outbox(session: AsyncSession, topic: str, event: CloudEvent) -> None:
-    """Stage ``event`` for ``topic`` in the caller's transaction, with the current trace context."""
+def _outbox_values(topic: str, event: CloudEvent) -> dict[str, Any]:
     event = stamped(event)
-    session.add(
-        OutboxRecord(
-            topic=topic,
-            key=event.subject,
-            value=encode_event(event),
-            event_id=event.id,
-            event_type=event.type,
-            created_at=utcnow(),
-        )
-    )
+    return {"topic": topic, "key": event.subject, "value": encode_event(event), "event_id": event.id,
+            "event_type": event.type, "created_at": utcnow()}
+
+
+class OutboxBatch:
+    """Outbox rows staged for one bulk insert (SQLAlchemy Core) at the end of a batch's transaction.
+
+    Hot paths stage here instead of adding ORM objects: hundreds of events become one statement.
+    Each row takes its trace context when it is staged, as with :func:`add_to_outbox`.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, topic: str, event: CloudEvent) -> None:
+        self.rows.append(_outbox_values(topic, event))
+
+    def extend(self, other: OutboxBatch) -> None:
+        self.rows.extend(other.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    async def insert(self, session: AsyncSession) -> int:
+        """Insert the staged rows in the caller's transaction (in staging order); returns how many."""
+        if not self.rows:
+            return 0
+        await session.execute(insert(OutboxRecord), self.rows)
+        count, self.rows = len(self.rows), []
+        return count
+
+
+#: Where an event is staged: the caller's session (one ORM row) or a batch (one bulk insert later).
+Outbox = AsyncSession | OutboxBatch
+
+
+def add_to_outbox(outbox: Outbox, topic: str, event: CloudEvent) -> None:
+    """Stage ``event`` for ``topic`` in the caller's transaction, with the current trace context."""
+    if isinstance(outbox, OutboxBatch):
+        outbox.add(topic, event)
+        return
+    outbox.add(OutboxRecord(**_outbox_values(topic, event)))
 
 
 class OutboxRelay:
