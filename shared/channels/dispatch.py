@@ -386,13 +386,11 @@ class DispatchHandler:
         if not rows:
             return set()
         insert = pg_insert if self.db.is_postgres else sqlite_insert
-        stmt = (
-            insert(_SEND_LOG)
-            .values([{column: getattr(row, column) for column in _COLUMNS} for row in rows])
-            .on_conflict_do_nothing(index_elements=["dispatch_id"])
-            .returning(_SEND_LOG.c.dispatch_id)
-        )
-        return set((await session.execute(stmt)).scalars())
+        stmt = (insert(_SEND_LOG).on_conflict_do_nothing(index_elements=["dispatch_id"])
+                .returning(_SEND_LOG.c.dispatch_id))
+        # executemany: the statement is compiled once and sent as multi-row VALUES (insertmanyvalues).
+        values = [{column: getattr(row, column) for column in _COLUMNS} for row in rows]
+        return set((await session.execute(stmt, values)).scalars())
 
     async def _locked(self, session: AsyncSession, dispatch_ids: Iterable[str]) -> dict[str, SendLogRecord]:
         """Send-log rows by dispatch id, locked (on PostgreSQL, in id order: concurrent batches never deadlock)."""

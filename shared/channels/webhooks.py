@@ -153,11 +153,11 @@ async def new_receipts(session: AsyncSession, keys: Iterable[tuple[str, str]], n
     table = cast(Table, ProviderReceipt.__table__)
     stmt = (
         insert(table)
-        .values([{"provider_id": key, "status": status, "received_at": now} for key, status in unique])
         .on_conflict_do_nothing(index_elements=["provider_id", "status"])
         .returning(table.c.provider_id, table.c.status)
     )
-    return {(key, status) for key, status in (await session.execute(stmt)).all()}
+    values = [{"provider_id": key, "status": status, "received_at": now} for key, status in unique]
+    return {(key, status) for key, status in (await session.execute(stmt, values)).all()}
 
 
 class SendLogIndex:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, String, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,5 +46,5 @@ async def mark_processed(session: AsyncSession, consumer: str, event_ids: Iterab
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(InboxRecord).values(values).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-    await session.execute(stmt)
+    stmt = insert(cast(Table, InboxRecord.__table__)).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+    await session.execute(stmt, values)  # executemany: compiled once, sent as multi-row VALUES

@@ -14,9 +14,22 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, delete, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -88,7 +101,7 @@ class OutboxBatch:
         """Insert the staged rows in the caller's transaction (in staging order); returns how many."""
         if not self.rows:
             return 0
-        await session.execute(insert(OutboxRecord), self.rows)
+        await session.execute(insert(cast(Table, OutboxRecord.__table__)), self.rows)  # Core executemany, compiled once
         count, self.rows = len(self.rows), []
         return count
 
