@@ -31,13 +31,13 @@ import asyncio
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 import httpx
-from sqlalchemy import Table, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,6 +47,7 @@ from shared.channels.models import SendLogRecord, bare_address
 from shared.channels.outcomes import advance, delivery_event, stage_opt_out
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.retry import backoff_delay
+from shared.channels.sendlog import SEND_LOG, SendLogRows
 from shared.channels.settings import SendingSettings
 from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox, mark_processed
 from shared.events import Topics, utcnow
@@ -61,8 +62,7 @@ log = get_logger(__name__)
 
 DEADLINE = "deadline"
 EXPIRED: Literal["expired"] = "expired"
-_SEND_LOG = cast(Table, SendLogRecord.__table__)
-_COLUMNS = tuple(column.key for column in _SEND_LOG.columns)
+_COLUMNS = tuple(column.key for column in SEND_LOG.columns)
 
 
 @dataclass(frozen=True)
@@ -386,20 +386,11 @@ class DispatchHandler:
         if not rows:
             return set()
         insert = pg_insert if self.db.is_postgres else sqlite_insert
-        stmt = (insert(_SEND_LOG).on_conflict_do_nothing(index_elements=["dispatch_id"])
-                .returning(_SEND_LOG.c.dispatch_id))
+        stmt = (insert(SEND_LOG).on_conflict_do_nothing(index_elements=["dispatch_id"])
+                .returning(SEND_LOG.c.dispatch_id))
         # executemany: the statement is compiled once and sent as multi-row VALUES (insertmanyvalues).
         values = [{column: getattr(row, column) for column in _COLUMNS} for row in rows]
         return set((await session.execute(stmt, values)).scalars())
-
-    async def _locked(self, session: AsyncSession, dispatch_ids: Iterable[str]) -> dict[str, SendLogRecord]:
-        """Send-log rows by dispatch id, locked (on PostgreSQL, in id order: concurrent batches never deadlock)."""
-        ids = sorted(set(dispatch_ids))
-        if not ids:
-            return {}
-        stmt = (select(SendLogRecord).where(SendLogRecord.dispatch_id.in_(ids))
-                .order_by(SendLogRecord.dispatch_id).with_for_update())
-        return {row.dispatch_id: row for row in (await session.execute(stmt)).scalars()}
 
     async def _replay(
         self, session: AsyncSession, outbox: OutboxBatch, marks: list[str], events: list[ContactDispatchedEvent]
@@ -407,14 +398,16 @@ class DispatchHandler:
         """Re-emit the recorded outcome of dispatches already in the send log (redeliveries)."""
         if not events:
             return
-        rows = await self._locked(session, (e.data.dispatch_id for e in events))
+        rows = await SendLogRows.by_dispatch(session, (e.data.dispatch_id for e in events))
+        by_id = {row.dispatch_id: row for row in rows}
         for event in events:
-            row = rows.get(event.data.dispatch_id)
+            row = by_id.get(event.data.dispatch_id)
             if row is None:  # released by a stopping consumer since we read it: handle the batch again
                 raise TransientError(f"dispatch {event.data.dispatch_id} left the send log while being replayed")
             marks.append(event.id)
             with event_scope(event):
                 self._replay_row(outbox, row)
+        await rows.save(session)
 
     def _replay_row(self, outbox: OutboxBatch, row: SendLogRecord) -> None:
         if row.state == "sending":
@@ -493,15 +486,17 @@ class DispatchHandler:
         self, session: AsyncSession, writes: Sequence[Write[tuple[ContactDispatchedEvent, SendResult]]]
     ) -> list[None]:
         """The group writer's kind for send results: one read of their rows, one insert of their outcomes."""
-        rows = await self._locked(session, (w.item[0].data.dispatch_id for w in writes))
+        rows = await SendLogRows.by_dispatch(session, (w.item[0].data.dispatch_id for w in writes))
+        by_id = {row.dispatch_id: row for row in rows}
         outbox, marks = OutboxBatch(), []
         for write in writes:
             event, result = write.item
-            row = rows.get(event.data.dispatch_id)
+            row = by_id.get(event.data.dispatch_id)
             if row is None:
                 continue
             marks.append(event.id)
             write.run(self._apply_result, outbox, row, result)
+        await rows.save(session)
         await mark_processed(session, self.consumer, marks)
         await outbox.insert(session)
         return [None] * len(writes)

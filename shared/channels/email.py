@@ -332,6 +332,7 @@ async def _apply_events(
             if (row.dispatch_id, "unsubscribe") in first:
                 first.discard((row.dispatch_id, "unsubscribe"))
                 writes[i].run(_stage_unsubscribe, ctx, outbox, row, writes[i].item[1].received_at)
+        await index.save(session)
         await outbox.insert(session)
     return results
 

@@ -30,6 +30,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from shared.channels.keywords import KeywordClassifier
 from shared.channels.models import ProviderReceipt, SendLogRecord, bare_address
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
+from shared.channels.sendlog import SEND_LOG, SendLogRows
 from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
@@ -161,9 +162,11 @@ async def new_receipts(session: AsyncSession, keys: Iterable[tuple[str, str]], n
 
 
 class SendLogIndex:
-    """Send-log rows loaded (and locked) for a group of callbacks, found as :func:`find_send_log` would."""
+    """Send-log rows loaded (and locked) for a group of callbacks, found as :func:`find_send_log` would;
+    :meth:`save` writes back what the callbacks changed, in one statement."""
 
-    def __init__(self, rows: Iterable[SendLogRecord]) -> None:
+    def __init__(self, rows: SendLogRows) -> None:
+        self.rows = rows
         self.by_dispatch: dict[str, SendLogRecord] = {}
         self.by_provider: dict[str, SendLogRecord] = {}
         for row in rows:
@@ -177,17 +180,19 @@ class SendLogIndex:
         """One query for every row named by a dispatch id or a provider id (locked in dispatch id order)."""
         providers, dispatches = sorted(set(provider_ids)), sorted(set(dispatch_ids))
         if not providers and not dispatches:
-            return cls([])
+            return cls(SendLogRows([]))
         conditions = []
         if dispatches:
-            conditions.append(SendLogRecord.dispatch_id.in_(dispatches))
+            conditions.append(SEND_LOG.c.dispatch_id.in_(dispatches))
         if providers:
-            conditions.append(SendLogRecord.provider_id.in_(providers))
-        stmt = select(SendLogRecord).where(or_(*conditions))
+            conditions.append(SEND_LOG.c.provider_id.in_(providers))
+        where = [or_(*conditions)]
         if channel is not None:
-            stmt = stmt.where(SendLogRecord.channel == channel)
-        stmt = stmt.order_by(SendLogRecord.dispatch_id).with_for_update()
-        return cls((await session.execute(stmt)).scalars())
+            where.append(SEND_LOG.c.channel == channel)
+        return cls(await SendLogRows.select(session, *where))
+
+    async def save(self, session: AsyncSession) -> int:
+        return await self.rows.save(session)
 
     def _index(self, row: SendLogRecord) -> None:
         if row.provider_id is None:
@@ -264,6 +269,7 @@ async def _apply_statuses(
                 continue
             fresh.discard(key)  # a second copy in the same group is a duplicate too
             results[i] = write.run(_apply_one_status, ctx, outbox, index, report)
+        await index.save(session)
         await outbox.insert(session)
     return results
 

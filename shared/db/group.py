@@ -196,7 +196,11 @@ class GroupWriter:
             by_kind.setdefault(apply, []).append(index)
         results: list[Any] = [None] * len(group)
         async with self.db.transaction() as session:
-            for apply, indexes in by_kind.items():
+            for n, (apply, indexes) in enumerate(by_kind.items()):
+                if n:
+                    # Each kind reads what the kinds before it wrote, whether through the ORM or Core.
+                    await session.flush()
+                    session.expire_all()
                 outcome = await apply(session, [group[i][1] for i in indexes])
                 for i, result in zip(indexes, outcome, strict=True):
                     results[i] = result
