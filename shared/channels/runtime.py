@@ -87,6 +87,8 @@ async def open_channel(
     await relay.start()
     stack.push_async_callback(relay.stop)
     writer = GroupWriter(db, name=f"{service}-writer")
+    if metrics is not None:
+        metrics.register(writer.metrics)
     await writer.start()
     stack.push_async_callback(writer.stop)  # stops before the relay: what it commits is still published
     templates = TemplateCache(

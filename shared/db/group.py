@@ -22,10 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.database import Database
@@ -64,6 +67,29 @@ Apply = Callable[[AsyncSession, Sequence[Write[Any]]], Awaitable[Sequence[Any]]]
 Unit = Callable[[AsyncSession], Awaitable[Any]]
 
 
+class GroupCommitMetrics(Collector):
+    """``cadencia_group_commit_writes{writer}``: writes per committed transaction (a histogram);
+    ``cadencia_group_commit_splits_total{writer}``: groups that failed and were retried one write at a time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # Not registered anywhere: yielded by this collector, on whichever registry registers it.
+        self._writes = Histogram("cadencia_group_commit_writes", "Writes committed per transaction", ["writer"],
+                                 registry=None, buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500))
+        self._splits = Counter("cadencia_group_commit_splits", "Groups retried one write at a time", ["writer"],
+                               registry=None)
+
+    def committed(self, writes: int) -> None:
+        self._writes.labels(self.name).observe(writes)
+
+    def split(self) -> None:
+        self._splits.labels(self.name).inc()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._writes.collect()
+        yield from self._splits.collect()
+
+
 class WriterStopped(RuntimeError):
     """The writer is stopped: nothing more is committed (a webhook answers 5xx, its provider retries)."""
 
@@ -86,6 +112,8 @@ class GroupWriter:
         self.rows = 0
         #: Groups that failed and were applied again one write at a time.
         self.split = 0
+        #: For the service's ``/metrics`` registry.
+        self.metrics = GroupCommitMetrics(name)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
@@ -175,6 +203,7 @@ class GroupWriter:
                 _fail(group[0][1], exc)
                 return
             self.split += 1
+            self.metrics.split()
             log.warning("group commit failed; committing its writes one at a time", writer=self.name,
                         writes=len(group), error=f"{type(exc).__name__}: {exc}"[:500])
             for one in group:
@@ -206,6 +235,7 @@ class GroupWriter:
                     results[i] = result
         self.commits += 1
         self.rows += len(group)
+        self.metrics.committed(len(group))
         return results
 
 
