@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.channels.dispatch import OutboundMessage, Unsendable
 from shared.channels.models import SendLogRecord
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
-from shared.channels.webhooks import SendLogIndex, first_receipt, new_receipts
+from shared.channels.webhooks import SendLogIndex, by_context, first_receipt, new_receipts
 from shared.db import Database, GroupWriter, Outbox, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel, ContactDispatched
@@ -298,11 +298,7 @@ async def _apply_events(
 ) -> list[str]:
     """The group writer's kind for SendGrid events: receipts, rows and outcomes set-based."""
     results = [""] * len(writes)
-    groups: dict[int, list[int]] = {}
-    for i, write in enumerate(writes):
-        groups.setdefault(id(write.item[0]), []).append(i)
-    for indexes in groups.values():
-        ctx = writes[indexes[0]].item[0]
+    for ctx, indexes in by_context(writes).values():
         events = [writes[i].item[1] for i in indexes]
         now = events[0].received_at
         fresh = await new_receipts(session, [(e.event_id, "sendgrid") for e in events], now)
