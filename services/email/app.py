@@ -69,7 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
                 callback_url=lambda _dispatch_id: events_url,
             )
             app.state.webhooks = EmailWebhookContext(
-                db=infra.db, topics=infra.topics, verifier=verifier, tokens=tokens, source=f"cadencia/{service}"
+                db=infra.db, topics=infra.topics, verifier=verifier, tokens=tokens, source=f"cadencia/{service}",
+                writer=infra.writer,
             )
             # SendGrid's per-message lookup (Email Activity API) is a paid add-on the sandbox does not
             # serve: mail without a final event is only finalised, as unknown, after give_up_after_s.

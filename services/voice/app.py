@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
                 topics=infra.topics,
                 signature=TwilioSignature(settings.twilio.auth_token.get_secret_value()),
                 source=f"cadencia/{service}",
+                writer=infra.writer,
                 pacer=app.state.pacer,
             )
             await start_reconciler(app, settings, infra, stack, ask=call_lookup(client, app.state.voice),

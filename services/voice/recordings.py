@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.voice.calls import RECORDING_STATUS_PATH
 from services.voice.models import CallSession
@@ -32,7 +33,8 @@ def recording_webhooks() -> APIRouter:
             ctx.count(f"recording_{status or 'missing'}")
             return Response(status_code=204)
         now = ctx.clock()
-        async with ctx.db.transaction() as session:
+
+        async def publish(session: AsyncSession) -> tuple[str, int] | None:
             call = None
             if dispatch:
                 call = (await session.execute(
@@ -42,9 +44,9 @@ def recording_webhooks() -> APIRouter:
                     select(CallSession).where(CallSession.call_sid == params["CallSid"]))).scalar_one_or_none()
             if call is None:
                 log.warning("recording for an unknown call", recording_sid=sid)
-                return Response(status_code=204)
+                return None
             if not await first_receipt(session, sid, "recording-completed", now):
-                return Response(status_code=204)
+                return None
             try:
                 duration = max(0, int(params.get("RecordingDuration") or 0))
             except ValueError:
@@ -59,7 +61,12 @@ def recording_webhooks() -> APIRouter:
                 ),
             )
             add_to_outbox(session, ctx.topics.contact_outcomes, event)
-        log.info("call recording published", recording_sid=sid, dispatch_id=call.dispatch_id, duration_s=duration)
+            return call.dispatch_id, duration
+
+        # Answered once committed (through the service's group writer): a failure is a 5xx, Twilio retries.
+        published = await ctx.writer.run(publish)
+        if published is not None:
+            log.info("call recording published", recording_sid=sid, dispatch_id=published[0], duration_s=published[1])
         return Response(status_code=204)
 
     return router

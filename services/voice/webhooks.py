@@ -3,7 +3,9 @@
 Every one verifies ``X-Twilio-Signature`` over the configured public URL (403 problem+json otherwise,
 before the database is touched). Effects are idempotent: a status callback already applied
 ``(CallSid, CallStatus)`` or a keypress already recorded changes nothing, and a call's status only moves
-forward (``sent`` → ``conversation`` | ``voicemail`` | ``no_answer`` | ``busy`` | ``failed``).
+forward (``sent`` → ``conversation`` | ``voicemail`` | ``no_answer`` | ``busy`` | ``failed``). Their
+writes go through the service's group writer (DESIGN §12): each shares a transaction with whatever
+else arrived in the same few milliseconds and is answered once that transaction is committed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from services.voice.models import CallSession
 from services.voice.settings import Settings
 from shared.channels.outcomes import advance, outcome_id
 from shared.channels.webhooks import find_send_log, first_receipt, verify_twilio_form
-from shared.db import Database, add_to_outbox
+from shared.db import Database, GroupWriter, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
 from shared.logging import get_logger
@@ -42,6 +44,7 @@ class VoiceContext:
     topics: Topics
     signature: TwilioSignature
     source: str
+    writer: GroupWriter
     provider: str = "twilio"
     clock: Callable[[], datetime] = utcnow
     counts: dict[str, int] = field(default_factory=dict)
@@ -78,16 +81,22 @@ async def answer_call(ctx: VoiceContext, dispatch_id: str, params: dict[str, str
     """The TwiML for an answered call: the voicemail to a machine, the live script and IVR to a person."""
     # No AnsweredBy (AMD off): whoever answered is treated as a person.
     answered_by = params.get("AnsweredBy") or None
-    async with ctx.db.transaction() as db_session:
+    now = ctx.clock()
+
+    async def answered(db_session: AsyncSession) -> tuple[str, str | None, str, str | None, str] | None:
         call = await _session(db_session, dispatch_id)
         if call is None:
-            log.warning("TwiML requested for an unknown dispatch", dispatch_id=dispatch_id)
-            return twiml.hangup()
+            return None
         call.call_sid = call.call_sid or params.get("CallSid") or None
         call.answered_by = call.answered_by or answered_by or "human"
-        call.updated_at = ctx.clock()
-        played_to, voicemail_script, voice_script = call.answered_by, call.voicemail_script, call.voice_script
-        prompt, locale = call.ivr_prompt, call.locale
+        call.updated_at = now
+        return call.answered_by, call.voicemail_script, call.voice_script, call.ivr_prompt, call.locale
+
+    found = await ctx.writer.run(answered)
+    if found is None:
+        log.warning("TwiML requested for an unknown dispatch", dispatch_id=dispatch_id)
+        return twiml.hangup()
+    played_to, voicemail_script, voice_script, prompt, locale = found
     if played_to == "fax":
         return twiml.hangup()
     if twiml.is_machine(played_to):
@@ -109,20 +118,23 @@ async def record_keypress(ctx: VoiceContext, dispatch_id: str, params: dict[str,
     digits = (params.get("Digits") or "").strip()
     call_sid = params.get("CallSid") or dispatch_id
     now = ctx.clock()
-    async with ctx.db.transaction() as db_session:
+
+    async def keypress(db_session: AsyncSession) -> tuple[str, str | None]:
+        """The TwiML answer, and what to count once committed."""
         call = await _session(db_session, dispatch_id)
         if call is None:
             log.warning("keypress for an unknown dispatch", dispatch_id=dispatch_id)
-            return twiml.hangup()
+            return twiml.hangup(), None
         locale = call.locale
         if not digits:
-            return twiml.goodbye("no_input", locale)
+            return twiml.goodbye("no_input", locale), None
         from services.voice import agents
 
         if digits == "2" and await agents.is_agent_call(db_session, dispatch_id):
-            return agents.bridge_redirect(ctx, dispatch_id)  # 2 = an agent now (or the hold, the callback offer)
+            return agents.bridge_redirect(ctx, dispatch_id), None  # 2 = an agent now (or the hold, the callback offer)
         await agents.script_heard(db_session, dispatch_id)
         kind = twiml.response_kind(digits, ctx.settings.ivr.digits)
+        counted = None
         if await first_receipt(db_session, call_sid, f"digits:{digits}", now):
             call.digits, call.updated_at = digits, now
             event = ResponseReceivedEvent(
@@ -136,10 +148,15 @@ async def record_keypress(ctx: VoiceContext, dispatch_id: str, params: dict[str,
                 ),
             )
             add_to_outbox(db_session, ctx.topics.contact_outcomes, event)
-            ctx.count(f"keypress_{kind}")
+            counted = f"keypress_{kind}"
         else:
-            ctx.count("replayed")
-    return twiml.goodbye(kind, locale)
+            counted = "replayed"
+        return twiml.goodbye(kind, locale), counted
+
+    answer, counted = await ctx.writer.run(keypress)
+    if counted:
+        ctx.count(counted)
+    return str(answer)
 
 
 async def apply_call_status(ctx: VoiceContext, params: dict[str, str], dispatch_hint: str | None) -> str:
@@ -149,32 +166,44 @@ async def apply_call_status(ctx: VoiceContext, params: dict[str, str], dispatch_
     if not sid or not raw:
         return "ignored"
     now = ctx.clock()
-    async with ctx.db.transaction() as db_session:
-        if not await first_receipt(db_session, sid, f"call:{raw}", now):
-            return "duplicate"
-        row = await find_send_log(db_session, sid, dispatch_hint)
-        if row is None:
-            log.warning("status callback for an unknown call", call_sid=sid, status=raw)
-            return "unknown_call"
-        call = await _session(db_session, row.dispatch_id)
-        answered_by = params.get("AnsweredBy") or None
-        if call is not None:
-            call.call_sid = call.call_sid or sid
-            answered_by = call.answered_by or answered_by
-        status = twiml.call_outcome(raw, answered_by)
-        if status is None:
-            return "recorded"
-        if call is not None and status != "sent":
-            call.outcome, call.updated_at = status, now
-        if status != "sent":
-            from services.voice import agents
 
-            await agents.call_ended(ctx, request_pacer(ctx), db_session, row.dispatch_id, status, now)
-        moved = advance(
-            db_session, ctx.topics.contact_outcomes, row, status, source=ctx.source, provider=ctx.provider, now=now,
-            error_code=params.get("ErrorCode") or None, error_message=params.get("ErrorMessage") or None,
-        )
-        return "applied" if moved else "stale"
+    async def call_status(db_session: AsyncSession) -> str:
+        return await _apply_call_status(ctx, db_session, params, dispatch_hint, sid, raw, now)
+
+    outcome: str = await ctx.writer.run(call_status)
+    return outcome
+
+
+async def _apply_call_status(
+    ctx: VoiceContext, db_session: AsyncSession, params: dict[str, str], dispatch_hint: str | None, sid: str,
+    raw: str, now: datetime,
+) -> str:
+    """One call status callback in the writer's transaction."""
+    if not await first_receipt(db_session, sid, f"call:{raw}", now):
+        return "duplicate"
+    row = await find_send_log(db_session, sid, dispatch_hint)
+    if row is None:
+        log.warning("status callback for an unknown call", call_sid=sid, status=raw)
+        return "unknown_call"
+    call = await _session(db_session, row.dispatch_id)
+    answered_by = params.get("AnsweredBy") or None
+    if call is not None:
+        call.call_sid = call.call_sid or sid
+        answered_by = call.answered_by or answered_by
+    status = twiml.call_outcome(raw, answered_by)
+    if status is None:
+        return "recorded"
+    if call is not None and status != "sent":
+        call.outcome, call.updated_at = status, now
+    if status != "sent":
+        from services.voice import agents
+
+        await agents.call_ended(ctx, request_pacer(ctx), db_session, row.dispatch_id, status, now)
+    moved = advance(
+        db_session, ctx.topics.contact_outcomes, row, status, source=ctx.source, provider=ctx.provider, now=now,
+        error_code=params.get("ErrorCode") or None, error_message=params.get("ErrorMessage") or None,
+    )
+    return "applied" if moved else "stale"
 
 
 def voice_webhooks() -> APIRouter:

@@ -13,6 +13,16 @@ At most once on ambiguity (DESIGN §4):
    moves it to the next lawful window.
 4. The result — ``sent`` with the provider id, ``failed`` with the error code, ``unknown`` — is
    committed with its outcome event (outbox) and the dispatch event id (inbox) in one transaction.
+
+A consumer batch is one unit of work (DESIGN §12, :meth:`DispatchHandler.batch`): one read of the
+send log for all its dispatches; the redeliveries replayed, the dispatches that end unsent (late,
+template missing or unusable) and the claims all committed in one transaction before the batch's
+first provider request; the sends concurrent; the results committed by the process's group writer
+(:class:`~shared.db.group.GroupWriter`), many per transaction. At most ``sending.max_in_flight``
+dispatches are claimed and not yet recorded at any time (a batch with more claims the rest in further
+transactions as results are committed), so a process killed mid-batch leaves no more ``sending`` rows
+(reported ``unknown``, never resent) than it may have had requests in flight. A record handled alone
+(``__call__``, the runner's fallback to isolate a poison record) is a batch of one.
 """
 
 from __future__ import annotations
@@ -20,23 +30,26 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import httpx
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.bus import PermanentError, RecordMeta, TransientError
+from shared.bus import PermanentError, RecordMeta, TransientError, event_scope
 from shared.channels.models import SendLogRecord, bare_address
 from shared.channels.outcomes import advance, delivery_event, stage_opt_out
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.retry import backoff_delay
+from shared.channels.sendlog import SEND_LOG, SendLogRows
 from shared.channels.settings import SendingSettings
-from shared.db import Database, add_to_outbox, first_time
+from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox, mark_processed
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel, ContactDispatched, ContactDispatchedEvent, TemplatePublished
 from shared.logging import get_logger
@@ -49,6 +62,7 @@ log = get_logger(__name__)
 
 DEADLINE = "deadline"
 EXPIRED: Literal["expired"] = "expired"
+_COLUMNS = tuple(column.key for column in SEND_LOG.columns)
 
 
 @dataclass(frozen=True)
@@ -98,18 +112,42 @@ class SendResult:
     error_message: str | None = None
 
 
+@dataclass(frozen=True)
+class _Unsent:
+    """How a dispatch ended without a provider request: ``failed`` or ``expired``, with the reason."""
+
+    status: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A new dispatch of a batch, ready to claim and send (``message``) or to end unsent (``unsent``)."""
+
+    event: ContactDispatchedEvent
+    message: OutboundMessage | None = None
+    unsent: _Unsent | None = None
+
+    @property
+    def dispatch_id(self) -> str:
+        return self.event.data.dispatch_id
+
+
 def aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class DispatchHandler:
-    """``ConsumerRunner`` handler for ``cadencia.contact.dispatched.v1`` on one channel."""
+    """``ConsumerRunner`` handler for ``cadencia.contact.dispatched.v1`` on one channel: ``batch`` is its
+    batch handler, ``__call__`` its handler for one record; both give a record the same outcome."""
 
     def __init__(
         self,
         *,
         adapter: ChannelAdapter,
         db: Database,
+        writer: GroupWriter,
         topics: Topics,
         templates: TemplateSource,
         limits: SenderLimits,
@@ -120,8 +158,8 @@ class DispatchHandler:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
     ) -> None:
-        self.adapter, self.db, self.topics, self.templates = adapter, db, topics, templates
-        self.limits, self.sending, self.callback_url = limits, sending, callback_url
+        self.adapter, self.db, self.writer, self.topics = adapter, db, writer, topics
+        self.templates, self.limits, self.sending, self.callback_url = templates, limits, sending, callback_url
         self.consumer, self.source, self.clock = consumer, source, clock
         self.rng = rng or random.Random()
         self._slots = asyncio.Semaphore(sending.max_in_flight)
@@ -129,51 +167,158 @@ class DispatchHandler:
         #: Provider requests made, by result (for metrics and benchmarks).
         self.requests = 0
         self.results: dict[str, int] = {}
+        #: Claim transactions committed (each before the requests of the dispatches it claimed).
+        self.claims = 0
 
     def stop(self) -> None:
         """Stop waiting between retries: unsent dispatches are released for the next owner."""
         self._stopping.set()
 
     async def __call__(self, event: Any, meta: RecordMeta) -> None:
-        if not isinstance(event, ContactDispatchedEvent):
-            raise PermanentError(f"unexpected event type {getattr(event, 'type', '?')}")
-        dispatch = event.data
-        if dispatch.channel != self.adapter.channel:
-            raise PermanentError(f"a {dispatch.channel} dispatch on the {self.adapter.channel} service")
-        if await self._replay(event):
-            return
-        if self._remaining(dispatch) <= 0:
-            late = self._out_of_time(dispatch, 0, None)
-            status = EXPIRED if late.kind == EXPIRED else "failed"
-            await self._fail_unsent(event, late.error_code or DEADLINE, late.error_message or "", status)
-            return
-        try:
-            template = await self.templates.get(dispatch.template.key, dispatch.template.version)
-            rendered = render_dispatch(template, dispatch.variables)
-            message = await self.adapter.compose(dispatch, rendered, self.callback_url(dispatch.dispatch_id))
-        except TemplateNotFound as exc:
-            await self._fail_unsent(event, "template_not_found", str(exc))
-            return
-        except TemplateError as exc:
-            await self._fail_unsent(event, "template_error", exc.message)
-            return
-        except Unsendable as exc:
-            await self._fail_unsent(event, exc.code, exc.message)
-            return
-        except TemplateAccessRefused as exc:
-            # Retrying would stall the partition forever; the dead letter is replayed once the key is fixed.
-            raise PermanentError(str(exc)) from exc
-        except httpx.HTTPError as exc:  # the orchestrator's template API is unreachable: retry the event
-            raise TransientError(f"template lookup failed: {exc}") from exc
-        async with self._slots:
-            if not await self._claim(event, message):
-                await self._replay(event)
-                return
-            result = await self._send(dispatch, message)
-            self.results[result.kind] = self.results.get(result.kind, 0) + 1
-            await self._record(event, result)
+        await self.batch([(event, meta)])
+
+    async def batch(self, items: Sequence[tuple[Any, RecordMeta]]) -> None:
+        """Apply a consumer batch of dispatches; returns once every outcome is committed.
+
+        Raises ``PermanentError`` (a record that is not a dispatch of this channel, a template we are
+        refused) before anything is written, so the runner can isolate the record; ``TransientError``
+        when it must be retried (the template API unreachable, or stopping with dispatches unsent).
+        """
+        events = [self._dispatch_of(event) for event, _ in items]
+        first: dict[str, ContactDispatchedEvent] = {}
+        repeated: list[ContactDispatchedEvent] = []
+        for event in events:
+            if event.data.dispatch_id in first:
+                repeated.append(event)  # the same dispatch twice in one batch: sent once, then replayed
+            else:
+                first[event.data.dispatch_id] = event
+        known = await self._known(list(first))
+        redelivered = [e for e in first.values() if e.data.dispatch_id in known]
+        prepared = [await self._prepare(e) for e in first.values() if e.data.dispatch_id not in known]
+        await self._claim_and_send(redelivered, prepared)
+        if repeated:
+            async with self.db.transaction() as session:
+                outbox, marks = OutboxBatch(), list[str]()
+                await self._replay(session, outbox, marks, repeated)
+                await mark_processed(session, self.consumer, marks)
+                await outbox.insert(session)
 
     # -- steps ----------------------------------------------------------------------------------------
+
+    def _dispatch_of(self, event: Any) -> ContactDispatchedEvent:
+        if not isinstance(event, ContactDispatchedEvent):
+            raise PermanentError(f"unexpected event type {getattr(event, 'type', '?')}")
+        if event.data.channel != self.adapter.channel:
+            raise PermanentError(f"a {event.data.channel} dispatch on the {self.adapter.channel} service")
+        return event
+
+    async def _known(self, dispatch_ids: list[str]) -> set[str]:
+        """The dispatches of ``dispatch_ids`` already in the send log (one read, no lock)."""
+        async with self.db.read_sessions() as session:
+            stmt = select(SendLogRecord.dispatch_id).where(SendLogRecord.dispatch_id.in_(dispatch_ids))
+            return set((await session.execute(stmt)).scalars())
+
+    async def _prepare(self, event: ContactDispatchedEvent) -> _Prepared:
+        """Check the time left, render the pinned template and compose the provider request."""
+        dispatch = event.data
+        with event_scope(event):  # the callback URL and custom args carry the dispatch's trace
+            if self._remaining(dispatch) <= 0:
+                late = self._out_of_time(dispatch, 0, None)
+                status = EXPIRED if late.kind == EXPIRED else "failed"
+                return _Prepared(event, unsent=_Unsent(status, late.error_code or DEADLINE, late.error_message or ""))
+            try:
+                template = await self.templates.get(dispatch.template.key, dispatch.template.version)
+                rendered = render_dispatch(template, dispatch.variables)
+                message = await self.adapter.compose(dispatch, rendered, self.callback_url(dispatch.dispatch_id))
+            except TemplateNotFound as exc:
+                return _Prepared(event, unsent=_Unsent("failed", "template_not_found", str(exc)))
+            except TemplateError as exc:
+                return _Prepared(event, unsent=_Unsent("failed", "template_error", exc.message))
+            except Unsendable as exc:
+                return _Prepared(event, unsent=_Unsent("failed", exc.code, exc.message))
+            except TemplateAccessRefused as exc:
+                # Retrying would stall the partition forever; the dead letter is replayed once the key is fixed.
+                raise PermanentError(str(exc)) from exc
+            except httpx.HTTPError as exc:  # the orchestrator's template API is unreachable: retry the event
+                raise TransientError(f"template lookup failed: {exc}") from exc
+        return _Prepared(event, message=message)
+
+    async def _claim_and_send(self, redelivered: list[ContactDispatchedEvent], prepared: list[_Prepared]) -> None:
+        """Claim, send and record. The first claim transaction also replays the redeliveries and ends
+        the unsent dispatches; at most ``max_in_flight`` dispatches are claimed and not yet recorded."""
+        capacity = self.sending.max_in_flight
+        waiting = deque(p for p in prepared if p.message is not None)
+        unsent = [p for p in prepared if p.unsent is not None]
+        open_claims = 0
+        room = asyncio.Event()
+        sends: list[asyncio.Task[asyncio.Future[Any] | None]] = []
+        last_of: dict[str, asyncio.Task[Any]] = {}  # per debtor: its requests leave in batch order
+        released: list[str] = []
+
+        def closed(_: object = None) -> None:
+            nonlocal open_claims
+            open_claims -= 1
+            room.set()
+
+        def sent(task: asyncio.Task[asyncio.Future[Any] | None]) -> None:
+            # A claim stays open until its result is committed: a kill leaves at most ``capacity`` of them.
+            recorded = None if task.cancelled() or task.exception() is not None else task.result()
+            if recorded is None:
+                closed()
+            else:
+                recorded.add_done_callback(closed)
+
+        first, failure = True, None
+        try:
+            while first or (waiting and not self._stopping.is_set()):
+                free = capacity - open_claims
+                if not first and free < min(len(waiting), max(1, capacity // 2)):
+                    room.clear()
+                    await room.wait()
+                    continue
+                chunk = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                claimed = await self._claim(redelivered if first else [], unsent if first else [], chunk)
+                first = False
+                for p in claimed:
+                    open_claims += 1
+                    debtor = p.event.data.debtor_id
+                    task = asyncio.create_task(self._send_one(p, last_of.get(debtor), released))
+                    task.add_done_callback(sent)
+                    last_of[debtor] = task
+                    sends.append(task)
+        except Exception as exc:  # a claim failed: the dispatches claimed before it are still sent and recorded
+            failure = exc
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)  # no send outlives its batch
+        if released:
+            await self._release(released)
+        recorded = [o for o in outcomes if isinstance(o, asyncio.Future)]
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        errors += [r for r in await asyncio.gather(*recorded, return_exceptions=True) if isinstance(r, BaseException)]
+        if failure is not None:
+            raise failure
+        if waiting or released:
+            # Stopping: what was not sent stays uncommitted on the topic for the next owner.
+            left = len(waiting) + len(released)
+            raise TransientError(f"stopping; {left} dispatch(es) left unsent for the next owner")
+        if errors:
+            raise errors[0]
+
+    async def _send_one(
+        self, prepared: _Prepared, after: asyncio.Task[Any] | None, released: list[str]
+    ) -> asyncio.Future[Any] | None:
+        """Send one claimed dispatch (after its debtor's previous one); the future of its recorded result."""
+        if after is not None:
+            await asyncio.wait([after])
+        event, message = prepared.event, prepared.message
+        assert message is not None
+        with event_scope(event):
+            if self._stopping.is_set():
+                released.append(event.data.dispatch_id)  # claimed, never requested: the next owner sends it
+                return None
+            async with self._slots:
+                result = await self._send(event.data, message)
+            self.results[result.kind] = self.results.get(result.kind, 0) + 1
+            return self.writer.submit(self._record, (event, result))
 
     def _remaining(self, dispatch: ContactDispatched) -> float:
         """Seconds left to start a provider request: to the deadline or to ``send_before`` less the
@@ -195,64 +340,87 @@ class DispatchHandler:
             dispatch_id=d.dispatch_id, event_id=event.id, request_id=d.request_id, debtor_id=d.debtor_id,
             account_id=d.account_id, channel=d.channel, address=d.to, address_key=bare_address(d.to),
             locale=d.locale, sender=sender, template_key=d.template.key, template_version=d.template.version,
-            state=state, status=None, provider_id=None, attempts=0, created_at=now, updated_at=now,
+            state=state, status=None, provider_id=None, error_code=None, error_message=None, attempts=0,
+            created_at=now, updated_at=now,
         )
 
-    async def _replay(self, event: ContactDispatchedEvent) -> bool:
-        """Re-emit the outcome of a dispatch already in the send log; False if it is new."""
+    async def _claim(
+        self, redelivered: list[ContactDispatchedEvent], unsent: list[_Prepared], chunk: list[_Prepared]
+    ) -> list[_Prepared]:
+        """One transaction, committed before any request of ``chunk`` leaves: the ``sending`` claims of
+        ``chunk``, the unsent dispatches ended with their outcomes, the redeliveries replayed. Returns
+        the claimed part of ``chunk`` (a dispatch another consumer logged first is replayed instead)."""
+        if not (redelivered or unsent or chunk):
+            return []
+        rows: list[SendLogRecord] = []
+        staged: dict[str, OutboxBatch] = {}  # an unsent dispatch's outcome, kept if its row goes in
+        for p in unsent:
+            assert p.unsent is not None
+            row = self._new_row(p.event, EXPIRED if p.unsent.status == EXPIRED else "failed", "")
+            staged[p.dispatch_id] = OutboxBatch()
+            with event_scope(p.event):
+                self._advance(staged[p.dispatch_id], row, p.unsent.status, p.unsent.code, p.unsent.message)
+            rows.append(row)
+        for p in chunk:
+            assert p.message is not None
+            rows.append(self._new_row(p.event, "sending", p.message.sender))
         async with self.db.transaction() as session:
-            row = await self._locked(session, event.data.dispatch_id)
-            if row is None:
-                return False
-            await first_time(session, self.consumer, event.id)
-            if row.state == "sending":
-                # Claimed, then the process died or lost the partition: the request may have left.
-                row.state = "unknown"
-                self._advance(session, row, "unknown", error_message="no provider answer was recorded")
-                log.warning("dispatch left sending; reported unknown", dispatch_id=row.dispatch_id)
-                return True
-            status = row.status or ("failed" if row.state == "failed" else "unknown")
-            self._emit(session, row, status, row.error_code, row.error_message)
-            if row.error_code == OPTED_OUT:
-                self._opt_out(session, row)
-            log.info("redelivered dispatch; outcome re-emitted", dispatch_id=row.dispatch_id, state=row.state)
-            return True
+            inserted = await self._insert(session, rows)
+            outbox, marks = OutboxBatch(), []
+            for p in unsent:
+                if p.dispatch_id in inserted:
+                    outbox.extend(staged[p.dispatch_id])
+                    marks.append(p.event.id)
+                    with event_scope(p.event):
+                        log.warning("dispatch failed before sending", dispatch_id=p.dispatch_id,
+                                    code=p.unsent.code if p.unsent else None)
+            taken = [p.event for p in (*unsent, *chunk) if p.dispatch_id not in inserted]
+            await self._replay(session, outbox, marks, [*redelivered, *taken])
+            await mark_processed(session, self.consumer, marks)
+            await outbox.insert(session)
+        self.claims += 1
+        return [p for p in chunk if p.dispatch_id in inserted]
 
-    async def _locked(self, session: AsyncSession, dispatch_id: str) -> SendLogRecord | None:
-        stmt = select(SendLogRecord).where(SendLogRecord.dispatch_id == dispatch_id).with_for_update()
-        return (await session.execute(stmt)).scalar_one_or_none()
+    async def _insert(self, session: AsyncSession, rows: list[SendLogRecord]) -> set[str]:
+        """Insert send-log rows in one statement; returns the dispatch ids that were not there yet."""
+        if not rows:
+            return set()
+        insert = pg_insert if self.db.is_postgres else sqlite_insert
+        stmt = (insert(SEND_LOG).on_conflict_do_nothing(index_elements=["dispatch_id"])
+                .returning(SEND_LOG.c.dispatch_id))
+        # executemany: the statement is compiled once and sent as multi-row VALUES (insertmanyvalues).
+        values = [{column: getattr(row, column) for column in _COLUMNS} for row in rows]
+        return set((await session.execute(stmt, values)).scalars())
 
-    async def _insert(
-        self, row: SendLogRecord, then: Callable[[AsyncSession, SendLogRecord], Awaitable[None]] | None = None
-    ) -> bool:
-        try:
-            async with self.db.transaction() as session:
-                session.add(row)
-                await session.flush()
-                if then is not None:
-                    await then(session, row)
-        except IntegrityError:
-            return False  # someone claimed it first: the caller replays
-        return True
-
-    async def _claim(self, event: ContactDispatchedEvent, message: OutboundMessage) -> bool:
-        """Commit ``sending`` before the request leaves."""
-        return await self._insert(self._new_row(event, "sending", message.sender))
-
-    async def _fail_unsent(
-        self, event: ContactDispatchedEvent, code: str, message: str, status: str = "failed"
+    async def _replay(
+        self, session: AsyncSession, outbox: OutboxBatch, marks: list[str], events: list[ContactDispatchedEvent]
     ) -> None:
-        """End a dispatch that was never sent: ``failed`` (deadline passed, template missing or unusable)
-        or ``expired`` (its lawful window ended first)."""
-
-        async def finish(session: AsyncSession, row: SendLogRecord) -> None:
-            await first_time(session, self.consumer, event.id)
-            self._advance(session, row, status, code, message)
-
-        if not await self._insert(self._new_row(event, "expired" if status == EXPIRED else "failed", ""), finish):
-            await self._replay(event)
+        """Re-emit the recorded outcome of dispatches already in the send log (redeliveries)."""
+        if not events:
             return
-        log.warning("dispatch failed before sending", dispatch_id=event.data.dispatch_id, code=code)
+        rows = await SendLogRows.by_dispatch(session, (e.data.dispatch_id for e in events))
+        by_id = {row.dispatch_id: row for row in rows}
+        for event in events:
+            row = by_id.get(event.data.dispatch_id)
+            if row is None:  # released by a stopping consumer since we read it: handle the batch again
+                raise TransientError(f"dispatch {event.data.dispatch_id} left the send log while being replayed")
+            marks.append(event.id)
+            with event_scope(event):
+                self._replay_row(outbox, row)
+        await rows.save(session)
+
+    def _replay_row(self, outbox: OutboxBatch, row: SendLogRecord) -> None:
+        if row.state == "sending":
+            # Claimed, then the process died or lost the partition: the request may have left.
+            row.state = "unknown"
+            self._advance(outbox, row, "unknown", error_message="no provider answer was recorded")
+            log.warning("dispatch left sending; reported unknown", dispatch_id=row.dispatch_id)
+            return
+        status = row.status or ("failed" if row.state == "failed" else "unknown")
+        self._emit(outbox, row, status, row.error_code, row.error_message)
+        if row.error_code == OPTED_OUT:
+            self._opt_out(outbox, row)
+        log.info("redelivered dispatch; outcome re-emitted", dispatch_id=row.dispatch_id, state=row.state)
 
     async def _send(self, dispatch: ContactDispatched, message: OutboundMessage) -> SendResult:
         bucket = self.limits.bucket(message.sender)
@@ -279,7 +447,7 @@ class DispatchHandler:
                 log.info("transient provider error; retrying", dispatch_id=dispatch.dispatch_id,
                          attempt=attempt, status=exc.status, code=exc.code, delay=round(delay, 3))
                 if await self._wait_or_stop(delay):
-                    await self._release(dispatch.dispatch_id)
+                    await self._release([dispatch.dispatch_id])
                     raise TransientError("stopping between retries; the dispatch was not sent") from exc
                 continue
             except Rejected as exc:
@@ -304,60 +472,75 @@ class DispatchHandler:
             return False
         return True
 
-    async def _release(self, dispatch_id: str) -> None:
-        """Forget a claim whose every attempt was refused unprocessed, so the next owner sends it."""
+    async def _release(self, dispatch_ids: list[str]) -> None:
+        """Forget claims whose every attempt was refused unprocessed (or never made), so the next owner
+        sends them."""
         async with self.db.transaction() as session:
             await session.execute(
                 delete(SendLogRecord).where(
-                    SendLogRecord.dispatch_id == dispatch_id, SendLogRecord.state == "sending"
+                    SendLogRecord.dispatch_id.in_(dispatch_ids), SendLogRecord.state == "sending"
                 )
             )
 
-    async def _record(self, event: ContactDispatchedEvent, result: SendResult) -> None:
-        async with self.db.transaction() as session:
-            row = await self._locked(session, event.data.dispatch_id)
+    async def _record(
+        self, session: AsyncSession, writes: Sequence[Write[tuple[ContactDispatchedEvent, SendResult]]]
+    ) -> list[None]:
+        """The group writer's kind for send results: one read of their rows, one insert of their outcomes."""
+        rows = await SendLogRows.by_dispatch(session, (w.item[0].data.dispatch_id for w in writes))
+        by_id = {row.dispatch_id: row for row in rows}
+        outbox, marks = OutboxBatch(), []
+        for write in writes:
+            event, result = write.item
+            row = by_id.get(event.data.dispatch_id)
             if row is None:
-                return
-            await first_time(session, self.consumer, event.id)
-            row.attempts, row.updated_at = result.attempts, self.clock()
-            if result.kind == "sent":
-                assert result.accepted is not None
-                if row.state in ("sending", "unknown"):
-                    row.state = "sent"
-                row.provider_id = row.provider_id or result.accepted.provider_id
-                self._advance(session, row, "accepted")
-            elif result.kind == "unknown":
-                if row.state == "sending":
-                    row.state = "unknown"
-                    self._advance(session, row, "unknown", error_message=result.error_message)
-            elif result.kind == EXPIRED:
-                row.state = EXPIRED
-                self._advance(session, row, EXPIRED, result.error_code, result.error_message)
-            else:
-                row.state = "failed"
-                self._advance(session, row, "failed", result.error_code, result.error_message)
-                if result.error_code == OPTED_OUT:
-                    self._opt_out(session, row)
+                continue
+            marks.append(event.id)
+            write.run(self._apply_result, outbox, row, result)
+        await rows.save(session)
+        await mark_processed(session, self.consumer, marks)
+        await outbox.insert(session)
+        return [None] * len(writes)
+
+    def _apply_result(self, outbox: OutboxBatch, row: SendLogRecord, result: SendResult) -> None:
+        row.attempts, row.updated_at = result.attempts, self.clock()
+        if result.kind == "sent":
+            assert result.accepted is not None
+            if row.state in ("sending", "unknown"):
+                row.state = "sent"
+            row.provider_id = row.provider_id or result.accepted.provider_id
+            self._advance(outbox, row, "accepted")
+        elif result.kind == "unknown":
+            if row.state == "sending":
+                row.state = "unknown"
+                self._advance(outbox, row, "unknown", error_message=result.error_message)
+        elif result.kind == EXPIRED:
+            row.state = EXPIRED
+            self._advance(outbox, row, EXPIRED, result.error_code, result.error_message)
+        else:
+            row.state = "failed"
+            self._advance(outbox, row, "failed", result.error_code, result.error_message)
+            if result.error_code == OPTED_OUT:
+                self._opt_out(outbox, row)
 
     # -- outcomes -------------------------------------------------------------------------------------
 
     def _advance(
-        self, session: AsyncSession, row: SendLogRecord, status: str,
+        self, outbox: OutboxBatch, row: SendLogRecord, status: str,
         error_code: str | None = None, error_message: str | None = None,
     ) -> None:
         advance(
-            session, self.topics.contact_outcomes, row, status, source=self.source, provider=self.adapter.provider,
+            outbox, self.topics.contact_outcomes, row, status, source=self.source, provider=self.adapter.provider,
             now=self.clock(), error_code=error_code, error_message=error_message,
         )
 
     def _emit(
-        self, session: AsyncSession, row: SendLogRecord, status: str, error_code: str | None, error_message: str | None
+        self, outbox: OutboxBatch, row: SendLogRecord, status: str, error_code: str | None, error_message: str | None
     ) -> None:
         event = delivery_event(
             row, status, source=self.source, provider=self.adapter.provider, occurred_at=self.clock(),
             error_code=error_code, error_message=error_message,
         )
-        add_to_outbox(session, self.topics.contact_outcomes, event)
+        add_to_outbox(outbox, self.topics.contact_outcomes, event)
 
-    def _opt_out(self, session: AsyncSession, row: SendLogRecord) -> None:
-        stage_opt_out(session, self.topics.contact_outcomes, row, source=self.source, now=self.clock())
+    def _opt_out(self, outbox: OutboxBatch, row: SendLogRecord) -> None:
+        stage_opt_out(outbox, self.topics.contact_outcomes, row, source=self.source, now=self.clock())

@@ -5,20 +5,21 @@ The dispatch consumer, send log and retry policy are the shared ones
 
 * :class:`SendGridEmailAdapter` — the rendered subject, text and HTML as a v3 mail body with
   ``custom_args`` naming the dispatch and RFC 8058 ``List-Unsubscribe`` headers;
-* :func:`apply_events` — SendGrid events (correlated by the ``dispatch_id`` custom arg, deduplicated
-  by ``sg_event_id``) as delivery updates and responses;
+* :func:`apply_event` — SendGrid events (correlated by the ``dispatch_id`` custom arg, deduplicated
+  by ``sg_event_id``) as delivery updates and responses, committed in groups by the service's writer;
 * :class:`UnsubscribeTokens` / :func:`apply_unsubscribe` — the one-click unsubscribe link;
 * :func:`email_routes` — ``POST /webhooks/sendgrid/events`` and ``GET``/``POST /unsubscribe/{token}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -33,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.channels.dispatch import OutboundMessage, Unsendable
 from shared.channels.models import SendLogRecord
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
-from shared.channels.webhooks import first_receipt
-from shared.db import Database, add_to_outbox
+from shared.channels.webhooks import SendLogIndex, by_context, first_receipt, new_receipts
+from shared.db import Database, GroupWriter, Outbox, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel, ContactDispatched
 from shared.http import Problem
@@ -213,6 +214,8 @@ class EmailWebhookContext:
     verifier: EventWebhookVerifier
     tokens: UnsubscribeTokens
     source: str
+    #: The service's group writer: every event and unsubscribe is committed through it (DESIGN §12).
+    writer: GroupWriter
     provider: str = "sendgrid"
     clock: Callable[[], datetime] = utcnow
     counts: dict[str, int] = field(default_factory=dict)
@@ -248,72 +251,139 @@ async def _row(session: AsyncSession, dispatch_id: str | None, provider_id: str 
     return None
 
 
-def _stage_unsubscribe(ctx: EmailWebhookContext, session: AsyncSession, row: SendLogRecord, now: datetime) -> None:
+def _stage_unsubscribe(ctx: EmailWebhookContext, outbox: Outbox, row: SendLogRecord, now: datetime) -> None:
     # One unsubscribe per dispatch, whether it came by the link or by SendGrid's own unsubscribe.
     event = response_event(
         event_id=outcome_id("unsubscribe", row.dispatch_id), debtor_id=row.debtor_id, dispatch_id=row.dispatch_id,
         channel="email", kind="unsubscribe", text=None, address=row.address, source=ctx.source, occurred_at=now,
         correlation_id=row.request_id,
     )
-    add_to_outbox(session, ctx.topics.contact_outcomes, event)
+    add_to_outbox(outbox, ctx.topics.contact_outcomes, event)
 
 
-async def apply_event(ctx: EmailWebhookContext, event: dict[str, Any]) -> str:
-    """Apply one SendGrid event; returns what happened (for counters and tests)."""
+@dataclass(frozen=True)
+class EmailEvent:
+    """One SendGrid event, as far as we read it."""
+
+    name: str
+    event_id: str
+    dispatch_id: str | None
+    provider_id: str | None
+    raw: dict[str, Any]
+    received_at: datetime
+
+
+def email_event(ctx: EmailWebhookContext, event: dict[str, Any]) -> EmailEvent | None:
+    """The event to apply; ``None`` when it cannot be (no name or no ``sg_event_id``): ignored."""
     name = str(event.get("event") or "")
     event_id = str(event.get("sg_event_id") or "")
     if not name or not event_id:
-        return "ignored"
+        return None
     dispatch_id = event.get("dispatch_id")
     provider_id = x_message_id(str(event.get("sg_message_id") or "")) or None
-    now = ctx.clock()
+    return EmailEvent(name, event_id, str(dispatch_id) if dispatch_id else None, provider_id, event, ctx.clock())
+
+
+async def apply_event(ctx: EmailWebhookContext, event: dict[str, Any]) -> str:
+    """Apply one SendGrid event (committed when this returns); returns what happened (for counters and tests)."""
+    parsed = email_event(ctx, event)
+    if parsed is None:
+        return "ignored"
+    outcome: str = await ctx.writer.write(_apply_events, (ctx, parsed))
+    return outcome
+
+
+async def _apply_events(
+    session: AsyncSession, writes: Sequence[Write[tuple[EmailWebhookContext, EmailEvent]]]
+) -> list[str]:
+    """The group writer's kind for SendGrid events: receipts, rows and outcomes set-based."""
+    results = [""] * len(writes)
+    for ctx, indexes in by_context(writes).values():
+        events = [writes[i].item[1] for i in indexes]
+        now = events[0].received_at
+        fresh = await new_receipts(session, [(e.event_id, "sendgrid") for e in events], now)
+        index = await SendLogIndex.load(session, [e.provider_id for e in events if e.provider_id],
+                                        [e.dispatch_id for e in events if e.dispatch_id], channel="email")
+        outbox = OutboxBatch()
+        unsubscribing: list[tuple[int, SendLogRecord]] = []
+        for i, event in zip(indexes, events, strict=True):
+            if (event.event_id, "sendgrid") not in fresh:
+                results[i] = "duplicate"
+                continue
+            fresh.discard((event.event_id, "sendgrid"))
+            row = index.by_dispatch.get(event.dispatch_id) if event.dispatch_id else None
+            if row is None and event.provider_id:
+                row = index.by_provider.get(event.provider_id)
+            if row is None:
+                writes[i].run(log.warning, "SendGrid event for an unknown message", sg_event=event.name,
+                              x_message_id=event.provider_id)
+                results[i] = "unknown_message"
+                continue
+            if event.name in UNSUBSCRIBE_EVENTS:
+                unsubscribing.append((i, row))
+            results[i] = writes[i].run(_apply_email_event, ctx, outbox, index, row, event)
+        # One unsubscribe response per dispatch, however many times it was asked for.
+        first = await new_receipts(session, [(row.dispatch_id, "unsubscribe") for _, row in unsubscribing], now)
+        for i, row in unsubscribing:
+            if (row.dispatch_id, "unsubscribe") in first:
+                first.discard((row.dispatch_id, "unsubscribe"))
+                writes[i].run(_stage_unsubscribe, ctx, outbox, row, writes[i].item[1].received_at)
+        await index.save(session)
+        await outbox.insert(session)
+    return results
+
+
+def _apply_email_event(
+    ctx: EmailWebhookContext, outbox: OutboxBatch, index: SendLogIndex, row: SendLogRecord, event: EmailEvent
+) -> str:
+    name, now = event.name, event.received_at
+    if row.provider_id is None and event.provider_id:
+        row.provider_id = event.provider_id
+        index.by_provider.setdefault(event.provider_id, row)
+    if row.state in ("sending", "unknown"):
+        row.state = "sent"  # the event proves SendGrid has it
+    if name in UNSUBSCRIBE_EVENTS:
+        return "applied"  # staged once per dispatch by the caller
+    status = SENDGRID_STATUS.get(name)
+    if status is None:
+        return "recorded"
+    error_code = error_message = None
+    if name == "bounce":
+        error_code = str(event.raw.get("type") or "bounce")
+        error_message = str(event.raw.get("reason") or "") or None
+    elif name == "dropped":
+        error_code, error_message = "dropped", str(event.raw.get("reason") or "") or None
+    elif name == "spamreport":
+        error_code, error_message = "spamreport", "the recipient marked the message as spam"
     topic = ctx.topics.contact_outcomes
-    async with ctx.db.transaction() as session:
-        if not await first_receipt(session, event_id, "sendgrid", now):
-            return "duplicate"
-        row = await _row(session, str(dispatch_id) if dispatch_id else None, provider_id)
-        if row is None:
-            log.warning("SendGrid event for an unknown message", sg_event=name, x_message_id=provider_id)
-            return "unknown_message"
-        if row.provider_id is None and provider_id:
-            row.provider_id = provider_id
-        if row.state in ("sending", "unknown"):
-            row.state = "sent"  # the event proves SendGrid has it
-        if name in UNSUBSCRIBE_EVENTS:
-            if await first_receipt(session, row.dispatch_id, "unsubscribe", now):
-                _stage_unsubscribe(ctx, session, row, now)
-            return "applied"
-        status = SENDGRID_STATUS.get(name)
-        if status is None:
-            return "recorded"
-        error_code = error_message = None
-        if name == "bounce":
-            error_code, error_message = str(event.get("type") or "bounce"), str(event.get("reason") or "") or None
-        elif name == "dropped":
-            error_code, error_message = "dropped", str(event.get("reason") or "") or None
-        elif name == "spamreport":
-            error_code, error_message = "spamreport", "the recipient marked the message as spam"
-        moved = advance(
-            session, topic, row, status, source=ctx.source, provider=ctx.provider, now=now,
-            error_code=error_code[:50] if error_code else None, error_message=error_message,
-        )
-        if name == "spamreport":
-            # A spam complaint is an opt-out whatever the message's status was.
-            stage_opt_out(session, topic, row, source=ctx.source, now=now)
-        return "applied" if moved else "stale"
+    moved = advance(
+        outbox, topic, row, status, source=ctx.source, provider=ctx.provider, now=now,
+        error_code=error_code[:50] if error_code else None, error_message=error_message,
+    )
+    if name == "spamreport":
+        # A spam complaint is an opt-out whatever the message's status was.
+        stage_opt_out(outbox, topic, row, source=ctx.source, now=now)
+    return "applied" if moved else "stale"
 
 
 async def apply_unsubscribe(ctx: EmailWebhookContext, dispatch_id: str) -> bool:
-    """The recipient of ``dispatch_id`` unsubscribed by the link; False if the dispatch is unknown."""
+    """The recipient of ``dispatch_id`` unsubscribed by the link (committed when this returns); False if
+    the dispatch is unknown."""
     now = ctx.clock()
-    async with ctx.db.transaction() as session:
+
+    async def unsubscribe(session: AsyncSession) -> str:
         row = await _row(session, dispatch_id, None)
         if row is None:
-            return False
+            return "unknown"
         if await first_receipt(session, row.dispatch_id, "unsubscribe", now):
             _stage_unsubscribe(ctx, session, row, now)
-            ctx.count("unsubscribe")
-        return True
+            return "unsubscribe"
+        return "again"
+
+    outcome = await ctx.writer.run(unsubscribe)
+    if outcome == "unsubscribe":
+        ctx.count("unsubscribe")
+    return bool(outcome != "unknown")
 
 
 async def dispatch_known(ctx: EmailWebhookContext, dispatch_id: str) -> bool:
@@ -378,12 +448,16 @@ def email_routes() -> APIRouter:
             raise Problem(400, "Bad Request", f"the body is not JSON: {exc}") from exc
         if not isinstance(events, list):
             raise Problem(400, "Bad Request", "the body must be a JSON array of events")
+        pending: list[asyncio.Future[Any]] = []
         for event in events:
-            if not isinstance(event, dict):
+            parsed = email_event(ctx, event) if isinstance(event, dict) else None
+            if parsed is None:
                 ctx.count("event_ignored")
                 continue
             with continued(parse_traceparent(str(event.get("traceparent") or ""))):  # the send's trace
-                outcome = await apply_event(ctx, event)
+                pending.append(ctx.writer.submit(_apply_events, (ctx, parsed)))
+        # Answered once every event of the request is committed: a failure is a 5xx, and SendGrid retries.
+        for outcome in await asyncio.shield(asyncio.gather(*pending)):
             # An event already applied (same sg_event_id) is a replay: refused, whoever sent it again.
             ctx.count("replayed" if outcome == "duplicate" else f"event_{outcome}")
         return Response(status_code=204)

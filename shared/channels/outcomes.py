@@ -9,10 +9,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from shared.channels.models import SendLogRecord, advances
-from shared.db import add_to_outbox
+from shared.db import Outbox, add_to_outbox
 from shared.events.contracts import (
     Channel,
     DeliveryStatus,
@@ -95,7 +93,7 @@ def response_event(
 
 
 def advance(
-    session: AsyncSession,
+    outbox: Outbox,
     topic: str,
     row: SendLogRecord,
     status: str,
@@ -106,7 +104,8 @@ def advance(
     error_code: str | None = None,
     error_message: str | None = None,
 ) -> bool:
-    """Move ``row`` to ``status`` and stage its outcome on ``topic``, if that moves it forward."""
+    """Move ``row`` to ``status`` and stage its outcome on ``topic`` (in ``outbox``: the transaction's
+    session, or a batch inserted at its end), if that moves it forward."""
     if not advances(row.status, status):
         return False
     row.status, row.updated_at = status, now
@@ -116,15 +115,15 @@ def advance(
         row, status, source=source, provider=provider, occurred_at=now, error_code=error_code,
         error_message=error_message,
     )
-    add_to_outbox(session, topic, event)
+    add_to_outbox(outbox, topic, event)
     return True
 
 
-def stage_opt_out(session: AsyncSession, topic: str, row: SendLogRecord, *, source: str, now: datetime) -> None:
+def stage_opt_out(outbox: Outbox, topic: str, row: SendLogRecord, *, source: str, now: datetime) -> None:
     """The provider says the recipient opted out (Twilio 21610): the orchestrator learns it as a reply."""
     event = response_event(
         event_id=outcome_id("opt_out", row.dispatch_id), debtor_id=row.debtor_id, dispatch_id=row.dispatch_id,
         channel=row.channel, kind="opt_out", text=None, address=row.address, source=source, occurred_at=now,
         correlation_id=row.request_id,
     )
-    add_to_outbox(session, topic, event)
+    add_to_outbox(outbox, topic, event)

@@ -29,7 +29,7 @@ from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.reconcile import AskProvider, Reconciler
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings, RetentionSettings
-from shared.db import Database, OutboxRelay
+from shared.db import Database, GroupWriter, OutboxRelay
 from shared.db.attempts import ConsumerAttempts
 from shared.db.migrate import prepare_schema
 from shared.db.retention import Pruner, attempts_target, inbox_target
@@ -61,6 +61,8 @@ class ChannelInfrastructure:
     relay: OutboxRelay
     templates: TemplateCache
     templates_started: asyncio.Task[None]
+    #: Commits send results and webhooks in groups (DESIGN §12); stops after the consumers and the server.
+    writer: GroupWriter
     service: str = ""
     redis: Redis | None = None
     pruner: Pruner | None = None
@@ -92,6 +94,11 @@ async def open_channel(
                          receipts_target(settings.retention)], settings.retention, registry=metrics)
     await pruner.start()
     stack.push_async_callback(pruner.stop)
+    writer = GroupWriter(db, name=f"{service}-writer")
+    if metrics is not None:
+        metrics.register(writer.metrics)
+    await writer.start()
+    stack.push_async_callback(writer.stop)  # stops before the relay: what it commits is still published
     templates = TemplateCache(
         settings.kafka, settings.orchestrator_url, settings.orchestrator_api_key.get_secret_value()
     )
@@ -107,7 +114,8 @@ async def open_channel(
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     return ChannelInfrastructure(
-        db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started, service, redis, pruner
+        db, Topics(settings.kafka.topic_prefix), producer, relay, templates, templates_started, writer, service, redis,
+        pruner,
     )
 
 
@@ -129,6 +137,7 @@ async def start_dispatch(
     handler = DispatchHandler(
         adapter=adapter,
         db=infra.db,
+        writer=infra.writer,
         topics=infra.topics,
         templates=infra.templates,
         limits=limits,
@@ -146,6 +155,7 @@ async def start_dispatch(
         group_id=settings.consumer_group,
         kafka=settings.kafka,
         handler=handler,
+        batch_handler=handler.batch,  # a getmany batch is one claim transaction (DESIGN §12)
         producer=infra.producer,
         accept_types={"cadencia.contact.dispatched.v1"},
         crash_log=ConsumerAttempts(infra.db),
@@ -158,7 +168,8 @@ async def start_dispatch(
     stack.callback(handler.stop)  # runs first: sends waiting to retry give their dispatch back
     app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
     app.state.templates, app.state.relay, app.state.pruner = infra.templates, infra.relay, infra.pruner
-    app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping])
+    app.state.writer = infra.writer
+    app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping, infra.writer.ping])
     # Redis is not a readiness check: without it the limits fall back to per process, and an unready
     # pod would also stop receiving the provider webhooks.
     return handler

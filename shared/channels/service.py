@@ -100,6 +100,7 @@ def create_message_app(
                 public_url=settings.public_url,
                 classifier=KeywordClassifier(settings.keywords),
                 source=f"cadencia/{service}",
+                writer=infra.writer,
                 on_inbound=extra.on_inbound,
             )
             await start_reconciler(app, settings, infra, stack, ask=message_lookup(client, app.state.webhooks),

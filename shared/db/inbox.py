@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import DateTime, Index, String
+from sqlalchemy import DateTime, Index, String, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,3 +54,16 @@ async def first_times(session: AsyncSession, marks: Iterable[tuple[str, str]]) -
             .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
             .returning(InboxRecord.consumer, InboxRecord.event_id))
     return {(c, e) for c, e in (await session.execute(stmt)).all()}
+
+
+async def mark_processed(session: AsyncSession, consumer: str, event_ids: Iterable[str]) -> None:
+    """:func:`first_time` for many events in one statement (a batch's inbox marks)."""
+    now = utcnow()
+    values = [{"consumer": consumer, "event_id": event_id, "processed_at": now}
+              for event_id in dict.fromkeys(event_ids)]
+    if not values:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(cast(Table, InboxRecord.__table__)).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+    await session.execute(stmt, values)  # executemany: compiled once, sent as multi-row VALUES

@@ -14,9 +14,22 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, delete, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -59,17 +72,52 @@ class _Outcome:
     held: dict[int, int] = field(default_factory=dict)
 
 
-def add_to_outbox(session: AsyncSession, topic: str, event: CloudEvent) -> None:
-    """Stage ``event`` for ``topic`` in the caller's transaction, with the current trace context."""
-    session.add(OutboxRecord(**outbox_values(topic, event)))
-
-
 def outbox_values(topic: str, event: CloudEvent) -> dict[str, Any]:
     """The outbox row of ``event`` as column values, stamped with the current trace context now: for
     writers that stage many events and insert them in one statement (``insert(OutboxRecord)``)."""
     event = stamped(event)
     return {"topic": topic, "key": event.subject, "value": encode_event(event), "event_id": event.id,
             "event_type": event.type, "created_at": utcnow(), "attempts": 0, "last_error": None, "parked_at": None}
+
+
+class OutboxBatch:
+    """Outbox rows staged for one bulk insert (SQLAlchemy Core) at the end of a batch's transaction.
+
+    Hot paths stage here instead of adding ORM objects: hundreds of events become one statement.
+    Each row takes its trace context when it is staged, as with :func:`add_to_outbox`.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, topic: str, event: CloudEvent) -> None:
+        self.rows.append(outbox_values(topic, event))
+
+    def extend(self, other: OutboxBatch) -> None:
+        self.rows.extend(other.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    async def insert(self, session: AsyncSession) -> int:
+        """Insert the staged rows in the caller's transaction (in staging order); returns how many."""
+        if not self.rows:
+            return 0
+        await session.execute(insert(cast(Table, OutboxRecord.__table__)), self.rows)  # Core executemany, compiled once
+        count, self.rows = len(self.rows), []
+        return count
+
+
+#: Where an event is staged: the caller's session (one ORM row) or a batch (one bulk insert later).
+Outbox = AsyncSession | OutboxBatch
+
+
+def add_to_outbox(outbox: Outbox, topic: str, event: CloudEvent) -> None:
+    """Stage ``event`` for ``topic`` in the caller's transaction, with the current trace context."""
+    if isinstance(outbox, OutboxBatch):
+        outbox.add(topic, event)
+        return
+    outbox.add(OutboxRecord(**outbox_values(topic, event)))
 
 
 class OutboxRelay:

@@ -110,3 +110,7 @@ async def test_metrics_after_a_send_show_sends_latency_waits_rejections_lag_batc
     assert sample(text, "cadencia_consumer_lag", consumer=consumer, topic=topic) == 0  # the one dispatch was read
     assert sample(text, "cadencia_http_requests_total", method="POST", route=webhook, status="403") == 1
     assert (sample(text, "cadencia_http_request_seconds_count", method="POST", route=webhook) or 0) >= 1
+    # The send's result (at least) was committed by the group writer.
+    writer = f"{settings.service_name}-writer"
+    assert (sample(text, "cadencia_group_commit_writes_count", writer=writer) or 0) >= 1
+    assert (sample(text, "cadencia_group_commit_writes_sum", writer=writer) or 0) >= 1

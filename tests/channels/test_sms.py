@@ -60,9 +60,10 @@ async def test_dispatch_is_sent_once_rendered_with_status_callback_and_delivered
         callback, _, trace = form["StatusCallback"].partition("&traceparent=")
         assert callback == f"{service.url}/webhooks/twilio/status?dispatch={event.data.dispatch_id}"
         assert parse_traceparent(trace) is not None  # the delivery callback continues the dispatch's trace
-        assert statuses(outcomes, event.data.dispatch_id) == ["accepted", "sent", "delivered"] or set(
-            statuses(outcomes, event.data.dispatch_id)
-        ) == {"accepted", "sent", "delivered"}
+        # A "sent" callback committed before the send's own result supersedes its "accepted" (status only
+        # moves forward), so "accepted" may not be published.
+        seen = statuses(outcomes, event.data.dispatch_id)
+        assert seen[-1] == "delivered" and set(seen) in ({"accepted", "sent", "delivered"}, {"sent", "delivered"})
         delivered = deliveries(outcomes, event.data.dispatch_id)[-1]
         assert delivered.subject == event.data.debtor_id
         assert delivered.data.provider == "twilio" and delivered.data.provider_id == sent[0]["sid"]
@@ -201,8 +202,9 @@ async def test_redelivered_dispatch_is_not_sent_again_even_after_a_restart(
     assert len(await sandbox_messages(sandbox, to)) == 1
     # Re-emitted outcomes carry the same ids: consumers' inboxes drop them.
     ids = {e.id for e in deliveries(outcomes, event.data.dispatch_id)}
-    assert len(ids) == 3
-    assert set(statuses(outcomes, event.data.dispatch_id)) == {"accepted", "sent", "delivered"}
+    published = set(statuses(outcomes, event.data.dispatch_id))
+    assert len(ids) == len(published)
+    assert published in ({"accepted", "sent", "delivered"}, {"sent", "delivered"})  # "accepted" may be superseded
 
 
 async def test_timeout_after_acceptance_is_unknown_never_resent_and_reconciled_by_callbacks(
