@@ -47,7 +47,7 @@ from shared.channels.models import SendLogRecord, bare_address
 from shared.channels.outcomes import advance, delivery_event, stage_opt_out
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.retry import backoff_delay
-from shared.channels.sendlog import SEND_LOG, SendLogRows
+from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows
 from shared.channels.settings import SendingSettings
 from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox, mark_processed
 from shared.events import Topics, utcnow
@@ -62,7 +62,6 @@ log = get_logger(__name__)
 
 DEADLINE = "deadline"
 EXPIRED: Literal["expired"] = "expired"
-_COLUMNS = tuple(column.key for column in SEND_LOG.columns)
 
 
 @dataclass(frozen=True)
@@ -333,10 +332,10 @@ class DispatchHandler:
             return math.inf
         return (aware(dispatch.send_before) - self.clock()).total_seconds() - self.adapter.lead_time_s
 
-    def _new_row(self, event: ContactDispatchedEvent, state: str, sender: str) -> SendLogRecord:
+    def _new_row(self, event: ContactDispatchedEvent, state: str, sender: str) -> SendLogEntry:
         d = event.data
         now = self.clock()
-        return SendLogRecord(
+        return SendLogEntry(
             dispatch_id=d.dispatch_id, event_id=event.id, request_id=d.request_id, debtor_id=d.debtor_id,
             account_id=d.account_id, channel=d.channel, address=d.to, address_key=bare_address(d.to),
             locale=d.locale, sender=sender, template_key=d.template.key, template_version=d.template.version,
@@ -352,7 +351,7 @@ class DispatchHandler:
         the claimed part of ``chunk`` (a dispatch another consumer logged first is replayed instead)."""
         if not (redelivered or unsent or chunk):
             return []
-        rows: list[SendLogRecord] = []
+        rows: list[SendLogEntry] = []
         staged: dict[str, OutboxBatch] = {}  # an unsent dispatch's outcome, kept if its row goes in
         for p in unsent:
             assert p.unsent is not None
@@ -381,7 +380,7 @@ class DispatchHandler:
         self.claims += 1
         return [p for p in chunk if p.dispatch_id in inserted]
 
-    async def _insert(self, session: AsyncSession, rows: list[SendLogRecord]) -> set[str]:
+    async def _insert(self, session: AsyncSession, rows: list[SendLogEntry]) -> set[str]:
         """Insert send-log rows in one statement; returns the dispatch ids that were not there yet."""
         if not rows:
             return set()
@@ -389,8 +388,7 @@ class DispatchHandler:
         stmt = (insert(SEND_LOG).on_conflict_do_nothing(index_elements=["dispatch_id"])
                 .returning(SEND_LOG.c.dispatch_id))
         # executemany: the statement is compiled once and sent as multi-row VALUES (insertmanyvalues).
-        values = [{column: getattr(row, column) for column in _COLUMNS} for row in rows]
-        return set((await session.execute(stmt, values)).scalars())
+        return set((await session.execute(stmt, [row.values() for row in rows])).scalars())
 
     async def _replay(
         self, session: AsyncSession, outbox: OutboxBatch, marks: list[str], events: list[ContactDispatchedEvent]
@@ -409,7 +407,7 @@ class DispatchHandler:
                 self._replay_row(outbox, row)
         await rows.save(session)
 
-    def _replay_row(self, outbox: OutboxBatch, row: SendLogRecord) -> None:
+    def _replay_row(self, outbox: OutboxBatch, row: SendLogEntry) -> None:
         if row.state == "sending":
             # Claimed, then the process died or lost the partition: the request may have left.
             row.state = "unknown"
@@ -501,7 +499,7 @@ class DispatchHandler:
         await outbox.insert(session)
         return [None] * len(writes)
 
-    def _apply_result(self, outbox: OutboxBatch, row: SendLogRecord, result: SendResult) -> None:
+    def _apply_result(self, outbox: OutboxBatch, row: SendLogEntry, result: SendResult) -> None:
         row.attempts, row.updated_at = result.attempts, self.clock()
         if result.kind == "sent":
             assert result.accepted is not None
@@ -525,7 +523,7 @@ class DispatchHandler:
     # -- outcomes -------------------------------------------------------------------------------------
 
     def _advance(
-        self, outbox: OutboxBatch, row: SendLogRecord, status: str,
+        self, outbox: OutboxBatch, row: SendLogEntry, status: str,
         error_code: str | None = None, error_message: str | None = None,
     ) -> None:
         advance(
@@ -534,7 +532,7 @@ class DispatchHandler:
         )
 
     def _emit(
-        self, outbox: OutboxBatch, row: SendLogRecord, status: str, error_code: str | None, error_message: str | None
+        self, outbox: OutboxBatch, row: SendLogEntry, status: str, error_code: str | None, error_message: str | None
     ) -> None:
         event = delivery_event(
             row, status, source=self.source, provider=self.adapter.provider, occurred_at=self.clock(),
@@ -542,5 +540,5 @@ class DispatchHandler:
         )
         add_to_outbox(outbox, self.topics.contact_outcomes, event)
 
-    def _opt_out(self, outbox: OutboxBatch, row: SendLogRecord) -> None:
+    def _opt_out(self, outbox: OutboxBatch, row: SendLogEntry) -> None:
         stage_opt_out(outbox, self.topics.contact_outcomes, row, source=self.source, now=self.clock())

@@ -32,8 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.channels.dispatch import OutboundMessage, Unsendable
-from shared.channels.models import SendLogRecord
+from shared.channels.models import SendLogRecord, SendLogView
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
+from shared.channels.sendlog import SendLogEntry
 from shared.channels.webhooks import SendLogIndex, by_context, first_receipt, new_receipts
 from shared.db import Database, GroupWriter, Outbox, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
@@ -251,7 +252,7 @@ async def _row(session: AsyncSession, dispatch_id: str | None, provider_id: str 
     return None
 
 
-def _stage_unsubscribe(ctx: EmailWebhookContext, outbox: Outbox, row: SendLogRecord, now: datetime) -> None:
+def _stage_unsubscribe(ctx: EmailWebhookContext, outbox: Outbox, row: SendLogView, now: datetime) -> None:
     # One unsubscribe per dispatch, whether it came by the link or by SendGrid's own unsubscribe.
     event = response_event(
         event_id=outcome_id("unsubscribe", row.dispatch_id), debtor_id=row.debtor_id, dispatch_id=row.dispatch_id,
@@ -305,7 +306,7 @@ async def _apply_events(
         index = await SendLogIndex.load(session, [e.provider_id for e in events if e.provider_id],
                                         [e.dispatch_id for e in events if e.dispatch_id], channel="email")
         outbox = OutboxBatch()
-        unsubscribing: list[tuple[int, SendLogRecord]] = []
+        unsubscribing: list[tuple[int, SendLogEntry]] = []
         for i, event in zip(indexes, events, strict=True):
             if (event.event_id, "sendgrid") not in fresh:
                 results[i] = "duplicate"
@@ -334,7 +335,7 @@ async def _apply_events(
 
 
 def _apply_email_event(
-    ctx: EmailWebhookContext, outbox: OutboxBatch, index: SendLogIndex, row: SendLogRecord, event: EmailEvent
+    ctx: EmailWebhookContext, outbox: OutboxBatch, index: SendLogIndex, row: SendLogEntry, event: EmailEvent
 ) -> str:
     name, now = event.name, event.received_at
     if row.provider_id is None and event.provider_id:

@@ -10,6 +10,7 @@ may have been processed: never resent). ``status`` is the latest delivery status
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -60,6 +61,22 @@ def bare_address(address: str) -> str:
     """``whatsapp:+52 55…`` → ``+5255…``: the canonical key one person's messages share across
     prefixes and spellings (E.164; an e-mail with its domain lower-cased)."""
     return address_key("email" if "@" in address else "sms", address)
+
+
+class SendLogView(Protocol):
+    """What the outcome helpers read and move on a send-log row: an ORM ``SendLogRecord`` or a plain
+    ``SendLogEntry`` read set-based (:mod:`shared.channels.sendlog`)."""
+
+    dispatch_id: str
+    request_id: str
+    debtor_id: str
+    channel: str
+    address: str
+    provider_id: str | None
+    status: str | None
+    error_code: str | None
+    error_message: str | None
+    updated_at: datetime
 
 
 class SendLogRecord(Base):

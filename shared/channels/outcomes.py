@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from shared.channels.models import SendLogRecord, advances
+from shared.channels.models import SendLogView, advances
 from shared.db import Outbox, add_to_outbox
 from shared.events.contracts import (
     Channel,
@@ -29,7 +29,7 @@ def outcome_id(*parts: str) -> str:
 
 
 def delivery_event(
-    row: SendLogRecord,
+    row: SendLogView,
     status: str,
     *,
     source: str,
@@ -95,7 +95,7 @@ def response_event(
 def advance(
     outbox: Outbox,
     topic: str,
-    row: SendLogRecord,
+    row: SendLogView,
     status: str,
     *,
     source: str,
@@ -119,7 +119,7 @@ def advance(
     return True
 
 
-def stage_opt_out(outbox: Outbox, topic: str, row: SendLogRecord, *, source: str, now: datetime) -> None:
+def stage_opt_out(outbox: Outbox, topic: str, row: SendLogView, *, source: str, now: datetime) -> None:
     """The provider says the recipient opted out (Twilio 21610): the orchestrator learns it as a reply."""
     event = response_event(
         event_id=outcome_id("opt_out", row.dispatch_id), debtor_id=row.debtor_id, dispatch_id=row.dispatch_id,

@@ -1,14 +1,17 @@
 """Set-based reads and writes of the send log for the hot paths (DESIGN §12: Core, not the ORM unit of work).
 
 A batch of dispatches or a group of callbacks reads every row it touches with one locking query and
-writes back the rows it changed with one ``executemany`` UPDATE. The rows are plain, detached
-:class:`~shared.channels.models.SendLogRecord` objects: the outcome helpers read and move them exactly
-as they move ORM rows, but nothing is flushed behind the caller's back.
+writes back the rows it changed with one ``executemany`` UPDATE; claims are inserted with one
+``executemany`` INSERT. The rows are plain :class:`SendLogEntry` objects (an ORM instance costs far
+more to build, and would be flushed behind the caller's back): the outcome helpers read and move them
+as they move ORM rows (:class:`~shared.channels.models.SendLogView`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, select, update
@@ -27,10 +30,44 @@ _UPDATE = (
 )
 
 
+@dataclass(slots=True, eq=False)
+class SendLogEntry:
+    """One ``send_log`` row as plain data (the columns of :class:`~shared.channels.models.SendLogRecord`)."""
+
+    dispatch_id: str
+    event_id: str
+    request_id: str
+    debtor_id: str
+    account_id: str
+    channel: str
+    address: str
+    address_key: str
+    locale: str
+    sender: str
+    template_key: str
+    template_version: int
+    state: str
+    status: str | None
+    provider_id: str | None
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+    def values(self) -> dict[str, Any]:
+        """The row's columns, for an INSERT."""
+        return {name: getattr(self, name) for name in COLUMNS}
+
+
+#: The ``send_log`` columns, in :class:`SendLogEntry` order (a unit test keeps the two the same).
+COLUMNS = tuple(f.name for f in fields(SendLogEntry))
+
+
 class SendLogRows:
     """Rows read (and locked) together; :meth:`save` writes back the ones that changed, in one statement."""
 
-    def __init__(self, rows: Iterable[SendLogRecord]) -> None:
+    def __init__(self, rows: Iterable[SendLogEntry]) -> None:
         self.rows = list(rows)
         self._read = {id(row): _mutable(row) for row in self.rows}
 
@@ -39,7 +76,7 @@ class SendLogRows:
         """The rows matching ``conditions``, locked in dispatch id order (concurrent writers never deadlock)."""
         stmt = select(SEND_LOG).where(*conditions).order_by(SEND_LOG.c.dispatch_id).with_for_update()
         found = (await session.execute(stmt)).mappings().all()
-        return cls(SendLogRecord(**dict(values)) for values in found)
+        return cls(SendLogEntry(**values) for values in found)
 
     @classmethod
     async def by_dispatch(cls, session: AsyncSession, dispatch_ids: Iterable[str]) -> SendLogRows:
@@ -48,10 +85,10 @@ class SendLogRows:
             return cls([])
         return await cls.select(session, SEND_LOG.c.dispatch_id.in_(ids))
 
-    def __iter__(self) -> Iterator[SendLogRecord]:
+    def __iter__(self) -> Iterator[SendLogEntry]:
         return iter(self.rows)
 
-    def changed(self) -> list[SendLogRecord]:
+    def changed(self) -> list[SendLogEntry]:
         return [row for row in self.rows if _mutable(row) != self._read[id(row)]]
 
     async def save(self, session: AsyncSession) -> int:
@@ -68,5 +105,5 @@ class SendLogRows:
         return len(changed)
 
 
-def _mutable(row: SendLogRecord) -> tuple[Any, ...]:
+def _mutable(row: SendLogEntry) -> tuple[Any, ...]:
     return tuple(getattr(row, column) for column in MUTABLE)

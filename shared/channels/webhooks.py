@@ -30,7 +30,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from shared.channels.keywords import KeywordClassifier
 from shared.channels.models import ProviderReceipt, SendLogRecord, bare_address
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
-from shared.channels.sendlog import SEND_LOG, SendLogRows
+from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows
 from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
@@ -167,8 +167,8 @@ class SendLogIndex:
 
     def __init__(self, rows: SendLogRows) -> None:
         self.rows = rows
-        self.by_dispatch: dict[str, SendLogRecord] = {}
-        self.by_provider: dict[str, SendLogRecord] = {}
+        self.by_dispatch: dict[str, SendLogEntry] = {}
+        self.by_provider: dict[str, SendLogEntry] = {}
         for row in rows:
             self.by_dispatch[row.dispatch_id] = row
             self._index(row)
@@ -194,14 +194,14 @@ class SendLogIndex:
     async def save(self, session: AsyncSession) -> int:
         return await self.rows.save(session)
 
-    def _index(self, row: SendLogRecord) -> None:
+    def _index(self, row: SendLogEntry) -> None:
         if row.provider_id is None:
             return
         current = self.by_provider.get(row.provider_id)
         if current is None or row.created_at > current.created_at:  # the latest message with that id
             self.by_provider[row.provider_id] = row
 
-    def find(self, provider_id: str, dispatch_hint: str | None) -> SendLogRecord | None:
+    def find(self, provider_id: str, dispatch_hint: str | None) -> SendLogEntry | None:
         """As :func:`find_send_log`: by the dispatch id, else by the provider id; adopts the provider id."""
         row = self.by_dispatch.get(dispatch_hint) if dispatch_hint else None
         if row is not None and row.provider_id not in (None, provider_id):

@@ -11,6 +11,7 @@ from shared.channels.keywords import KeywordClassifier
 from shared.channels.models import advances
 from shared.channels.ratelimit import TokenBucket
 from shared.channels.retry import backoff_delay
+from shared.channels.sendlog import COLUMNS, SEND_LOG
 from shared.channels.settings import KeywordSettings, shipped_keywords
 from shared.config import TwilioSettings
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
@@ -120,6 +121,10 @@ def test_status_only_moves_forward() -> None:
 
 def _response(status: int, body: object, headers: dict[str, str] | None = None) -> Accepted:
     return classify_response(status, headers or {}, orjson.dumps(body))
+
+
+def test_the_set_based_send_log_entry_has_exactly_the_tables_columns() -> None:
+    assert sorted(COLUMNS) == sorted(column.key for column in SEND_LOG.columns)
 
 
 def test_twilio_responses_are_classified() -> None:
