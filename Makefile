@@ -5,6 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most tests wait on brokers, callbacks and rebalances, not on CPU, so
+# three share two cores well; each file stays in one process (its module fixtures start once).
+TEST_WORKERS ?= 3
 # e.g. PIPELINE_ARGS="--postgres postgresql://postgres@127.0.0.1:5432/postgres --workers 2"
 PIPELINE_ARGS ?=
 
@@ -54,7 +57,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## The reliability suite (tests/reliability) with far more generated cases: schemathesis examples per
 ## operation and mode, hypothesis records per topic. Long (an hour or so); not part of `make test`.
