@@ -91,6 +91,7 @@ async def test_wrong_credentials_are_401_with_twilio_error(sandbox: SandboxHandl
         (number("1610"), "hola", 21610),
         (number(), None, 21602),
     ],
+    ids=["invalid-number", "not-e164", "opted-out", "no-body"],  # the numbers are random: stable ids for xdist
 )
 async def test_validation_errors_raise_twilio_codes(
     sandbox: SandboxHandle, to: str, body: str | None, code: int
