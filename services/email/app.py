@@ -15,14 +15,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.email.settings import Settings
-from shared.app import build_app
-from shared.channels.email import (
+from services.email.webhooks import (
     EVENTS_PATH,
     EmailWebhookContext,
     SendGridEmailAdapter,
     UnsubscribeTokens,
     email_routes,
 )
+from shared.app import build_app
 from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
 from shared.logging import get_logger

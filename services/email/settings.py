@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.channels.email import DEV_UNSUBSCRIBE_SECRET, EmailSenderSettings, UnsubscribeSettings
+from services.email.webhooks import DEV_UNSUBSCRIBE_SECRET, EmailSenderSettings, UnsubscribeSettings
 from shared.channels.settings import SendingSettings
 from shared.config import DEV_ORCHESTRATOR_API_KEY, SendGridSettings, ServiceSettings
 

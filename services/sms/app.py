@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.messaging.app import create_message_app
 from services.sms.settings import Settings
-from shared.channels.service import create_message_app
 from shared.events import utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"

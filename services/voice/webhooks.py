@@ -19,12 +19,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.messaging.webhooks import find_send_log, first_receipt, verify_twilio_form
 from services.voice import twiml
 from services.voice.calls import CALL_STATUS_PATH, GATHER_PATH, TWIML_PATH
 from services.voice.models import CallSession
 from services.voice.settings import Settings
 from shared.channels.outcomes import advance, outcome_id
-from shared.channels.webhooks import find_send_log, first_receipt, verify_twilio_form
 from shared.db import Database, GroupWriter, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import ResponseReceived, ResponseReceivedEvent

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.messaging.app import ChannelHooks, create_message_app
 from services.whatsapp.settings import Settings
 from services.whatsapp.windows import WindowStore
-from shared.channels.service import ChannelHooks, create_message_app
 from shared.db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"

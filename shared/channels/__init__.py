@@ -6,7 +6,7 @@ the retry policy, reply keywords and the provider webhooks.
 * :class:`~shared.channels.sendlog.SendLogRows` — the send log's set-based read and write-back.
 * :class:`~shared.channels.ratelimit.TokenBucket` / ``SenderLimits`` — per-sender rate limits.
 * :func:`~shared.channels.retry.backoff_delay` — exponential backoff with jitter and ``Retry-After``.
-* :class:`~shared.channels.keywords.KeywordClassifier` — opt-out / opt-in / help / promise to pay.
-* :func:`~shared.channels.webhooks.twilio_webhooks` — signed status and inbound webhooks.
-* :func:`~shared.channels.service.create_message_app` — the SMS/WhatsApp app and lifespan.
+* :class:`~services.messaging.keywords.KeywordClassifier` — opt-out / opt-in / help / promise to pay.
+* :func:`~services.messaging.webhooks.twilio_webhooks` — signed status and inbound webhooks.
+* :func:`~services.messaging.app.create_message_app` — the SMS/WhatsApp app and lifespan.
 """

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from shared.channels.keywords import KeywordClassifier
+from services.messaging.keywords import KeywordClassifier
 from shared.channels.models import advances
 from shared.channels.ratelimit import TokenBucket
 from shared.channels.retry import backoff_delay

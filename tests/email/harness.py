@@ -8,8 +8,8 @@ from typing import Any
 
 import services.email.app as email_app
 import services.email.settings as email_settings
+from services.email.webhooks import EmailSenderSettings, UnsubscribeSettings
 from services.sandbox.testing import SandboxHandle
-from shared.channels.email import EmailSenderSettings, UnsubscribeSettings
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings, SendGridSettings
 from shared.events.contracts import TemplateContent, TemplatePublished, TemplatePublishedEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.channels.keywords import KeywordClassifier
+from services.messaging.keywords import KeywordClassifier
 from shared.channels.settings import KeywordSettings
 from shared.stated_limits import from_text
 

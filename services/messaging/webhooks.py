@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
 
-from shared.channels.keywords import KeywordClassifier
+from services.messaging.keywords import KeywordClassifier
 from shared.channels.models import ProviderReceipt, SendLogRecord, bare_address
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
 from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows

@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field, SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.messaging.webhooks import SendLogIndex, by_context, first_receipt, new_receipts
 from shared.channels.dispatch import OutboundMessage, Unsendable
 from shared.channels.models import SendLogRecord, SendLogView
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
 from shared.channels.sendlog import SendLogEntry
-from shared.channels.webhooks import SendLogIndex, by_context, first_receipt, new_receipts
 from shared.db import Database, GroupWriter, Outbox, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel, ContactDispatched

@@ -15,20 +15,20 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from shared.app import build_app
-from shared.channels.keywords import KeywordClassifier
-from shared.channels.messaging import TwilioMessageAdapter, WindowLookup
-from shared.channels.models import SendLogRecord
-from shared.channels.reconcile import AskProvider
-from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
-from shared.channels.settings import MessageServiceSettings
-from shared.channels.webhooks import (
+from services.messaging.adapter import TwilioMessageAdapter, WindowLookup
+from services.messaging.keywords import KeywordClassifier
+from services.messaging.webhooks import (
     InboundHook,
     WebhookContext,
     apply_status,
     status_callback_url,
     twilio_webhooks,
 )
+from shared.app import build_app
+from shared.channels.models import SendLogRecord
+from shared.channels.reconcile import AskProvider
+from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
+from shared.channels.settings import MessageServiceSettings
 from shared.db import Database
 from shared.db.parked import parked_outbox_router
 from shared.events import utcnow
