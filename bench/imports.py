@@ -78,7 +78,7 @@ def main() -> None:
                "CADENCIA_API_KEYS": "editor:bench-key", "CADENCIA_ENV": "test",
                "CADENCIA_ORCHESTRATOR_IMPORT_DIR": str(work), "CADENCIA_ORCHESTRATOR_LOG_LEVEL": "WARNING"}
         log = open(work / "orchestrator.log", "ab")  # noqa: SIM115 - owned by the child
-        server = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "orchestrator", "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "tooling.cli", "serve", "orchestrator", "--port", str(port)],
                                   cwd=ROOT, env=env, stdout=log, stderr=log)
         url = f"http://127.0.0.1:{port}"
         try:

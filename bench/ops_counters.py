@@ -31,8 +31,8 @@ from services.orchestrator.ops import component as ops_component  # noqa: E402
 from services.orchestrator.settings import Settings  # noqa: E402
 from shared.bus.broker import EmbeddedBroker  # noqa: E402
 from shared.config import DatabaseSettings, KafkaSettings  # noqa: E402
-from shared.demo import demo_requests  # noqa: E402
 from shared.logging import configure_logging  # noqa: E402
+from tooling.demo import demo_requests  # noqa: E402
 
 #: Wednesday 15:00 UTC: lawful for the US debtors the requests name.
 NOW = datetime(2025, 3, 12, 15, 0, tzinfo=UTC)

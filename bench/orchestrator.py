@@ -36,10 +36,10 @@ from services.orchestrator.context import OrchestratorContext  # noqa: E402
 from services.orchestrator.ops.hooks import OpsHooks  # noqa: E402
 from services.orchestrator.runtime import handlers, policy_port  # noqa: E402
 from services.orchestrator.runtime.models import ContactRequestRow  # noqa: E402
-from services.orchestrator.runtime.service import Runtime  # noqa: E402
+from services.orchestrator.runtime.operations import Runtime  # noqa: E402
 from services.orchestrator.runtime.strategy import Strategy  # noqa: E402
 from services.orchestrator.settings import Settings  # noqa: E402
-from services.orchestrator.templates import service as templates  # noqa: E402
+from services.orchestrator.templates import template_store as templates  # noqa: E402
 from shared.bus import EventProducer, RecordMeta  # noqa: E402
 from shared.config import DatabaseSettings, KafkaSettings  # noqa: E402
 from shared.db import Database, OutboxRelay  # noqa: E402

@@ -83,7 +83,7 @@ from shared.events.contracts import (  # noqa: E402
     TemplatePublishedEvent,
     TemplateRef,
 )
-from shared.workers import parent_death_signal  # noqa: E402
+from tooling.workers import parent_death_signal  # noqa: E402
 
 REQUESTED = b"cadencia.contact.requested.v1"
 MESSAGES_PATH = f"/2010-04-01/Accounts/{DEV_TWILIO_ACCOUNT_SID}/Messages.json"
@@ -336,7 +336,7 @@ class Processes:
     def serve(self, name: str, port: int, env: dict[str, str], label: str = "", workers: int = 1) -> Child:
         label = label or name
         log = self.logs / f"{label}.log"
-        command = [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)]
+        command = [sys.executable, "-m", "tooling.cli", "serve", name, "--port", str(port)]
         if workers > 1:
             command += ["--workers", str(workers)]
         with open(log, "ab") as out:

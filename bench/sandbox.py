@@ -67,7 +67,7 @@ async def run(
     proc = subprocess.Popen(
         [
             sys.executable,
-            *os.environ.get("BENCH_SANDBOX_CMD", "-m shared.cli serve sandbox --port").split(),
+            *os.environ.get("BENCH_SANDBOX_CMD", "-m tooling.cli serve sandbox --port").split(),
             str(sandbox_port),
         ],
         cwd=ROOT,

@@ -23,7 +23,7 @@ from services.email.webhooks import (
     email_routes,
 )
 from shared.app import build_app
-from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
+from shared.channels.lifespan import open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
 from shared.logging import get_logger
 from shared.providers.sendgrid import EventWebhookVerifier, SendGridMail, fetch_sandbox_public_key

@@ -25,9 +25,9 @@ from services.messaging.webhooks import (
     twilio_webhooks,
 )
 from shared.app import build_app
+from shared.channels.lifespan import open_channel, start_dispatch, start_reconciler
 from shared.channels.models import SendLogRecord
 from shared.channels.reconcile import AskProvider
-from shared.channels.runtime import open_channel, start_dispatch, start_reconciler
 from shared.channels.settings import MessageServiceSettings
 from shared.db import Database
 from shared.db.parked import parked_outbox_router

@@ -24,9 +24,9 @@ from services.voice.recordings import recording_webhooks
 from services.voice.settings import Settings
 from services.voice.webhooks import VoiceContext, apply_call_status, voice_webhooks
 from shared.app import build_app
+from shared.channels.lifespan import ChannelInfrastructure, open_channel, start_dispatch, start_reconciler
 from shared.channels.models import SendLogRecord
 from shared.channels.reconcile import AskProvider
-from shared.channels.runtime import ChannelInfrastructure, open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
 from shared.providers.twilio import TwilioCalls, TwilioSignature
 

@@ -7,10 +7,7 @@
 * :func:`choose_locale` / :func:`choose_variant` implement locale fallback and stable A/B splits.
 """
 
-from shared.templates.lint import lint
-from shared.templates.models import DEFAULT_LIMITS, Finding, Limits, RenderedMessage, SmsInfo
-from shared.templates.render import build_context, render_content, render_dispatch
-from shared.templates.rendering import (
+from shared.templates.engine import (
     TemplateError,
     TemplateLimitError,
     first_name,
@@ -21,6 +18,9 @@ from shared.templates.rendering import (
     render_source,
     self_service_link,
 )
+from shared.templates.lint import lint
+from shared.templates.models import DEFAULT_LIMITS, Finding, Limits, RenderedMessage, SmsInfo
+from shared.templates.render import build_context, render_content, render_dispatch
 from shared.templates.selection import choose_locale, choose_variant, locale_chain, variant_bucket
 from shared.templates.sms import SmsSegments, sms_segments
 from shared.templates.validation import ValidationReport, validate_template

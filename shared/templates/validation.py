@@ -15,10 +15,10 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, meta, nodes
 
 from shared.events.contracts import Channel, TemplateContent
+from shared.templates.engine import TemplateError, parse_template
 from shared.templates.lint import lint
 from shared.templates.models import DEFAULT_LIMITS, Finding, Limits, RenderedMessage
 from shared.templates.render import build_context, render_content
-from shared.templates.rendering import TemplateError, parse_template
 from shared.templates.variables import (
     CHANNEL_FIELDS,
     CONTEXT_NAMES,

@@ -63,10 +63,10 @@ async def test_the_audit_record_holds_every_attempt_its_content_the_rules_respon
 
         # The exact text the debtor received: the pinned version rendered with the dispatch's own data.
         reminder = next(e for e in entries if e["entry"] == "contact_attempt" and e["request_id"] == first.id)
-        from services.orchestrator.templates import service
+        from services.orchestrator.templates import template_store
 
         async with o.app.state.ctx.db.sessions() as session:
-            pinned = await service.get_version(session, sent.data.template.key, sent.data.template.version)
+            pinned = await template_store.get_version(session, sent.data.template.key, sent.data.template.version)
         expected = render_dispatch(pinned.as_published(), sent.data.variables).body
         assert reminder["content"] == {"body": expected} and "tienes un saldo pendiente" in expected
         assert reminder["address"] == "+12125550123" and reminder["template"] == f"reminder@{pinned.version}"

@@ -73,7 +73,7 @@ async def test_an_unreachable_redis_falls_back_to_the_process_limit() -> None:
 def _spawn(env: dict[str, str], log: Path, service: str = "sms") -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", service], cwd=ROOT, env=env, stdout=out, stderr=out,
+        [sys.executable, "-m", "tooling.cli", "serve", service], cwd=ROOT, env=env, stdout=out, stderr=out,
         start_new_session=True,
     )
 

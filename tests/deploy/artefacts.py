@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from shared.cli import SERVICES
+from tooling.cli import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

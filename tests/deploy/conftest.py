@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from shared.cli import load_service
 from tests.deploy.artefacts import ENV_PREFIXES
+from tooling.cli import load_service
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def test_the_production_image_installs_the_runtime_lock_without_test_or_bench_pa
 
 
 def test_the_migrate_one_shot_needs_only_each_services_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.cli import migration_settings
+    from tooling.cli import migration_settings
 
     env = {key: interpolate(str(value), COMPOSE_VARIABLES)
            for key, value in compose()["services"]["migrate"]["environment"].items()}

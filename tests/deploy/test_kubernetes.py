@@ -168,7 +168,7 @@ def test_each_consumer_scales_on_its_lag_up_to_its_topics_partition_count() -> N
 
 
 def test_the_migration_job_and_init_containers_reach_each_services_database(settings_from: SettingsFrom) -> None:
-    from shared.cli import migration_settings
+    from tooling.cli import migration_settings
 
     job = of_kind("Job")["cadencia-migrate"]
     env = pod_environment(job["spec"]["template"]["spec"]["containers"][0])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.supervisor import PortUnavailable, plan_ports
+from tooling.supervisor import PortUnavailable, plan_ports
 
 SERVICES = ("orchestrator", "sandbox", "sms", "whatsapp", "email", "voice")
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_run_starts_every_service_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     # Port 0 everywhere: cadencia run chooses every port together, so none can repeat.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run", "--base-port", "0", "--kafka-port", "0", "--sandbox-port", "0"],
+        [sys.executable, "-m", "tooling.cli", "run", "--base-port", "0", "--kafka-port", "0", "--sandbox-port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "CADENCIA_VAR_DIR": str(tmp_path / "var")},
     )
@@ -66,7 +66,7 @@ def test_run_refuses_a_busy_port_naming_it_before_starting_anything(tmp_path: Pa
         taken.listen()
         busy = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "run", "--no-demo", "--base-port", "0", "--kafka-port", "0",
+            [sys.executable, "-m", "tooling.cli", "run", "--no-demo", "--base-port", "0", "--kafka-port", "0",
              "--sandbox-port", str(busy)],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
             env={**os.environ, "CADENCIA_VAR_DIR": str(tmp_path / "var")},

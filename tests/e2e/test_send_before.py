@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.orchestrator.runtime.service import load_ledger
+from services.orchestrator.runtime.operations import load_ledger
 from shared.config import KafkaSettings
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor, StatusChangedEvent
 from tests.e2e.harness import EDITOR, requests_to, system

@@ -8,10 +8,10 @@ import pytest
 
 import services.sms.app as sms_app
 from services.sms.settings import Settings as SmsSettings
-from shared.cli import main
 from shared.config import DatabaseSettings
 from shared.db import Database
 from shared.db.migrate import SchemaBehind, missing_revisions, prepare_schema
+from tooling.cli import main
 
 
 async def test_a_service_that_does_not_migrate_refuses_a_schema_behind_its_code(database_url: str) -> None:

@@ -83,7 +83,7 @@ async def test_two_sms_workers_share_the_dispatch_partitions_and_send_each_dispa
         port = free_port()
         with open(log, "wb") as out:
             parent = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", "sms", "--workers", "2", "--port", str(port)],
+                [sys.executable, "-m", "tooling.cli", "serve", "sms", "--workers", "2", "--port", str(port)],
                 cwd=ROOT, env=_sms_env(kafka_settings, pg_database_url, sandbox.url), stdout=out, stderr=out,
             )
         try:
@@ -138,7 +138,7 @@ async def test_a_worker_that_dies_takes_the_set_down_so_the_outer_supervisor_res
     log = tmp_path / "sms.log"
     with open(log, "wb") as out:
         parent = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", "sms", "--workers", "2", "--port", str(free_port())],
+            [sys.executable, "-m", "tooling.cli", "serve", "sms", "--workers", "2", "--port", str(free_port())],
             cwd=ROOT, env=_sms_env(kafka_settings, pg_database_url, "http://127.0.0.1:9"), stdout=out, stderr=out,
         )
     try:
@@ -160,7 +160,7 @@ async def test_a_worker_that_dies_takes_the_set_down_so_the_outer_supervisor_res
 def test_more_than_one_worker_on_sqlite_is_refused_before_anything_starts(tmp_path: Path) -> None:
     database = tmp_path / "sms.db"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "sms", "--workers", "2", "--port", "0"],
+        [sys.executable, "-m", "tooling.cli", "serve", "sms", "--workers", "2", "--port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "SMS_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
              "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},  # nothing listens: it must not even try
@@ -174,7 +174,7 @@ def test_more_than_one_worker_on_sqlite_is_refused_before_anything_starts(tmp_pa
 def test_voice_workers_without_redis_are_refused_because_agent_pacing_must_be_shared() -> None:
     env = {k: v for k, v in os.environ.items() if "REDIS_URL" not in k}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "voice", "--workers", "2", "--port", "0"],
+        [sys.executable, "-m", "tooling.cli", "serve", "voice", "--workers", "2", "--port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**env, "VOICE_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:9/none",
              "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},  # nothing listens: it must not even try

@@ -90,16 +90,16 @@ class Orchestrator:
 
 async def publish_templates(app: FastAPI, key: str, channels: tuple[str, ...] = ("sms", "email", "voice", "whatsapp"),
                             locales: tuple[str, ...] = ("es-MX", "en-US")) -> None:
-    from services.orchestrator.templates import service
+    from services.orchestrator.templates import template_store
 
     ctx = app.state.ctx
     async with ctx.db.transaction() as session:
         for channel in channels:
             for locale in locales:
-                draft = service.Draft(channel=channel, locale=locale, variant="A",  # type: ignore[arg-type]
+                draft = template_store.Draft(channel=channel, locale=locale, variant="A",  # type: ignore[arg-type]
                                       content=TEMPLATES[channel], variables_schema={})
-                row = await service.create_version(session, key, draft, ctx.clock())
-                await service.publish(session, ctx.topics.templates, row, ctx.clock())
+                row = await template_store.create_version(session, key, draft, ctx.clock())
+                await template_store.publish(session, ctx.topics.templates, row, ctx.clock())
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from services.orchestrator.app import MIGRATIONS
 from services.orchestrator.runtime.models import DebtorRow, DispatchRow, SuppressionRow
-from services.orchestrator.runtime.service import active_suppressions
+from services.orchestrator.runtime.operations import active_suppressions
 from shared.config import DatabaseSettings
 from shared.db import Database
 from shared.db.migrate import alembic_config, upgrade

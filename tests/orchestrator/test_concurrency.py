@@ -90,7 +90,7 @@ def _lawful_zone_now() -> str:
 def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "orchestrator"], cwd=ROOT, env=env, stdout=out, stderr=out,
+        [sys.executable, "-m", "tooling.cli", "serve", "orchestrator"], cwd=ROOT, env=env, stdout=out, stderr=out,
         start_new_session=True,
     )
 

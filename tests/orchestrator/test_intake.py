@@ -116,15 +116,16 @@ async def test_invalid_requests_are_rejected_with_a_reason_and_poison_goes_to_th
 async def test_a_request_its_template_cannot_render_is_rejected_with_the_reason(
     orchestrator: Orchestrator, kafka_settings, clock: FakeClock
 ) -> None:
-    from services.orchestrator.templates import service
+    from services.orchestrator.templates import template_store
     from shared.events.contracts import TemplateContent
 
     ctx = orchestrator.app.state.ctx
     async with ctx.db.transaction() as session:
-        draft = service.Draft(channel="sms", locale="es-MX", variant="A", variables_schema={}, content=TemplateContent(
+        draft = template_store.Draft(
+            channel="sms", locale="es-MX", variant="A", variables_schema={}, content=TemplateContent(
             body="{{ creditor.name }}: vence el {{ account.due_date | date }}. Responde STOP para no recibir más."))
-        row = await service.create_version(session, "due_notice", draft, clock())
-        await service.publish(session, ctx.topics.templates, row, clock())
+        row = await template_store.create_version(session, "due_notice", draft, clock())
+        await template_store.publish(session, ctx.topics.templates, row, clock())
     t = orchestrator.topics
     async with TopicReader(kafka_settings, t.dispatch("sms"), t.contact_status) as reader:
         event = request_event("deb-nodue", channel="sms", template="due_notice", jurisdiction="MX",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.orchestrator.runtime import validation
-from services.orchestrator.runtime.service import STATUS_RANK, channel_order, ledger_outcome
+from services.orchestrator.runtime.operations import STATUS_RANK, channel_order, ledger_outcome
 from services.orchestrator.runtime.strategy import DEFAULT_PATH, Strategy
 from shared.events.contracts import Account
 from tests.orchestrator.conftest import T0, request_event

@@ -28,7 +28,6 @@ from services.orchestrator.settings import Settings
 from services.sandbox.testing import running_sandbox
 from shared.bus import EventProducer
 from shared.config import DatabaseSettings, KafkaSettings
-from shared.demo import demo_follow_ups, demo_requests
 from shared.events import Topics
 from tests.browser import ARGS, CHROMIUM, screenshot_path
 from tests.channels.harness import free_socket, running_service, serve_app, service_settings
@@ -36,6 +35,7 @@ from tests.email.harness import Email, email_settings_for
 from tests.helpers import wait_for
 from tests.orchestrator.conftest import request_event
 from tests.templates.test_editor_browser import server  # noqa: F401 - fixture
+from tooling.demo import demo_follow_ups, demo_requests
 
 pytestmark = pytest.mark.browser
 KEY = "dev-admin-key"

@@ -151,7 +151,7 @@ async def test_a_served_service_whose_consumer_crashes_exits_70_for_its_supervis
         "CADENCIA_ORCHESTRATOR_URL": "http://127.0.0.1:9",
     }
     with open(log, "wb") as out:
-        service = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "sms", "--port", str(port)],
+        service = subprocess.Popen([sys.executable, "-m", "tooling.cli", "serve", "sms", "--port", str(port)],
                                    cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         async def ready() -> bool:

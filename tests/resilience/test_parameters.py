@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from shared.cli import SERVICES, load_service
 from shared.config import KafkaSettings
 from shared.http import DB_INT_MAX
 from tests.orchestrator.conftest import make_settings, request_event, running
+from tooling.cli import SERVICES, load_service
 
 
 def _integer_parameters(service: str) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -55,7 +55,7 @@ def _spawn(
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SMS_DATABASE_URL", "SMS_KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(name, None)
     out = open(log, "ab")  # noqa: SIM115 - the child's log for its lifetime
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "sms", "--port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "tooling.cli", "serve", "sms", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=out, stderr=out)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.orchestrator.templates import service
+from services.orchestrator.templates import template_store
 from services.orchestrator.templates.cost import SEGMENT_BUDGET, gsm7_source
 from shared.config import KafkaSettings
 from shared.templates import sample_context
@@ -26,16 +26,16 @@ def test_gsm7_spelling_transliterates_accents_and_keeps_what_gsm7_has() -> None:
         "{{ (debtor | first_name) | gsm7 }}, paga {{- (x) | gsm7 -}} {{ y | gsm7 }}")
 
 
-SHIPPED_SMS = [(key, d) for key, d in service.load_seed() if d.channel == "sms"]
+SHIPPED_SMS = [(key, d) for key, d in template_store.load_seed() if d.channel == "sms"]
 LONG_SAMPLE = {"debtor": {"id": "d-1", "name": "Maximiliano Hernández Ruíz", "first_name": "Maximiliano"},
                "creditor": {"name": "Financiera Andina Crédito", "phone": "+57 601 555 0100"}}
 
 
 @pytest.mark.parametrize(("key", "draft"), SHIPPED_SMS, ids=[f"{k}-{d.locale}-{d.variant}" for k, d in SHIPPED_SMS])
-def test_every_shipped_sms_is_gsm7_within_its_segment_budget(key: str, draft: service.Draft) -> None:
+def test_every_shipped_sms_is_gsm7_within_its_segment_budget(key: str, draft: template_store.Draft) -> None:
     for overrides in ({}, LONG_SAMPLE):
         sample = {**sample_context(draft.locale, draft.variables_schema), **overrides}
-        report = service.validate_draft(key, draft, sample)
+        report = template_store.validate_draft(key, draft, sample)
         assert report.publishable and report.rendered is not None and report.rendered.sms is not None
         sms = report.rendered.sms
         assert (sms.encoding, sms.segments <= SEGMENT_BUDGET) == ("GSM-7", True), (report.rendered.body, sms)

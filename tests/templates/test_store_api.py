@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from services.orchestrator.app import create_app
 from services.orchestrator.settings import Settings
-from services.orchestrator.templates import service
+from services.orchestrator.templates import template_store
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.events.contracts import TemplatePublishedEvent
 from shared.events.topics import Topics
@@ -128,18 +128,18 @@ async def test_seeded_store_api_publish_rollback_and_cache(
     # The runtime API: resolve with locale fallback and the recorded variant.
     ctx = app.state.ctx
     async with ctx.db.transaction() as session:
-        assert await service.key_exists(session, "reminder_early")
-        assert not await service.key_exists(session, "nope")
-        ref = await service.resolve(session, "greeting", "sms", "es-CO", "d1")
+        assert await template_store.key_exists(session, "reminder_early")
+        assert not await template_store.key_exists(session, "nope")
+        ref = await template_store.resolve(session, "greeting", "sms", "es-CO", "d1")
         assert ref is not None and (ref.version, ref.locale, ref.variant) == (1, "es-CO", "A")
-        fallback = await service.resolve(session, "reminder_early", "sms", "es-PE", "d1")
+        fallback = await template_store.resolve(session, "reminder_early", "sms", "es-PE", "d1")
         assert fallback is not None and fallback.locale == "es-MX" and fallback.variant in ("A", "B")
-        again = await service.resolve(session, "reminder_early", "sms", "es-PE", "d1")
+        again = await template_store.resolve(session, "reminder_early", "sms", "es-PE", "d1")
         assert again == fallback
-        variants = {(await service.resolve(session, "reminder_early", "sms", "es-MX", f"d{i}")).variant  # type: ignore[union-attr]
+        variants = {(await template_store.resolve(session, "reminder_early", "sms", "es-MX", f"d{i}")).variant  # type: ignore[union-attr]
                     for i in range(40)}
         assert variants == {"A", "B"}
-        row = await service.get_version(session, ref.key, ref.version)
+        row = await template_store.get_version(session, ref.key, ref.version)
         assert row is not None and row.as_published().content.body == BODY
 
 

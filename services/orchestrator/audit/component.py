@@ -50,12 +50,12 @@ async def export_audit(
 async def _content(
     ctx: OrchestratorContext, event: ContactDispatchedEvent
 ) -> tuple[dict[str, object] | None, str | None]:
-    from services.orchestrator.templates import service
+    from services.orchestrator.templates import template_store
     from shared.templates import TemplateError, render_dispatch
 
     ref = event.data.template
     async with ctx.db.sessions() as session:
-        version = await service.get_version(session, ref.key, ref.version)
+        version = await template_store.get_version(session, ref.key, ref.version)
     if version is None:
         return None, f"template {ref.key} v{ref.version} not found"
     try:

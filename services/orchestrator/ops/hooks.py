@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.orchestrator.ops import control, counters
 from services.orchestrator.runtime.hooks import Hold, RuntimeHooks
 from services.orchestrator.runtime.models import AccountRow, ContactRequestRow
-from services.orchestrator.runtime.service import Runtime
+from services.orchestrator.runtime.operations import Runtime
 
 
 class OpsHooks(RuntimeHooks):

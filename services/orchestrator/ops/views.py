@@ -16,9 +16,9 @@ from sqlalchemy import select, update
 from services.orchestrator.ops import control
 from services.orchestrator.ops.models import PauseRow, RequestTagRow
 from services.orchestrator.policy.models import normalise_address
-from services.orchestrator.runtime import service, validation
+from services.orchestrator.runtime import operations, validation
 from services.orchestrator.runtime.models import ContactRequestRow, SuppressionRow
-from services.orchestrator.runtime.service import Runtime
+from services.orchestrator.runtime.operations import Runtime
 from shared.events.contracts import CHANNELS
 from shared.http import AdminDep, BeforeId, EditorDep, Problem, RowId, UtcInstant, ViewerDep
 
@@ -210,7 +210,7 @@ async def add_suppression(body: NewSuppression, rt: RuntimeDep, _: EditorDep) ->
     """Suppress a debtor's address (or whole channel) with a reason; effective for the next decision."""
     now = rt.ctx.clock()
     async with rt.unit_of_work() as session:
-        await service.lock_debtor(rt, session, body.debtor_id)  # serialised with the debtor's decisions
+        await operations.lock_debtor(rt, session, body.debtor_id)  # serialised with the debtor's decisions
         address = normalise_address(body.channel, body.address) if body.address else None
         existing = (await session.execute(_suppression_query(body.debtor_id, body.channel, body.reason, True)
                                           .where(SuppressionRow.address.is_(None) if address is None
@@ -231,7 +231,7 @@ async def remove_suppression(suppression_id: RowId, rt: RuntimeDep, _: AdminDep)
         row = await session.get(SuppressionRow, suppression_id)
         if row is None:
             raise Problem(404, "Not found", f"no suppression {suppression_id}")
-        await service.lock_debtor(rt, session, row.debtor_id)
+        await operations.lock_debtor(rt, session, row.debtor_id)
         await session.execute(update(SuppressionRow).where(SuppressionRow.id == suppression_id,
                                                            SuppressionRow.lifted_at.is_(None)).values(lifted_at=now))
         await session.refresh(row)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from services.orchestrator.runtime import events, service
+from services.orchestrator.runtime import events, operations
 from services.orchestrator.runtime.models import DeferredContactRow
 from services.orchestrator.runtime.unit import Runtime
 from shared.logging import get_logger
@@ -66,7 +66,7 @@ class DeferralScheduler:
         for start in range(0, len(due), chunk):
             part = due[start:start + chunk]
             async with self.rt.unit_of_work() as session:
-                async with service.batch_for(self.rt, session, now, {debtor_id for _, debtor_id in part}) as batch:
+                async with operations.batch_for(self.rt, session, now, {debtor_id for _, debtor_id in part}) as batch:
                     pending = {d.id: d for debtor_id in {d for _, d in part} for d in batch.pending(debtor_id)}
                     wanted = [pending[deferred_id] for deferred_id, _ in part if deferred_id in pending]
                     await batch.load_requests(d.request_id for d in wanted)

@@ -17,10 +17,10 @@ from shared.events.contracts import TemplateRef
 
 def _service() -> Any:
     try:
-        from services.orchestrator.templates import service
+        from services.orchestrator.templates import template_store
     except ImportError:  # the template store is not installed: accept any key, pin version 1
         return None
-    return service
+    return template_store
 
 
 _KEYS = "cadencia.templates.keys"

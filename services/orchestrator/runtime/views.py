@@ -22,6 +22,7 @@ from services.orchestrator.runtime.models import (
     StatusHistoryRow,
     SuppressionRow,
 )
+from services.orchestrator.runtime.operations import Runtime, lock_debtor
 from services.orchestrator.runtime.schemas import (
     AccountView,
     ContactRequestBatch,
@@ -39,7 +40,6 @@ from services.orchestrator.runtime.schemas import (
     StatusHistoryView,
     SuppressionView,
 )
-from services.orchestrator.runtime.service import Runtime, lock_debtor
 from shared.events.contracts import ContactRequestedEvent
 from shared.http import PROBLEM_RESPONSES, Problem, require_role
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orchestrator.runtime import service as runtime
+from services.orchestrator.runtime import operations as runtime
 from services.orchestrator.runtime import templates_port
 from services.orchestrator.runtime.models import AccountRow, ContactRequestRow, DebtorRow, DispatchRow
 from services.orchestrator.selfservice import linking, links, pdf

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orchestrator.runtime import service as runtime
+from services.orchestrator.runtime import operations as runtime
 from services.orchestrator.runtime import templates_port
 from services.orchestrator.runtime.models import ContactRequestRow, DebtorRow
 from services.orchestrator.selfservice.agreements import internal_request

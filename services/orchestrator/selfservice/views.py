@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from services.orchestrator.runtime.service import Runtime
+from services.orchestrator.runtime.operations import Runtime
 from services.orchestrator.selfservice import agreements, links, terms
 from services.orchestrator.selfservice.agreements import AgreementRefused, Holder
 from services.orchestrator.selfservice.models import AgreementRow

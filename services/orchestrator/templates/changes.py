@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orchestrator.templates import service
+from services.orchestrator.templates import template_store
 from services.orchestrator.templates.models import (
     PublishedTemplate,
     TemplateApproval,
@@ -35,7 +35,7 @@ async def publish_as(session: AsyncSession, topic: str, row: TemplateVersion, no
     """Publish and record it: ``rollback`` when an older version replaces the live one."""
     current = await session.get(PublishedTemplate, (row.key, row.channel, row.locale, row.variant))
     action = "rollback" if current is not None and row.version < current.version else "publish"
-    pointer = await service.publish(session, topic, row, now, weight)
+    pointer = await template_store.publish(session, topic, row, now, weight)
     record(session, row, action, actor, now, approved_by=approved_by, weight=pointer.weight)
     return pointer
 
@@ -43,9 +43,9 @@ async def publish_as(session: AsyncSession, topic: str, row: TemplateVersion, no
 async def request_approval(session: AsyncSession, row: TemplateVersion, weight: float | None, actor: str,
                            now: datetime) -> TemplateApproval:
     """A four-eyes key asks to publish; the lint must already pass, so the approver sees a publishable version."""
-    report = service.validate_draft(row.key, service.draft_of(row))
+    report = template_store.validate_draft(row.key, template_store.draft_of(row))
     if report.errors:
-        raise service.PublishRefused(report.errors)
+        raise template_store.PublishRefused(report.errors)
     approval = TemplateApproval(id=uuid.uuid4().hex, key=row.key, version=row.version, weight=weight,
                                 state="pending", requested_by=actor, requested_at=now)
     session.add(approval)

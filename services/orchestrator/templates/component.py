@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
 from services.orchestrator.context import OrchestratorContext
-from services.orchestrator.templates import service
+from services.orchestrator.templates import template_store
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -29,9 +29,9 @@ class TemplatesComponent:
             return
         try:
             async with ctx.db.transaction() as session:
-                if not await service.store_is_empty(session):
+                if not await template_store.store_is_empty(session):
                     return
-                count = await service.seed_store(session, ctx.topics.templates, ctx.clock())
+                count = await template_store.seed_store(session, ctx.topics.templates, ctx.clock())
         except IntegrityError:  # another instance seeded at the same time
             log.info("templates already seeded by another instance")
             return

@@ -12,7 +12,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from services.orchestrator.templates import service
+from services.orchestrator.templates import template_store
 from services.orchestrator.templates.schemas import Gsm7Rewrite, SmsCost, SmsPrice
 from shared.templates.models import SmsInfo
 from shared.templates.sms import to_gsm7
@@ -60,7 +60,7 @@ def gsm7_source(body: str) -> str:
     return _OUTPUT.sub(wrap, to_gsm7(body))
 
 
-def sms_cost(key: str, draft: service.Draft, sms: SmsInfo | None, sample: dict[str, Any] | None,
+def sms_cost(key: str, draft: template_store.Draft, sms: SmsInfo | None, sample: dict[str, Any] | None,
              prices: dict[str, str]) -> SmsCost | None:
     """The cost of the rendered SMS, and a GSM-7 rewrite when it would be cheaper."""
     if draft.channel != "sms" or sms is None or not draft.content.body:
@@ -68,9 +68,9 @@ def sms_cost(key: str, draft: service.Draft, sms: SmsInfo | None, sample: dict[s
     rewrite = None
     if sms.encoding == "UCS-2":
         source = gsm7_source(draft.content.body)
-        candidate = service.Draft(draft.channel, draft.locale, draft.variant,
+        candidate = template_store.Draft(draft.channel, draft.locale, draft.variant,
                                   draft.content.model_copy(update={"body": source}), draft.variables_schema)
-        report = service.validate_draft(key, candidate, sample)
+        report = template_store.validate_draft(key, candidate, sample)
         rendered = report.rendered
         if rendered is not None and rendered.sms is not None and rendered.body is not None \
                 and rendered.sms.segments <= sms.segments:

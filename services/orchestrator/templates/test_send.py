@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from services.orchestrator.context import CtxDep
 from services.orchestrator.runtime.models import DebtorRow, DispatchRow
 from services.orchestrator.runtime.validation import is_e164, is_email
-from services.orchestrator.templates import service
+from services.orchestrator.templates import template_store
 from services.orchestrator.templates.models import TemplateTestSend
 from shared.db import add_to_outbox
 from shared.events.contracts import ContactDispatched, ContactDispatchedEvent
@@ -70,7 +70,7 @@ async def test_send(
     now: datetime = ctx.clock()
     limit = ctx.settings.test_sends_per_hour
     async with ctx.db.transaction() as session:
-        row = await service.get_version(session, key, version)
+        row = await template_store.get_version(session, key, version)
         if row is None:
             raise Problem(404, "Template version not found", f"no version {version} of {key!r}",
                           "/problems/not-found")

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from services.orchestrator.context import CtxDep
-from services.orchestrator.templates import changes, service
+from services.orchestrator.templates import changes, template_store
 from services.orchestrator.templates.cost import sms_cost
 from services.orchestrator.templates.schemas import (
     ApprovalView,
@@ -37,15 +37,15 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=PROBLEM
 viewer = [Depends(require_role("viewer"))]
 
 
-def draft_of(body: DraftIn) -> service.Draft:
-    return service.Draft(body.channel, body.locale, body.variant, body.content, body.variables_schema)
+def draft_of(body: DraftIn) -> template_store.Draft:
+    return template_store.Draft(body.channel, body.locale, body.variant, body.content, body.variables_schema)
 
 
 def findings_json(findings: list[Finding]) -> list[dict[str, Any]]:
     return [f.model_dump() for f in findings]
 
 
-def _result(key: str, draft: service.Draft, report: ValidationReport, sample: dict[str, Any] | None,
+def _result(key: str, draft: template_store.Draft, report: ValidationReport, sample: dict[str, Any] | None,
             prices: dict[str, str]) -> dict[str, Any]:
     sms = report.rendered.sms if report.rendered else None
     return {
@@ -62,7 +62,7 @@ async def _validate(key: str, body: DraftIn, prices: dict[str, str],
                     sample: dict[str, Any] | None = None) -> tuple[ValidationReport, dict[str, Any]]:
     # In a worker thread: a hostile template can take up to the render time limit (twice with the rewrite).
     def run() -> tuple[ValidationReport, dict[str, Any]]:
-        report = service.validate_draft(key, draft_of(body), sample)
+        report = template_store.validate_draft(key, draft_of(body), sample)
         return report, _result(key, draft_of(body), report, sample, prices)
 
     return await run_in_threadpool(run)
@@ -75,16 +75,16 @@ def _version(row: Any, live: bool) -> VersionView:
 @router.get("", dependencies=viewer, response_model=TemplateList, operation_id="list_templates")
 async def list_templates(ctx: CtxDep) -> TemplateList:
     async with ctx.db.transaction() as session:
-        return TemplateList(items=[TemplateSummary(**i) for i in await service.list_templates(session)])
+        return TemplateList(items=[TemplateSummary(**i) for i in await template_store.list_templates(session)])
 
 
 @router.get("/{key}", dependencies=viewer, response_model=TemplateDetail, operation_id="get_template")
 async def get_template(key: str, ctx: CtxDep) -> TemplateDetail:
     """Every version (``live`` marks the published ones), who saved it, and the change history."""
     async with ctx.db.transaction() as session:
-        rows = await service.list_versions(session, key)
-        live = await service.live_versions(session, key)
-        combos = [TemplateSummary(**i) for i in await service.list_templates(session) if i["key"] == key]
+        rows = await template_store.list_versions(session, key)
+        live = await template_store.live_versions(session, key)
+        combos = [TemplateSummary(**i) for i in await template_store.list_templates(session) if i["key"] == key]
         history = await changes.history(session, key)
         approvals = await changes.approvals(session, key)
     if not rows:
@@ -100,8 +100,8 @@ async def get_template(key: str, ctx: CtxDep) -> TemplateDetail:
             operation_id="get_template_version")
 async def get_version(key: str, version: VersionNumber, ctx: CtxDep) -> VersionView:
     async with ctx.db.transaction() as session:
-        row = await service.get_version(session, key, version)
-        live = await service.live_versions(session, key)
+        row = await template_store.get_version(session, key, version)
+        live = await template_store.live_versions(session, key)
     if row is None:
         raise Problem(404, "Template version not found", f"no version {version} of {key!r}", "/problems/not-found")
     return _version(row, row.version in live)
@@ -110,13 +110,13 @@ async def get_version(key: str, version: VersionNumber, ctx: CtxDep) -> VersionV
 @router.post("/{key}/versions", status_code=201, response_model=SavedVersion, operation_id="save_template_version")
 async def create_version(key: str, body: DraftIn, ctx: CtxDep, who: EditorKeyDep) -> SavedVersion:
     report, result = await _validate(key, body, ctx.settings.sms_prices)
-    if service.blocks_save(report):
+    if template_store.blocks_save(report):
         raise Problem(422, "Template has errors", "fix the syntax errors to save a draft",
                       "/problems/template-invalid", findings=findings_json(report.findings))
     for attempt in range(3):
         try:
             async with ctx.db.transaction() as session:
-                row = await service.create_version(session, key, draft_of(body), ctx.clock())
+                row = await template_store.create_version(session, key, draft_of(body), ctx.clock())
                 row.created_by = who.name
                 changes.record(session, row, "save", who.name, ctx.clock())
             break
@@ -138,7 +138,7 @@ async def preview(key: str, body: PreviewIn, ctx: CtxDep) -> PreviewResult:
     return PreviewResult(key=key, **result)
 
 
-def _lint_refused(refused: service.PublishRefused) -> Problem:
+def _lint_refused(refused: template_store.PublishRefused) -> Problem:
     return Problem(422, "Template cannot be published", f"{len(refused.findings)} error(s) must be fixed",
                    "/problems/template-lint", findings=findings_json(refused.findings))
 
@@ -150,7 +150,7 @@ async def publish(key: str, version: VersionNumber, ctx: CtxDep, who: EditorKeyD
     now: datetime = ctx.clock()
     weight = body.weight if body else None
     async with ctx.db.transaction() as session:
-        row = await service.get_version(session, key, version)
+        row = await template_store.get_version(session, key, version)
         if row is None:
             raise Problem(404, "Template version not found", f"no version {version} of {key!r}",
                           "/problems/not-found")
@@ -162,7 +162,7 @@ async def publish(key: str, version: VersionNumber, ctx: CtxDep, who: EditorKeyD
                 return PublishResult(status="pending_approval", weight=weight,
                                      approval=ApprovalView.model_validate(approval), **common)
             pointer = await changes.publish_as(session, ctx.topics.templates, row, now, weight, who.name)
-        except service.PublishRefused as refused:
+        except template_store.PublishRefused as refused:
             raise _lint_refused(refused) from None
         return PublishResult(status="published", weight=pointer.weight, published_at=now, **common)
 
@@ -175,12 +175,12 @@ async def approve(key: str, approval_id: str, ctx: CtxDep, who: EditorKeyDep) ->
     async with ctx.db.transaction() as session:
         approval = await changes.pending_approval(session, key, approval_id)
         changes.check_second_editor(approval, who.name)
-        row = await service.get_version(session, key, approval.version)
+        row = await template_store.get_version(session, key, approval.version)
         assert row is not None  # versions are never deleted
         try:
             pointer = await changes.publish_as(session, ctx.topics.templates, row, now, approval.weight,
                                                approval.requested_by, approved_by=who.name)
-        except service.PublishRefused as refused:
+        except template_store.PublishRefused as refused:
             raise _lint_refused(refused) from None
         approval.state, approval.decided_by, approval.decided_at = "approved", who.name, now
         await session.flush()
@@ -197,7 +197,7 @@ async def reject(key: str, approval_id: str, ctx: CtxDep, who: EditorKeyDep) -> 
     async with ctx.db.transaction() as session:
         approval = await changes.pending_approval(session, key, approval_id)
         changes.check_second_editor(approval, who.name)
-        row = await service.get_version(session, key, approval.version)
+        row = await template_store.get_version(session, key, approval.version)
         assert row is not None
         approval.state, approval.decided_by, approval.decided_at = "rejected", who.name, now
         changes.record(session, row, "rejected", who.name, now)
@@ -210,11 +210,12 @@ async def diff(
     key: str, ctx: CtxDep, from_: int = Query(alias="from", ge=1, le=INT32_MAX), to: int = Query(ge=1, le=INT32_MAX)
 ) -> DiffResult:
     async with ctx.db.transaction() as session:
-        a = await service.get_version(session, key, from_)
-        b = await service.get_version(session, key, to)
+        a = await template_store.get_version(session, key, from_)
+        b = await template_store.get_version(session, key, to)
     if a is None or b is None:
         raise Problem(404, "Template version not found", f"{key!r} has no version {from_ if a is None else to}",
                       "/problems/not-found")
-    return DiffResult.model_validate({"key": key, "from": from_, "to": to, "fields": service.diff_versions(a, b)})
+    fields = template_store.diff_versions(a, b)
+    return DiffResult.model_validate({"key": key, "from": from_, "to": to, "fields": fields})
 
 

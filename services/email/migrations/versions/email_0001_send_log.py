@@ -4,7 +4,7 @@ Revision ID: email_0001
 Revises:
 """
 
-from shared.channels.schema import create_channel_tables_v1, drop_channel_tables_v1
+from shared.channels.migration_ops import create_channel_tables_v1, drop_channel_tables_v1
 
 revision = "email_0001"
 down_revision = None

@@ -4,7 +4,7 @@ Revision ID: email_0002
 Revises: email_0001
 """
 
-from shared.channels.schema import canonicalise_send_log_v2
+from shared.channels.migration_ops import canonicalise_send_log_v2
 
 revision = "email_0002"
 down_revision = "email_0001"

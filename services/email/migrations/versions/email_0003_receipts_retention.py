@@ -4,7 +4,7 @@ Revision ID: email_0003
 Revises: email_0002
 """
 
-from shared.channels.schema import index_receipts_by_age, unindex_receipts_by_age
+from shared.channels.migration_ops import index_receipts_by_age, unindex_receipts_by_age
 
 revision = "email_0003"
 down_revision = "email_0002"

@@ -4,7 +4,7 @@ Revision ID: sms_0002
 Revises: sms_0001
 """
 
-from shared.channels.schema import canonicalise_send_log_v2
+from shared.channels.migration_ops import canonicalise_send_log_v2
 
 revision = "sms_0002"
 down_revision = "sms_0001"

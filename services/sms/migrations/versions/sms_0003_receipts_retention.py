@@ -4,7 +4,7 @@ Revision ID: sms_0003
 Revises: sms_0002
 """
 
-from shared.channels.schema import index_receipts_by_age, unindex_receipts_by_age
+from shared.channels.migration_ops import index_receipts_by_age, unindex_receipts_by_age
 
 revision = "sms_0003"
 down_revision = "sms_0002"

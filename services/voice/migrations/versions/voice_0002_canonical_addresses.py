@@ -4,7 +4,7 @@ Revision ID: voice_0002
 Revises: voice_0001
 """
 
-from shared.channels.schema import canonicalise_send_log_v2
+from shared.channels.migration_ops import canonicalise_send_log_v2
 
 revision = "voice_0002"
 down_revision = "voice_0001"

@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from shared.channels.schema import create_channel_tables_v1, drop_channel_tables_v1
+from shared.channels.migration_ops import create_channel_tables_v1, drop_channel_tables_v1
 
 revision = "wa_0001"
 down_revision = None

@@ -4,7 +4,7 @@ Revision ID: wa_0002
 Revises: wa_0001
 """
 
-from shared.channels.schema import canonicalise_send_log_v2
+from shared.channels.migration_ops import canonicalise_send_log_v2
 
 revision = "wa_0002"
 down_revision = "wa_0001"

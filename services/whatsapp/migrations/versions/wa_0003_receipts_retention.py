@@ -4,7 +4,7 @@ Revision ID: wa_0003
 Revises: wa_0002
 """
 
-from shared.channels.schema import index_receipts_by_age, unindex_receipts_by_age
+from shared.channels.migration_ops import index_receipts_by_age, unindex_receipts_by_age
 
 revision = "wa_0003"
 down_revision = "wa_0002"

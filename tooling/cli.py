@@ -29,7 +29,7 @@ def serve(
     listen_fd: int | None = None, worker: int | None = None,
 ) -> int:
     """Serve one service under uvicorn; with ``workers`` > 1, as that many processes behind one port
-    (``shared.workers``). ``listen_fd`` and ``worker`` are how such a parent starts each worker: an
+    (``tooling.workers``). ``listen_fd`` and ``worker`` are how such a parent starts each worker: an
     inherited listening socket to serve, and the worker's index (on every log line)."""
     import uvicorn
 
@@ -44,7 +44,7 @@ def serve(
     settings = settings_cls(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     if workers > 1:
-        from shared.workers import serve_workers
+        from tooling.workers import serve_workers
 
         database_url = settings.database.url if name in DATABASE_SERVICES else None
         return serve_workers(
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no database to migrate for: {', '.join(sorted(unknown))}")
         return migrate(list(args.services) or list(DATABASE_SERVICES), args.check, args.wait)
     elif args.command == "run":
-        from shared.supervisor import run_local
+        from tooling.supervisor import run_local
 
         return run_local(
             base_port=args.base_port, kafka_port=args.kafka_port, sandbox_port=args.sandbox_port, demo=not args.no_demo

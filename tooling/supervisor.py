@@ -101,7 +101,7 @@ class Supervised:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", self.name, "--port", str(self.port)],
+            [sys.executable, "-m", "tooling.cli", "serve", self.name, "--port", str(self.port)],
             env=self.env,
             stdout=log,
             stderr=log,
@@ -198,7 +198,7 @@ def run_local(
             print(f"templates: http://127.0.0.1:{ports['orchestrator']}/templates", flush=True)
         print(f"logs: {var / 'log'}   (Ctrl-C stops everything)", flush=True)
         if demo and any(s.name == "orchestrator" for s in services):
-            from shared.demo import publish_demo_portfolio
+            from tooling.demo import publish_demo_portfolio
 
             count = publish_demo_portfolio(broker.bootstrap_servers)
             print(f"demo: {count} contact requests published", flush=True)

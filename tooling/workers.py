@@ -42,9 +42,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from shared.cli import EXIT_FATAL
 from shared.events.contracts import CHANNELS
 from shared.logging import get_logger
+from tooling.cli import EXIT_FATAL
 
 log = get_logger("cadencia.workers")
 
@@ -124,7 +124,7 @@ class Workers:
 
     def command(self, index: int) -> list[str]:
         return [
-            sys.executable, "-m", "shared.cli", "serve", self.service,
+            sys.executable, "-m", "tooling.cli", "serve", self.service,
             "--host", self.host, "--port", str(self.port),
             "--listen-fd", str(self.sock.fileno()), "--worker", str(index),
         ]
