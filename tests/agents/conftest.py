@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.sandbox.testing import SandboxHandle, running_sandbox
-from tests.channels.conftest import group, outcomes, publisher, topics
+from tests.channel_fixtures import group, outcomes, publisher, topics
 
 __all__ = ["group", "outcomes", "publisher", "sandbox", "topics"]
 

@@ -26,7 +26,7 @@ from tests.agents.harness import (
     verbs,
     voice_settings,
 )
-from tests.channels.harness import Publisher, running_service, template_cached, unique_number
+from tests.channel_harness import Publisher, running_service, template_cached, unique_number
 from tests.helpers import TopicReader, wait_for
 from tests.voice.test_voice import Voice, voice_template
 

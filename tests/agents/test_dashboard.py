@@ -27,7 +27,7 @@ from services.sandbox.testing import SandboxHandle, running_sandbox
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor
 from tests.browser import ARGS, CHROMIUM, screenshot_path
-from tests.channels.harness import free_socket, running_service, serve_app
+from tests.channel_harness import free_socket, running_service, serve_app
 from tests.e2e.harness import SharedClock
 from tests.helpers import wait_for
 from tests.voice.test_voice import Voice, settings_for

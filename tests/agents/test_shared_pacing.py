@@ -14,7 +14,7 @@ from services.sandbox.testing import SandboxHandle
 from shared.config import KafkaSettings
 from shared.events.contracts import AgentQueue, ContactDispatchedEvent
 from tests.agents.harness import outcome, queue_call, queue_view, settled, voice_settings
-from tests.channels.harness import Publisher, free_port, running_service, template_cached, unique_number
+from tests.channel_harness import Publisher, free_port, running_service, template_cached, unique_number
 from tests.helpers import TopicReader, wait_for
 from tests.voice.test_voice import Voice, voice_template
 

@@ -9,15 +9,15 @@ from structlog.testing import capture_logs
 
 from services.sandbox.testing import running_sandbox
 from shared.config import KafkaSettings
-from tests.channels.harness import (
+from tests.channel_harness import (
     free_port,
     running_service,
     sandbox_messages,
     service_settings,
     template_cached,
 )
-from tests.channels.test_sms import SMS
 from tests.helpers import TopicReader, wait_for
+from tests.messaging.test_sms import SMS
 from tests.orchestrator.conftest import FakeClock, make_settings, request_event, running
 
 EDITOR = {"Authorization": "Bearer editor-key"}

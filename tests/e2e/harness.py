@@ -29,7 +29,7 @@ from shared.events.contracts import (
     DeliveryUpdatedEvent,
     StatusChangedEvent,
 )
-from tests.channels.harness import Running, free_port, running_service, service_settings
+from tests.channel_harness import Running, free_port, running_service, service_settings
 from tests.helpers import TopicReader
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}

@@ -23,7 +23,7 @@ from services.sandbox.testing import running_sandbox
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.events import Topics
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor
-from tests.channels.harness import free_socket, running_service, service_settings
+from tests.channel_harness import free_socket, running_service, service_settings
 from tests.helpers import TopicReader, wait_for
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}

@@ -22,7 +22,7 @@ from shared.bus import EventProducer
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.events import Topics, encode_event
 from shared.tracing import parse_traceparent, trace_id_for
-from tests.channels.harness import free_port, running_service, service_settings
+from tests.channel_harness import free_port, running_service, service_settings
 from tests.e2e.test_pipeline import next_lawful_noon, phone, request
 from tests.helpers import TopicReader, wait_for
 

@@ -11,7 +11,7 @@ from services.sandbox.testing import SandboxHandle, running_sandbox
 from shared.bus import ensure_topics
 from shared.config import KafkaSettings
 from shared.events import Topics
-from tests.channels.harness import Publisher
+from tests.channel_harness import Publisher
 from tests.helpers import TopicReader
 
 

@@ -15,7 +15,7 @@ from shared.config import KafkaSettings
 from shared.db import OutboxRecord
 from shared.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from shared.tracing import parse_traceparent
-from tests.channels.harness import Publisher, dispatch_event, free_port, running_service, template_cached
+from tests.channel_harness import Publisher, dispatch_event, free_port, running_service, template_cached
 from tests.email.harness import (
     RESPONSE,
     Email,

@@ -24,7 +24,7 @@ from shared.bus import ensure_topics
 from shared.config import KafkaSettings
 from shared.events import Topics
 from shared.events.contracts import DeliveryUpdatedEvent
-from tests.channels.harness import Publisher, dispatch_event, free_port, template_event
+from tests.channel_harness import Publisher, dispatch_event, free_port, template_event
 from tests.helpers import TopicReader, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """Fixtures of the reliability suite: the channel tests' sandbox, topics, publisher and group."""
 
-from tests.channels.conftest import group, outcomes, publisher, sandbox, topics
+from tests.channel_fixtures import group, outcomes, publisher, sandbox, topics
 
 __all__ = ["group", "outcomes", "publisher", "sandbox", "topics"]

@@ -37,7 +37,7 @@ from services.orchestrator.runtime.handlers import ACCOUNT_TYPES, OUTCOME_TYPES,
 from shared.config import KafkaSettings
 from shared.events import parse_event
 from shared.events.contracts import ContactDispatchedEvent, StatusChangedEvent, TemplatePublishedEvent
-from tests.channels.harness import (
+from tests.channel_harness import (
     CONTENT_SID,
     dispatch_event,
     free_port,

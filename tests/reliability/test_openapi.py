@@ -27,7 +27,7 @@ from services.orchestrator.app import create_app
 from services.orchestrator.settings import Settings
 from services.sandbox.testing import SandboxHandle
 from shared.config import DatabaseSettings, KafkaSettings
-from tests.channels.harness import free_port, free_socket_at, running_service, serve_app, service_settings
+from tests.channel_harness import free_port, free_socket_at, running_service, serve_app, service_settings
 from tests.reliability.openapi_fuzz import EXAMPLES, FuzzReport, fuzz_service
 
 # The orchestrator alone has ~46 operations: a few hundred requests, more under ``make soak``.

@@ -28,8 +28,8 @@ from shared.db.attempts import ConsumerAttempt
 from shared.db.inbox import InboxRecord
 from shared.db.migrate import prepare_schema
 from shared.db.retention import Pruner, attempts_target, inbox_target
-from tests.channels.test_metrics import sample
 from tests.helpers import TopicReader, wait_for
+from tests.messaging.test_metrics import sample
 from tests.orchestrator.conftest import FakeClock, make_settings, request_event, running
 
 DAY = timedelta(days=1)

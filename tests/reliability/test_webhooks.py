@@ -31,9 +31,9 @@ from shared.channels.models import ProviderReceipt, SendLogRecord
 from shared.config import KafkaSettings
 from shared.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from shared.providers.twilio import TwilioSignature
-from tests.channels.harness import Publisher, running_service, template_cached
-from tests.channels.test_metrics import DELIVERY, sample, setup_for
+from tests.channel_harness import Publisher, running_service, template_cached
 from tests.helpers import TopicReader, wait_for
+from tests.messaging.test_metrics import DELIVERY, sample, setup_for
 
 FORM = "application/x-www-form-urlencoded"
 GENUINE_KIND = {"sms": "message-status", "whatsapp": "message-status", "voice": "call-status", "email": "event"}

@@ -1,5 +1,5 @@
 """The channel fixtures (sandbox, outcomes reader, publisher, group) for the resilience tests."""
 
-from tests.channels.conftest import group, outcomes, publisher, sandbox, topics
+from tests.channel_fixtures import group, outcomes, publisher, sandbox, topics
 
 __all__ = ["group", "outcomes", "publisher", "sandbox", "topics"]

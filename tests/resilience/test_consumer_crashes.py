@@ -133,7 +133,7 @@ async def test_a_served_service_whose_consumer_crashes_exits_70_for_its_supervis
     import subprocess
     import sys
 
-    from tests.channels.harness import dispatch_event, free_port
+    from tests.channel_harness import dispatch_event, free_port
     from tests.conftest import _drop_pg_database
     from tests.foundation.test_consumer import ROOT
 

@@ -21,7 +21,7 @@ import httpx
 from services.sandbox.testing import SandboxHandle
 from shared.channels.settings import SendingSettings
 from shared.config import KafkaSettings
-from tests.channels.harness import Publisher, dispatch_event, free_port, template_event, unique_number
+from tests.channel_harness import Publisher, dispatch_event, free_port, template_event, unique_number
 from tests.helpers import TopicReader, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

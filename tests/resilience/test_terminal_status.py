@@ -17,7 +17,7 @@ from services.sandbox.testing import SandboxHandle
 from shared.channels.settings import SendingSettings
 from shared.config import KafkaSettings
 from shared.events.contracts import DeliveryUpdated, DeliveryUpdatedEvent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     dispatch_event,
     free_port,

@@ -1,5 +1,5 @@
 """The channel tests' fixtures (sandbox, topics, outcomes reader, publisher, group), reused for voice."""
 
-from tests.channels.conftest import group, outcomes, publisher, sandbox, topics
+from tests.channel_fixtures import group, outcomes, publisher, sandbox, topics
 
 __all__ = ["group", "outcomes", "publisher", "sandbox", "topics"]

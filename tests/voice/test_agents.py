@@ -10,7 +10,7 @@ import httpx
 from services.sandbox.testing import SandboxHandle
 from shared.config import KafkaSettings
 from shared.events.contracts import AgentQueue, ContactDispatchedEvent
-from tests.channels.harness import Publisher, running_service, template_cached, unique_number
+from tests.channel_harness import Publisher, running_service, template_cached, unique_number
 from tests.helpers import TopicReader, wait_for
 from tests.voice.test_voice import Voice, placed_calls, settings_for, voice_dispatch, voice_template
 

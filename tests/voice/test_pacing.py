@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from services.voice.pacing import CampaignFigure, LocalPacingStore, Pacer, PacingStore
 from services.voice.pacing_redis import RedisPacingStore
-from tests.channels.harness import free_port
+from tests.channel_harness import free_port
 
 
 class Figures:

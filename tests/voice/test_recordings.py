@@ -6,7 +6,7 @@ from structlog.testing import capture_logs
 
 from services.sandbox.testing import SandboxHandle
 from shared.config import KafkaSettings
-from tests.channels.harness import Publisher, running_service, signed_post, template_cached, unique_number
+from tests.channel_harness import Publisher, running_service, signed_post, template_cached, unique_number
 from tests.helpers import TopicReader, wait_for
 from tests.voice.test_voice import Voice, final_status, placed_calls, settings_for, voice_dispatch, voice_template
 

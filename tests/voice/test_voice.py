@@ -20,7 +20,7 @@ from shared.events.contracts import (
     TemplateRef,
 )
 from shared.tracing import parse_traceparent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     free_port,
     running_service,

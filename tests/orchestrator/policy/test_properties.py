@@ -25,7 +25,7 @@ from services.orchestrator.policy import (
     evaluate,
     load_policy,
 )
-from tests.policy.checker import violations
+from tests.orchestrator.policy.checker import violations
 
 POLICY: Policy = load_policy()
 ZONES = {

@@ -23,7 +23,7 @@ from tests.helpers import TopicReader, wait_for
 from tests.orchestrator.conftest import EDITOR, FakeClock, make_settings, request_event, running
 
 DISPATCHED = "cadencia.contact.dispatched.v1"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 #: Operator limits off, so only the law limits what these tests count.
 UNLIMITED_STRATEGY = """

@@ -9,7 +9,7 @@ import services.sms.settings as sms_settings
 from services.sandbox.testing import SandboxHandle, running_sandbox
 from shared.config import KafkaSettings
 from shared.tracing import parse_traceparent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     dispatch_event,
     free_port,
@@ -116,7 +116,7 @@ async def test_replies_stop_baja_and_1_and_forged_webhooks_are_refused(
 
     from shared.channels.models import ProviderReceipt
     from shared.db import OutboxRecord
-    from tests.channels.harness import signed_post
+    from tests.channel_harness import signed_post
 
     settings = service_settings(SMS, kafka_settings, database_url, sandbox, free_port(), group=group)
     await publisher.template(template_event("reminder", "sms"))

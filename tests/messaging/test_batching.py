@@ -21,7 +21,7 @@ from shared.channels.models import ProviderReceipt, SendLogRecord
 from shared.config import KafkaSettings
 from shared.db import Database
 from shared.events.contracts import ContactDispatchedEvent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     dispatch_event,
     free_port,

@@ -30,7 +30,7 @@ from shared.bus import EventProducer
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.events import Topics
 from tests.browser import ARGS, CHROMIUM, screenshot_path
-from tests.channels.harness import free_socket, running_service, serve_app, service_settings
+from tests.channel_harness import free_socket, running_service, serve_app, service_settings
 from tests.email.harness import Email, email_settings_for
 from tests.helpers import wait_for
 from tests.orchestrator.conftest import request_event

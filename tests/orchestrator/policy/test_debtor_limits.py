@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.orchestrator.policy import AccountState, Allow, Defer, Deny, Policy, ProposedContact, evaluate
 from services.orchestrator.policy.models import DebtorContext, InconvenientTime
-from tests.policy.factories import local
+from tests.orchestrator.policy.factories import local
 
 NY = "America/New_York"
 

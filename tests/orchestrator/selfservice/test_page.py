@@ -15,7 +15,7 @@ from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
 from shared.templates import format_money
 from tests.helpers import TopicReader, wait_for
 from tests.orchestrator.conftest import VIEWER, FakeClock, Orchestrator, request_event
-from tests.selfservice.conftest import token_of
+from tests.orchestrator.selfservice.conftest import token_of
 
 DISPATCHED = "cadencia.contact.dispatched.v1"
 STATUS = "cadencia.contact.status_changed.v1"

@@ -18,7 +18,7 @@ import services.whatsapp.settings as wa_settings
 from services.sandbox.testing import SandboxHandle
 from shared.config import KafkaSettings
 from shared.events.contracts import ContactDispatchedEvent, TemplatePublishedEvent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     dispatch_event,
     free_port,

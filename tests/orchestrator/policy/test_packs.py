@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.orchestrator.policy import Allow, Defer, Policy, evaluate, load_policy
-from tests.policy.factories import account, contact, debtor, local
+from tests.orchestrator.policy.factories import account, contact, debtor, local
 
 
 def test_composition_chains(policy: Policy) -> None:

@@ -15,7 +15,7 @@ from services.orchestrator.policy import (
     Suppression,
     evaluate,
 )
-from tests.policy.factories import account, contact, debtor, inbound, local, out, utc
+from tests.orchestrator.policy.factories import account, contact, debtor, inbound, local, out, utc
 
 CHI = "America/Chicago"
 

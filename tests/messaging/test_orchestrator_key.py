@@ -13,7 +13,7 @@ from services.orchestrator.settings import Settings as OrchestratorSettings
 from services.sandbox.testing import SandboxHandle
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.events import Topics
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     dispatch_event,
     free_port,

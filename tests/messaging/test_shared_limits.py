@@ -24,7 +24,7 @@ from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisBucket, RedisSenderLimits
 from shared.config import KafkaSettings
 from shared.events import Topics
-from tests.channels.harness import Publisher, dispatch_event, free_port, template_event, unique_number
+from tests.channel_harness import Publisher, dispatch_event, free_port, template_event, unique_number
 from tests.helpers import TopicReader, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import services.whatsapp.app as wa_app
 import services.whatsapp.settings as wa_settings
 from services.sandbox.testing import SandboxHandle
 from shared.config import KafkaSettings
-from tests.channels.harness import (
+from tests.channel_harness import (
     CONTENT_SID,
     Publisher,
     dispatch_event,

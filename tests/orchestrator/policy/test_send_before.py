@@ -7,8 +7,8 @@ from datetime import timedelta
 from hypothesis import given
 
 from services.orchestrator.policy import Allow, Defer, LedgerEntry, Policy, ProposedContact, evaluate, load_policy
-from tests.policy.factories import account, debtor, local, out
-from tests.policy.test_properties import FAST, _probe_instants, broken, run, scenarios
+from tests.orchestrator.policy.factories import account, debtor, local, out
+from tests.orchestrator.policy.test_properties import FAST, _probe_instants, broken, run, scenarios
 
 MARGIN = timedelta(seconds=20)
 WITH_MARGIN = load_policy(send_margin=MARGIN)
