@@ -14,14 +14,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.email.adapter import SendGridEmailAdapter
 from services.email.settings import Settings
-from services.email.webhooks import (
-    EVENTS_PATH,
-    EmailWebhookContext,
-    SendGridEmailAdapter,
-    UnsubscribeTokens,
-    email_routes,
-)
+from services.email.tokens import UnsubscribeTokens
+from services.email.unsubscribe import unsubscribe_routes
+from services.email.webhooks import EVENTS_PATH, EmailWebhookContext, events_routes
 from shared.app import build_app
 from shared.channels.lifespan import open_channel, start_dispatch, start_reconciler
 from shared.db.parked import parked_outbox_router
@@ -78,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
 
     app = build_app(settings, "Cadencia email", lifespan)
-    app.include_router(email_routes())
+    app.include_router(events_routes())
+    app.include_router(unsubscribe_routes())
     app.include_router(parked_outbox_router(lambda request: request.app.state.db))
     return app

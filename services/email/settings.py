@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.email.webhooks import DEV_UNSUBSCRIBE_SECRET, EmailSenderSettings, UnsubscribeSettings
 from shared.channels.settings import SendingSettings
 from shared.config import DEV_ORCHESTRATOR_API_KEY, SendGridSettings, ServiceSettings
+
+DEV_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret"
+
+
+class EmailSenderSettings(BaseModel):
+    """Who sends, and how fast: SendGrid limits mail send requests per second per API key."""
+
+    from_email: str = "cobranza@cadencia.example"
+    from_name: str = "Cadencia"
+    reply_to: str = ""
+    reply_to_name: str = ""
+    #: Mail send requests per second, and how many may leave back to back after a pause.
+    rate: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class UnsubscribeSettings(BaseModel):
+    """The one-click unsubscribe link (RFC 8058) every email carries."""
+
+    #: HMAC key of the link's token; the development default is refused in production.
+    secret: SecretStr = SecretStr(DEV_UNSUBSCRIBE_SECRET)
+    #: An address that unsubscribes by mail (``List-Unsubscribe: <mailto:...>``); empty: none.
+    mailto: str = ""
 
 
 class Settings(ServiceSettings):

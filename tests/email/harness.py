@@ -8,7 +8,7 @@ from typing import Any
 
 import services.email.app as email_app
 import services.email.settings as email_settings
-from services.email.webhooks import EmailSenderSettings, UnsubscribeSettings
+from services.email.settings import EmailSenderSettings, UnsubscribeSettings
 from services.sandbox.testing import SandboxHandle
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings, SendGridSettings

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.email.settings import Settings
-from services.email.webhooks import UnsubscribeTokens, x_message_id
+from services.email.tokens import UnsubscribeTokens
+from services.email.webhooks import x_message_id
 from shared.channels.models import advances
 from shared.providers.base import Ambiguous, Rejected, Retryable
 from shared.providers.sendgrid import EventWebhookVerifier, classify_mail_response
