@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, cast
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import Table, or_, select
@@ -34,9 +33,9 @@ from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows
 from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
-from shared.http import Problem
 from shared.logging import get_logger
-from shared.providers.twilio import OPTED_OUT, SIGNATURE_HEADER, TwilioSignature
+from shared.providers import delivery_reason
+from shared.providers.twilio import TwilioSignature, verify_twilio_form
 
 log = get_logger(__name__)
 
@@ -92,28 +91,6 @@ def get_context(request: Request) -> WebhookContext:
 
 
 ContextDep = Annotated[WebhookContext, Depends(get_context)]
-
-
-async def verify_twilio_form(
-    request: Request, signature: TwilioSignature, public_url: str, count: Callable[[str], None]
-) -> dict[str, str]:
-    """The form parameters of a request Twilio signed for ``public_url``; 403 problem otherwise.
-
-    Every Twilio webhook of every channel (messages, calls, TwiML fetches) goes through here.
-    """
-    raw = await request.body()
-    pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-    multi: dict[str, list[str]] = {}
-    for key, value in pairs:
-        multi.setdefault(key, []).append(value)
-    url = public_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    if not signature.verify(url, multi, request.headers.get(SIGNATURE_HEADER)):
-        count("forged")
-        log.warning("webhook refused: bad or missing Twilio signature", path=request.url.path)
-        raise Problem(403, "Forbidden", "invalid or missing X-Twilio-Signature", "/problems/signature")
-    return {key: values[0] for key, values in multi.items()}
 
 
 async def verified_params(request: Request, ctx: WebhookContext) -> dict[str, str]:
@@ -287,7 +264,7 @@ def _apply_one_status(ctx: WebhookContext, outbox: OutboxBatch, index: SendLogIn
         outbox, topic, row, status, source=ctx.source, provider=ctx.provider, now=report.received_at,
         error_code=report.error_code, error_message=report.error_message,
     )
-    if moved and report.error_code == OPTED_OUT:
+    if moved and delivery_reason(ctx.provider, report.error_code) == "opted_out":
         stage_opt_out(outbox, topic, row, source=ctx.source, now=report.received_at)
     return "applied" if moved else "stale"
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.messaging.webhooks import find_send_log, first_receipt, verify_twilio_form
+from services.messaging.webhooks import find_send_log, first_receipt
 from services.voice import twiml
 from services.voice.calls import CALL_STATUS_PATH, GATHER_PATH, TWIML_PATH
 from services.voice.models import CallSession
@@ -29,7 +29,7 @@ from shared.db import Database, GroupWriter, add_to_outbox
 from shared.events import Topics, utcnow
 from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
 from shared.logging import get_logger
-from shared.providers.twilio import TwilioSignature
+from shared.providers.twilio import TwilioSignature, verify_twilio_form
 from shared.tracing import callback_url as traced_url
 
 log = get_logger(__name__)

@@ -54,7 +54,7 @@ from shared.events import Topics, utcnow
 from shared.events.contracts import Channel, ContactDispatched, ContactDispatchedEvent, TemplatePublished
 from shared.logging import get_logger
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
-from shared.providers.twilio import OPTED_OUT
+from shared.providers.reasons import delivery_reason
 from shared.templates import RenderedMessage, TemplateError, render_dispatch
 from shared.templates.cache import TemplateAccessRefused, TemplateNotFound
 
@@ -416,7 +416,7 @@ class DispatchHandler:
             return
         status = row.status or ("failed" if row.state == "failed" else "unknown")
         self._emit(outbox, row, status, row.error_code, row.error_message)
-        if row.error_code == OPTED_OUT:
+        if delivery_reason(self.adapter.provider, row.error_code) == "opted_out":
             self._opt_out(outbox, row)
         log.info("redelivered dispatch; outcome re-emitted", dispatch_id=row.dispatch_id, state=row.state)
 
@@ -517,7 +517,7 @@ class DispatchHandler:
         else:
             row.state = "failed"
             self._advance(outbox, row, "failed", result.error_code, result.error_message)
-            if result.error_code == OPTED_OUT:
+            if delivery_reason(self.adapter.provider, result.error_code) == "opted_out":
                 self._opt_out(outbox, row)
 
     # -- outcomes -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from shared.events.contracts import (
     ResponseReceived,
     ResponseReceivedEvent,
 )
+from shared.providers.reasons import delivery_reason
 
 _NAMESPACE = uuid.UUID("6f1c3c52-8d0e-4b0a-9a55-c0d1e2a3b4c5")
 
@@ -55,6 +56,7 @@ def delivery_event(
             provider_id=row.provider_id,
             error_code=error_code,
             error_message=(error_message or None) and error_message[:2000],
+            reason=delivery_reason(provider, error_code),
             occurred_at=occurred_at,
         ),
     )
@@ -120,7 +122,7 @@ def advance(
 
 
 def stage_opt_out(outbox: Outbox, topic: str, row: SendLogView, *, source: str, now: datetime) -> None:
-    """The provider says the recipient opted out (Twilio 21610): the orchestrator learns it as a reply."""
+    """The provider says the recipient opted out (reason ``opted_out``): the orchestrator learns it as a reply."""
     event = response_event(
         event_id=outcome_id("opt_out", row.dispatch_id), debtor_id=row.debtor_id, dispatch_id=row.dispatch_id,
         channel=row.channel, kind="opt_out", text=None, address=row.address, source=source, occurred_at=now,

@@ -239,6 +239,9 @@ DeliveryStatus = Literal[
     "accepted", "sent", "delivered", "read", "failed", "undelivered", "bounced", "opened", "clicked",
     "conversation", "voicemail", "no_answer", "busy", "unknown", "expired", "agent_connected", "abandoned",
 ]
+#: Why a delivery failed, in words no provider owns: the channel translates its provider's error code
+#: (Twilio ``21211`` → ``invalid_address``, ``21610`` → ``opted_out``), so consumers never read one.
+DeliveryReason = Literal["invalid_address", "opted_out"]
 ResponseKind = Literal[
     "reply", "opt_out", "opt_in", "keypress", "promise_to_pay", "callback_request", "unsubscribe", "help",
 ]
@@ -257,6 +260,9 @@ class DeliveryUpdated(Contract):
     occurred_at: datetime
     #: ``agent_connected``: seconds the debtor talked with the agent (additive to v1).
     talk_time_s: int | None = Field(None, ge=0)
+    #: The provider-neutral reason of a failure the channel recognised (additive to v1: events from
+    #: before it carry only ``provider`` and ``error_code``; see ``shared.providers.delivery_reason``).
+    reason: DeliveryReason | None = None
 
 
 class ResponseReceived(Contract):

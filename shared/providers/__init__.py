@@ -1,11 +1,15 @@
-"""Provider clients behind a small interface per channel, and webhook signature checks.
+"""Provider clients behind a small interface per channel, one package per provider.
 
 * :mod:`shared.providers.base` — what a channel service needs from any provider: the outcome
   classes of one API request (accepted, rejected, retryable, ambiguous).
-* :mod:`shared.providers.twilio` — Twilio's Messages API over httpx + aiohttp, and
-  ``X-Twilio-Signature`` verification. A SendGrid module follows the same shape.
+* :mod:`shared.providers.http` — the aiohttp session, timeouts and failure classification every
+  client shares (:class:`~shared.providers.http.ProviderHttpClient`), and ``Retry-After``.
+* :mod:`shared.providers.twilio` / :mod:`shared.providers.sendgrid` — each provider's client
+  (``client``), webhook signature checks (``signature``) and error mapping (``errors``).
+* :func:`delivery_reason` — a provider's error code as the neutral ``DeliveryUpdated.reason``.
 """
 
 from shared.providers.base import Accepted, Ambiguous, ProviderError, Rejected, Retryable
+from shared.providers.reasons import delivery_reason
 
-__all__ = ["Accepted", "Ambiguous", "ProviderError", "Rejected", "Retryable"]
+__all__ = ["Accepted", "Ambiguous", "ProviderError", "Rejected", "Retryable", "delivery_reason"]

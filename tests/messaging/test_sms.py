@@ -94,6 +94,9 @@ async def test_undelivered_invalid_opted_out_and_late_dispatches_produce_their_o
         assert (final(undelivered).data.status, final(undelivered).data.error_code) == ("undelivered", "30003")
         assert (final(invalid).data.status, final(invalid).data.error_code) == ("failed", "21211")
         assert (final(opted_out).data.status, final(opted_out).data.error_code) == ("failed", "21610")
+        # the channel names the provider's codes in words the orchestrator decides on
+        reasons = [final(e).data.reason for e in (undelivered, invalid, opted_out)]
+        assert reasons == [None, "invalid_address", "opted_out"]
         assert (final(late).data.status, final(late).data.error_code) == ("failed", "deadline")
         opt_outs = await outcomes.wait_count(RESPONSE, 1)
         assert [(r.data.kind, r.data.debtor_id, r.data.dispatch_id, r.data.address) for r in opt_outs] == [

@@ -35,11 +35,10 @@ from services.orchestrator.runtime.statuses import (
     DELIVERED,
     FAILED,
     INTAKE,
-    INVALID_NUMBER,
     PAUSE_RULES,
     SOURCE,
     STATUS_RANK,
-    TWILIO_OPTED_OUT,
+    SUPPRESSING_REASONS,
     UNANSWERED,
 )
 from services.orchestrator.runtime.strategy import SegmentPlan
@@ -60,6 +59,7 @@ from shared.events.contracts import (
     ResponseReceivedEvent,
 )
 from shared.logging import get_logger
+from shared.providers import delivery_reason
 
 log = get_logger(__name__)
 
@@ -302,9 +302,11 @@ async def apply_delivery(b: Batch, event: DeliveryUpdatedEvent, now: datetime) -
         log.warning("outcome for an unknown dispatch", dispatch_id=update_.dispatch_id)
         return
     await agent_outcomes.record(b.session, event.id, update_)
-    if update_.error_code in (INVALID_NUMBER, TWILIO_OPTED_OUT):
-        reason = "invalid_number" if update_.error_code == INVALID_NUMBER else "opt_out"
-        await suppress(b, dispatch_row.debtor_id, dispatch_row.channel, dispatch_row.address, reason, "provider", now)
+    # Updates written before ``reason`` existed carry only the provider's code: the provider package reads it.
+    failure = update_.reason or delivery_reason(update_.provider, update_.error_code)
+    if failure in SUPPRESSING_REASONS:
+        await suppress(b, dispatch_row.debtor_id, dispatch_row.channel, dispatch_row.address,
+                       SUPPRESSING_REASONS[failure], "provider", now)
     elif update_.status == "bounced":
         await suppress(b, dispatch_row.debtor_id, dispatch_row.channel, dispatch_row.address, "bounce", "provider",
                        now)

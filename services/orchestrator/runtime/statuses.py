@@ -23,8 +23,8 @@ DELIVERED = frozenset({"delivered", "read", "opened", "clicked", "voicemail", "c
 LEGAL_NOTICES = frozenset({"opt_out_confirmation", "cease_notice", "dispute_ack"})
 #: Kinds that answer a promise the debtor just made (its confirmation, the self-service link).
 PROMISE_ANSWERS = frozenset({"promise_confirmation", "self_service_link"})
-INVALID_NUMBER = "21211"
-TWILIO_OPTED_OUT = "21610"
+#: A failed delivery's neutral reason (``DeliveryUpdated.reason``) → the suppression it records.
+SUPPRESSING_REASONS: dict[str, str] = {"invalid_address": "invalid_number", "opted_out": "opt_out"}
 ACCOUNT_RULE = "account.state"
 PROMISE_RULE = "core.promise_to_pay"
 PAUSE_RULES = frozenset({ACCOUNT_RULE, PROMISE_RULE, "core.account_status"})

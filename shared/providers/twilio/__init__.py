@@ -1,17 +1,14 @@
 """Twilio: the Messages and Calls API clients, ``X-Twilio-Signature`` verification and its error codes."""
 
-from shared.providers.twilio.client import (
+from shared.providers.twilio.client import TwilioCalls, TwilioMessages
+from shared.providers.twilio.errors import (
     INVALID_TO_NUMBER,
     OPTED_OUT,
-    SIGNATURE_HEADER,
     TOO_MANY_REQUESTS,
     WHATSAPP_WINDOW_CLOSED,
-    TwilioCalls,
-    TwilioMessages,
-    TwilioSignature,
     classify_response,
-    parse_retry_after,
 )
+from shared.providers.twilio.signature import SIGNATURE_HEADER, TwilioSignature, verify_twilio_form
 
 __all__ = [
     "INVALID_TO_NUMBER",
@@ -23,5 +20,5 @@ __all__ = [
     "TwilioMessages",
     "TwilioSignature",
     "classify_response",
-    "parse_retry_after",
+    "verify_twilio_form",
 ]

@@ -178,11 +178,12 @@ async def test_stop_on_sms_suppresses_sms_but_not_email_and_confirms_once(
         assert [(s["channel"], s["reason"]) for s in view["suppressions"]] == [("sms", "opt_out")]
 
 
-def delivery(dispatch, status: str, at: datetime, error: str | None = None) -> DeliveryUpdatedEvent:
+def delivery(dispatch, status: str, at: datetime, error: str | None = None, *, provider: str = "twilio",
+             reason: str | None = None) -> DeliveryUpdatedEvent:
     d = dispatch.data
     return DeliveryUpdatedEvent(subject=d.debtor_id, data=DeliveryUpdated(
         dispatch_id=d.dispatch_id, request_id=d.request_id, debtor_id=d.debtor_id, channel=d.channel, status=status,
-        provider="twilio", error_code=error, occurred_at=at))
+        provider=provider, error_code=error, occurred_at=at, reason=reason))
 
 
 async def test_an_undelivered_sms_falls_back_to_email_but_never_past_expires_at(
@@ -256,7 +257,8 @@ async def test_unanswered_calls_fall_back_after_the_configured_count_and_replies
             occurred_at=T0)))
         await wait_for(lambda: ("responded", "callback_request") in history(reader, event.id))
 
-        # an invalid number (Twilio 21211) suppresses it and the contact moves on
+        # an invalid number suppresses it and the contact moves on; this update predates
+        # DeliveryUpdated.reason and carries only Twilio's code (21211): it is still understood
         bad = request_event("deb-n2", channel="auto", days_past_due=0)
         await orchestrator.submit(bad)
         [sms] = await wait_for(lambda: dispatches(reader, bad.id))
@@ -265,6 +267,23 @@ async def test_unanswered_calls_fall_back_after_the_configured_count_and_replies
         assert moved.data.channel == "email"
         view = await debtor_view(orchestrator, "deb-n2")
         assert [(s["channel"], s["reason"]) for s in view["suppressions"]] == [("sms", "invalid_number")]
+
+
+async def test_a_neutral_opt_out_reason_suppresses_the_address_whatever_the_provider_code(
+    orchestrator: Orchestrator, kafka_settings
+) -> None:
+    t = orchestrator.topics
+    async with TopicReader(kafka_settings, t.dispatch("sms"), t.dispatch("email"), t.contact_status) as reader:
+        event = request_event("deb-r1", channel="auto", days_past_due=0)
+        await orchestrator.submit(event)
+        [sms] = await wait_for(lambda: dispatches(reader, event.id))
+        # a provider the orchestrator knows nothing about, with a code of its own: the reason decides
+        await orchestrator.publish(t.contact_outcomes, delivery(sms, "failed", T0, "E-77", provider="acme",
+                                                                reason="opted_out"))
+        moved = await wait_for(lambda: len(dispatches(reader, event.id)) == 2 and dispatches(reader, event.id)[1])
+        assert moved.data.channel == "email"
+        view = await debtor_view(orchestrator, "deb-r1")
+        assert [(s["channel"], s["reason"]) for s in view["suppressions"]] == [("sms", "opt_out")]
 
 
 async def test_a_telephone_conversation_blocks_calls_for_seven_days_but_not_other_channels(
