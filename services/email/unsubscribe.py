@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.email.tokens import UNSUBSCRIBE_PATH
 from services.email.webhooks import EmailContextDep, EmailWebhookContext, stage_unsubscribe
-from services.messaging.webhooks import first_receipt
+from shared.channels.callbacks import first_receipt
 from shared.channels.models import SendLogRecord
 from shared.http import Problem
 

@@ -8,8 +8,8 @@ Events are correlated by the ``dispatch_id`` custom arg (else SendGrid's message
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,12 +18,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.email.tokens import UnsubscribeTokens
-from services.messaging.webhooks import SendLogIndex, by_context, new_receipts
+from shared.channels.callbacks import ChannelWebhookContext, SendLogIndex, by_context, new_receipts
 from shared.channels.models import SendLogView
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
 from shared.channels.sendlog import SendLogEntry
-from shared.db import Database, GroupWriter, Outbox, OutboxBatch, Write, add_to_outbox
-from shared.events import Topics, utcnow
+from shared.db import Outbox, OutboxBatch, Write, add_to_outbox
+from shared.events.contracts import Channel
 from shared.http import Problem
 from shared.logging import get_logger
 from shared.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier
@@ -47,21 +47,14 @@ SENDGRID_STATUS: dict[str, str] = {
 UNSUBSCRIBE_EVENTS = frozenset({"unsubscribe", "group_unsubscribe"})
 
 
-@dataclass
-class EmailWebhookContext:
-    db: Database
-    topics: Topics
+@dataclass(kw_only=True)
+class EmailWebhookContext(ChannelWebhookContext):
+    """The email webhooks' context: the event webhook's verifier and the unsubscribe link's tokens."""
+
     verifier: EventWebhookVerifier
     tokens: UnsubscribeTokens
-    source: str
-    #: The service's group writer: every event and unsubscribe is committed through it (DESIGN §12).
-    writer: GroupWriter
+    channel: Channel = "email"
     provider: str = "sendgrid"
-    clock: Callable[[], datetime] = utcnow
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
 
 
 def get_email_context(request: Request) -> EmailWebhookContext:

@@ -14,25 +14,21 @@ transaction is committed (a crash before it: no 2xx, the provider retries).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import Table, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
 
 from services.messaging.keywords import KeywordClassifier
-from shared.channels.models import ProviderReceipt, SendLogRecord, bare_address
+from shared.channels.callbacks import ChannelWebhookContext, SendLogIndex, by_context, new_receipts
+from shared.channels.models import SendLogRecord, bare_address
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
-from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows
-from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox
-from shared.events import Topics, utcnow
-from shared.events.contracts import Channel
+from shared.db import OutboxBatch, Write, add_to_outbox
 from shared.logging import get_logger
 from shared.providers import delivery_reason
 from shared.providers.twilio import TwilioSignature, verify_twilio_form
@@ -60,23 +56,16 @@ TWIML = "application/xml"
 InboundHook = Callable[[AsyncSession, str, datetime], Awaitable[None]]
 
 
-@dataclass
-class WebhookContext:
-    channel: Channel
-    db: Database
-    topics: Topics
+@dataclass(kw_only=True)
+class WebhookContext(ChannelWebhookContext):
+    """What the Twilio message webhooks need besides the channel's: the signature and public URL they
+    are verified with, the reply keywords, and the channel's hook for inbound messages."""
+
     signature: TwilioSignature
     public_url: str
     classifier: KeywordClassifier
-    source: str
-    writer: GroupWriter
     provider: str = "twilio"
     on_inbound: InboundHook | None = None
-    clock: Callable[[], datetime] = utcnow
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
 
 
 def status_callback_url(public_url: str, dispatch_id: str) -> str:
@@ -97,103 +86,6 @@ async def verified_params(request: Request, ctx: WebhookContext) -> dict[str, st
     return await verify_twilio_form(request, ctx.signature, ctx.public_url, ctx.count)
 
 
-async def find_send_log(session: AsyncSession, provider_id: str, dispatch_hint: str | None) -> SendLogRecord | None:
-    """The send-log row a provider callback is about, locked: by the dispatch id in the callback URL
-    (set even when the send's answer was lost), else by the provider's id. The first callback for a
-    row that never recorded its answer adopts the provider id and proves the provider has it."""
-    row = None
-    if dispatch_hint:
-        row = await _locked(session, SendLogRecord.dispatch_id == dispatch_hint)
-        if row is not None and row.provider_id not in (None, provider_id):
-            row = None
-    if row is None:
-        row = await _locked(session, SendLogRecord.provider_id == provider_id)
-    if row is not None:
-        if row.provider_id is None:
-            row.provider_id = provider_id
-        if row.state in ("sending", "unknown"):
-            row.state = "sent"
-    return row
-
-
-async def first_receipt(session: AsyncSession, provider_id: str, status: str, now: datetime) -> bool:
-    """Record a webhook as applied; False if it already was."""
-    return (provider_id, status) in await new_receipts(session, [(provider_id, status)], now)
-
-
-async def new_receipts(session: AsyncSession, keys: Iterable[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
-    """Record many webhooks as applied in one statement; returns the ``(id, status)`` keys that were not yet."""
-    unique = list(dict.fromkeys(keys))
-    if not unique:
-        return set()
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = cast(Table, ProviderReceipt.__table__)
-    stmt = (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=["provider_id", "status"])
-        .returning(table.c.provider_id, table.c.status)
-    )
-    values = [{"provider_id": key, "status": status, "received_at": now} for key, status in unique]
-    return {(key, status) for key, status in (await session.execute(stmt, values)).all()}
-
-
-class SendLogIndex:
-    """Send-log rows loaded (and locked) for a group of callbacks, found as :func:`find_send_log` would;
-    :meth:`save` writes back what the callbacks changed, in one statement."""
-
-    def __init__(self, rows: SendLogRows) -> None:
-        self.rows = rows
-        self.by_dispatch: dict[str, SendLogEntry] = {}
-        self.by_provider: dict[str, SendLogEntry] = {}
-        for row in rows:
-            self.by_dispatch[row.dispatch_id] = row
-            self._index(row)
-
-    @classmethod
-    async def load(
-        cls, session: AsyncSession, provider_ids: Iterable[str], dispatch_ids: Iterable[str], channel: str | None = None
-    ) -> SendLogIndex:
-        """One query for every row named by a dispatch id or a provider id (locked in dispatch id order)."""
-        providers, dispatches = sorted(set(provider_ids)), sorted(set(dispatch_ids))
-        if not providers and not dispatches:
-            return cls(SendLogRows([]))
-        conditions = []
-        if dispatches:
-            conditions.append(SEND_LOG.c.dispatch_id.in_(dispatches))
-        if providers:
-            conditions.append(SEND_LOG.c.provider_id.in_(providers))
-        where = [or_(*conditions)]
-        if channel is not None:
-            where.append(SEND_LOG.c.channel == channel)
-        return cls(await SendLogRows.select(session, *where))
-
-    async def save(self, session: AsyncSession) -> int:
-        return await self.rows.save(session)
-
-    def _index(self, row: SendLogEntry) -> None:
-        if row.provider_id is None:
-            return
-        current = self.by_provider.get(row.provider_id)
-        if current is None or row.created_at > current.created_at:  # the latest message with that id
-            self.by_provider[row.provider_id] = row
-
-    def find(self, provider_id: str, dispatch_hint: str | None) -> SendLogEntry | None:
-        """As :func:`find_send_log`: by the dispatch id, else by the provider id; adopts the provider id."""
-        row = self.by_dispatch.get(dispatch_hint) if dispatch_hint else None
-        if row is not None and row.provider_id not in (None, provider_id):
-            row = None
-        if row is None:
-            row = self.by_provider.get(provider_id)
-        if row is not None:
-            if row.provider_id is None:
-                row.provider_id = provider_id
-                self._index(row)
-            if row.state in ("sending", "unknown"):
-                row.state = "sent"
-        return row
-
-
 @dataclass(frozen=True)
 class StatusReport:
     """One delivery status callback: Twilio's ``MessageSid`` and ``MessageStatus`` (lower-cased)."""
@@ -204,15 +96,6 @@ class StatusReport:
     error_code: str | None
     error_message: str | None
     received_at: datetime
-
-
-def by_context(writes: Sequence[Write[tuple[Any, Any]]]) -> dict[int, tuple[Any, list[int]]]:
-    """Writes whose item is ``(context, ...)``, grouped by their context object (a writer may serve two)."""
-    groups: dict[int, tuple[Any, list[int]]] = {}
-    for index, write in enumerate(writes):
-        ctx = write.item[0]
-        groups.setdefault(id(ctx), (ctx, []))[1].append(index)
-    return groups
 
 
 async def apply_status(ctx: WebhookContext, params: dict[str, str], dispatch_hint: str | None) -> str:
@@ -267,11 +150,6 @@ def _apply_one_status(ctx: WebhookContext, outbox: OutboxBatch, index: SendLogIn
     if moved and delivery_reason(ctx.provider, report.error_code) == "opted_out":
         stage_opt_out(outbox, topic, row, source=ctx.source, now=report.received_at)
     return "applied" if moved else "stale"
-
-
-async def _locked(session: AsyncSession, condition: object) -> SendLogRecord | None:
-    stmt = select(SendLogRecord).where(condition).order_by(SendLogRecord.created_at.desc()).limit(1)  # type: ignore[arg-type]
-    return (await session.execute(stmt.with_for_update())).scalars().first()
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.messaging.webhooks import first_receipt
 from services.voice.calls import RECORDING_STATUS_PATH
 from services.voice.models import CallSession
 from services.voice.webhooks import ContextDep, verified_params
+from shared.channels.callbacks import first_receipt
 from shared.channels.outcomes import outcome_id
 from shared.db import add_to_outbox
 from shared.events.contracts import CallRecorded, CallRecordedEvent

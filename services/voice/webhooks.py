@@ -10,8 +10,7 @@ else arrived in the same few milliseconds and is answered once that transaction 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,15 +18,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.messaging.webhooks import find_send_log, first_receipt
 from services.voice import twiml
 from services.voice.calls import CALL_STATUS_PATH, GATHER_PATH, TWIML_PATH
 from services.voice.models import CallSession
 from services.voice.settings import Settings
+from shared.channels.callbacks import ChannelWebhookContext, find_send_log, first_receipt
 from shared.channels.outcomes import advance, outcome_id
-from shared.db import Database, GroupWriter, add_to_outbox
-from shared.events import Topics, utcnow
-from shared.events.contracts import ResponseReceived, ResponseReceivedEvent
+from shared.db import add_to_outbox
+from shared.events.contracts import Channel, ResponseReceived, ResponseReceivedEvent
 from shared.logging import get_logger
 from shared.providers.twilio import TwilioSignature, verify_twilio_form
 from shared.tracing import callback_url as traced_url
@@ -37,22 +35,17 @@ log = get_logger(__name__)
 TWIML = "application/xml"
 
 
-@dataclass
-class VoiceContext:
+@dataclass(kw_only=True)
+class VoiceContext(ChannelWebhookContext):
+    """The voice webhooks' context: the service's settings (scripts, IVR, public URL), the Twilio
+    signature, and the pacer."""
+
     settings: Settings
-    db: Database
-    topics: Topics
     signature: TwilioSignature
-    source: str
-    writer: GroupWriter
+    channel: Channel = "voice"
     provider: str = "twilio"
-    clock: Callable[[], datetime] = utcnow
-    counts: dict[str, int] = field(default_factory=dict)
     #: Progressive dialing state (``services.voice.pacing.Pacer``), shared with the Calls adapter.
     pacer: Any = None
-
-    def count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
 
 
 def request_pacer(ctx: VoiceContext) -> Any:
