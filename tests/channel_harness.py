@@ -15,9 +15,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from services.messaging.settings import SenderSettings
 from services.sandbox.testing import SandboxHandle
 from shared.bus import EventProducer
-from shared.channels.settings import SenderSettings, SendingSettings
+from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings, TwilioSettings
 from shared.events import Topics
 from shared.events.contracts import (

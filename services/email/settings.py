@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.channels.settings import SendingSettings
-from shared.config import DEV_ORCHESTRATOR_API_KEY, SendGridSettings, ServiceSettings
+from shared.channels.settings import ChannelServiceSettings
+from shared.config import SendGridSettings
 
 DEV_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret"
 
@@ -34,36 +34,16 @@ class UnsubscribeSettings(BaseModel):
     mailto: str = ""
 
 
-class Settings(ServiceSettings):
+class Settings(ChannelServiceSettings):
     service_name: ClassVar[str] = "email"
-    receives_webhooks: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="CADENCIA_EMAIL_", env_nested_delimiter="__", extra="ignore")
 
     port: int = 8002
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
     sender: EmailSenderSettings = Field(default_factory=EmailSenderSettings)
-    sending: SendingSettings = Field(default_factory=SendingSettings)
     unsubscribe: UnsubscribeSettings = Field(default_factory=UnsubscribeSettings)
     #: Refuse event webhook requests whose signed timestamp is further than this from now (replays).
     webhook_max_age_s: float = Field(default=600.0, gt=0)
-    #: The orchestrator's template API, asked when a pinned version is not in the templates topic.
-    orchestrator_url: str = Field(
-        default="http://127.0.0.1:8000", validation_alias=AliasChoices("orchestrator_url", "CADENCIA_ORCHESTRATOR_URL")
-    )
-    #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
-    orchestrator_api_key: SecretStr = Field(
-        default=SecretStr(DEV_ORCHESTRATOR_API_KEY),
-        validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
-    )
-    consumer_group: str = ""
-    #: Create Cadencia's topics at startup (idempotent).
-    create_topics: bool = True
-
-    @model_validator(mode="after")
-    def _email_defaults(self) -> Settings:
-        if not self.consumer_group:
-            self.consumer_group = "cadencia-email"
-        return self
 
     def development_defaults_in_use(self) -> list[str]:
         bad = super().development_defaults_in_use()

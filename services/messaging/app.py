@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from services.messaging.adapter import TwilioMessageAdapter, WindowLookup
 from services.messaging.keywords import KeywordClassifier
+from services.messaging.settings import MessageServiceSettings
 from services.messaging.webhooks import (
     InboundHook,
     WebhookContext,
@@ -28,7 +29,6 @@ from shared.app import build_app
 from shared.channels.lifespan import open_channel, start_dispatch, start_reconciler
 from shared.channels.models import SendLogRecord
 from shared.channels.reconcile import AskProvider
-from shared.channels.settings import MessageServiceSettings
 from shared.db import Database
 from shared.db.parked import parked_outbox_router
 from shared.events import utcnow

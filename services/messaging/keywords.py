@@ -14,8 +14,8 @@ import re
 import unicodedata
 from typing import Literal
 
+from services.messaging.settings import KeywordSettings
 from shared import stated_limits
-from shared.channels.settings import KeywordSettings
 
 ReplyKind = Literal["opt_out", "opt_in", "help", "promise_to_pay", "reply"]
 

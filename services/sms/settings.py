@@ -4,7 +4,7 @@ from typing import ClassVar
 
 from pydantic_settings import SettingsConfigDict
 
-from shared.channels.settings import MessageServiceSettings
+from services.messaging.settings import MessageServiceSettings
 
 
 class Settings(MessageServiceSettings):

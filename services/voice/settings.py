@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.channels.settings import SendingSettings
-from shared.config import DEV_ORCHESTRATOR_API_KEY, ServiceSettings, TwilioSettings
+from shared.channels.settings import ChannelServiceSettings
+from shared.config import TwilioSettings
 from shared.events.contracts import ResponseKind
 
 
@@ -58,15 +58,13 @@ class PacingSettings(BaseModel):
     flight_ttl_s: float = Field(default=4 * 3600, gt=0)
 
 
-class Settings(ServiceSettings):
+class Settings(ChannelServiceSettings):
     service_name: ClassVar[str] = "voice"
-    receives_webhooks: ClassVar[bool] = True
     model_config = SettingsConfigDict(env_prefix="CADENCIA_VOICE_", env_nested_delimiter="__", extra="ignore")
 
     port: int = 8003
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     caller: CallerSettings = Field(default_factory=CallerSettings)
-    sending: SendingSettings = Field(default_factory=SendingSettings)
     ivr: IvrSettings = Field(default_factory=IvrSettings)
     #: Answering-machine detection (``MachineDetection=DetectMessageEnd``): a machine hears only the
     #: limited-content voicemail. Off, every answer is treated as a person.
@@ -75,25 +73,6 @@ class Settings(ServiceSettings):
     #: pipeline retries it (until its deadline).
     pacing_wait_s: float = Field(default=2.0, gt=0)
     pacing: PacingSettings = Field(default_factory=PacingSettings)
-    #: The orchestrator's template API, asked when a pinned version is not in the templates topic.
-    orchestrator_url: str = Field(
-        default="http://127.0.0.1:8000", validation_alias=AliasChoices("orchestrator_url", "CADENCIA_ORCHESTRATOR_URL")
-    )
-    #: A viewer key of the orchestrator's API (``CADENCIA_API_KEYS`` there).
-    orchestrator_api_key: SecretStr = Field(
-        default=SecretStr(DEV_ORCHESTRATOR_API_KEY),
-        validation_alias=AliasChoices("orchestrator_api_key", "CADENCIA_ORCHESTRATOR_API_KEY"),
-    )
-    consumer_group: str = ""
-    #: Create Cadencia's topics at startup (idempotent).
-    create_topics: bool = True
-
-    @model_validator(mode="after")
-    def _voice_defaults(self) -> Settings:
-        if not self.consumer_group:
-            self.consumer_group = f"cadencia-{self.service_name}"
-        return self
-
     @model_validator(mode="after")
     def _paced_batches(self) -> Settings:
         """Calls leave at ``caller.cps`` (1 a second by default): a batch of 500 would take 8 minutes, past

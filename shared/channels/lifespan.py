@@ -13,10 +13,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from shared.app import fatal_hook
@@ -27,8 +26,7 @@ from shared.channels.models import receipts_target
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.reconcile import AskProvider, Reconciler
-from shared.channels.settings import SendingSettings
-from shared.config import DatabaseSettings, KafkaSettings, RetentionSettings
+from shared.channels.settings import ChannelServiceSettings
 from shared.db import Database, GroupWriter, OutboxRelay
 from shared.db.attempts import ConsumerAttempts
 from shared.db.migrate import prepare_schema
@@ -37,20 +35,6 @@ from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
 from shared.templates.cache import TemplateCache
 from shared.tracing import callback_url as traced_url
-
-
-class ChannelServiceSettings(Protocol):
-    service_name: ClassVar[str]
-    database: DatabaseSettings
-    kafka: KafkaSettings
-    create_topics: bool
-    orchestrator_url: str
-    orchestrator_api_key: SecretStr
-    consumer_group: str
-    sending: SendingSettings
-    redis_url: str
-    migrate_on_start: bool | None
-    retention: RetentionSettings
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.messaging.keywords import KeywordClassifier
-from shared.channels.settings import KeywordSettings
+from services.messaging.settings import KeywordSettings
 from shared.stated_limits import from_text
 
 

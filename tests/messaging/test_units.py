@@ -8,11 +8,11 @@ import orjson
 import pytest
 
 from services.messaging.keywords import KeywordClassifier
+from services.messaging.settings import KeywordSettings, shipped_keywords
 from shared.channels.models import advances
 from shared.channels.ratelimit import TokenBucket
 from shared.channels.retry import backoff_delay
 from shared.channels.sendlog import COLUMNS, SEND_LOG
-from shared.channels.settings import KeywordSettings, shipped_keywords
 from shared.config import TwilioSettings
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response
