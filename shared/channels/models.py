@@ -4,7 +4,7 @@ Send log ``state`` is the provider request's fate: ``sending`` (committed before
 ``sent`` (the provider accepted it; ``provider_id`` set), ``failed`` (refused, or never sent before
 the deadline), ``expired`` (never sent: its ``send_before`` came first) or ``unknown`` (the request
 may have been processed: never resent). ``status`` is the latest delivery status reported on
-``contact.outcomes``; it only moves forward (:data:`STATUS_RANK`).
+``contact.outcomes``; it only moves forward (:func:`advances`).
 """
 
 from __future__ import annotations
@@ -19,42 +19,42 @@ from shared.addresses import address_key
 from shared.config import RetentionSettings
 from shared.db import Base
 from shared.db.retention import PruneTarget
+from shared.events.contracts import STATUS_RANK
 from shared.events.envelope import utcnow
 
 SendState = str  # "sending" | "sent" | "failed" | "expired" | "unknown"
 
-#: Delivery statuses in the order they may be reported; failed/undelivered are terminal.
-STATUS_RANK: dict[str, int] = {
-    "unknown": 0,
-    "accepted": 1,
-    "sent": 2,
-    "delivered": 3,
-    "read": 4,
-    "opened": 4,
-    "clicked": 5,
-    "failed": 6,
-    "undelivered": 6,
-    "bounced": 6,
-    # How a call ended (voice): each is final.
-    "conversation": 6,
-    "voicemail": 6,
-    "no_answer": 6,
-    "busy": 6,
-    # Never sent: its lawful window (send_before) ended before a provider request could leave.
-    "expired": 6,
-}
+#: The delivery statuses a channel reports (``DeliveryUpdated.status``); a call's outcome and a failure
+#: are final for the channel (:data:`TERMINAL`).
+REPORTED = frozenset({
+    "unknown", "accepted", "sent", "delivered", "read", "opened", "clicked", "failed", "undelivered", "bounced",
+    "conversation", "voicemail", "no_answer", "busy", "expired",
+})
 TERMINAL = frozenset({
     "failed", "undelivered", "bounced", "conversation", "voicemail", "no_answer", "busy", "expired",
 })
 
 
 def advances(current: str | None, new: str) -> bool:
-    """Whether reporting ``new`` after ``current`` moves the message forward."""
+    """Whether reporting ``new`` after ``current`` moves the message forward.
+
+    Along the one order of :data:`~shared.events.contracts.STATUS_RANK`, with two rules a channel adds as
+    the one that reports: every final outcome is reported once — so a failure after a delivery (a spam
+    report, an asynchronous bounce) still reaches the orchestrator, which suppresses on it but keeps the
+    delivery — and after ``unknown`` whatever the provider says next is news. Nothing moves back to
+    ``unknown`` and nothing moves past a final outcome.
+    """
     if current is None:
         return True
-    if current in TERMINAL:
+    if current in TERMINAL or new not in REPORTED:
         return False
-    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, -1)
+    if current not in REPORTED:
+        return True
+    if new == "unknown":
+        return False
+    if new in TERMINAL or current == "unknown":
+        return True
+    return STATUS_RANK[new] > STATUS_RANK[current]
 
 
 def bare_address(address: str) -> str:

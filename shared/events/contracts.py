@@ -239,6 +239,20 @@ DeliveryStatus = Literal[
     "accepted", "sent", "delivered", "read", "failed", "undelivered", "bounced", "opened", "clicked",
     "conversation", "voicemail", "no_answer", "busy", "unknown", "expired", "agent_connected", "abandoned",
 ]
+#: How far a contact got: a dispatch's status only moves up this ranking, so late or duplicate outcomes
+#: never move it back. A failure reported after a delivery (a spam report, an asynchronous bounce) ranks
+#: below it: the debtor was reached. The channels report along the same order (``shared.channels.models``).
+#: ``unknown`` (the channel cannot tell whether the provider processed the request, or the provider
+#: never reported a final status) ends a request, but a later proof of failure or delivery still wins.
+STATUS_RANK: dict[str, int] = {
+    "dispatched": 0, "accepted": 1, "sent": 2, "unknown": 3,
+    "failed": 4, "undelivered": 4, "bounced": 4, "no_answer": 4, "busy": 4,
+    "delivered": 5, "voicemail": 5, "read": 6, "opened": 6, "conversation": 6, "clicked": 7,
+    # never sent: the lawful window ended first (send_before); the contact is re-decided
+    "expired": 4,
+    # how an answered call bridged to agents ended (after its "conversation")
+    "agent_connected": 7, "abandoned": 7,
+}
 #: Why a delivery failed, in words no provider owns: the channel translates its provider's error code
 #: (Twilio ``21211`` → ``invalid_address``, ``21610`` → ``opted_out``), so consumers never read one.
 DeliveryReason = Literal["invalid_address", "opted_out"]

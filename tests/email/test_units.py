@@ -13,6 +13,7 @@ from services.email.settings import Settings
 from services.email.tokens import UnsubscribeTokens
 from services.email.webhooks import x_message_id
 from shared.channels.models import advances
+from shared.events.contracts import STATUS_RANK
 from shared.providers.base import Ambiguous, Rejected, Retryable
 from shared.providers.sendgrid import EventWebhookVerifier, classify_mail_response
 
@@ -68,6 +69,14 @@ def test_email_statuses_only_move_forward() -> None:
     assert not advances("clicked", "opened") and not advances("bounced", "delivered")
     assert advances("accepted", "bounced") and not advances("bounced", "opened")
     assert x_message_id("abc.filterdrecv-1.0") == "abc"
+
+
+def test_a_spam_report_after_delivery_is_reported_but_the_delivery_still_counts() -> None:
+    # One order of statuses: the channel reports every final outcome once (the orchestrator suppresses
+    # on it), and the orchestrator's dispatch keeps the furthest the contact got.
+    assert advances("delivered", "failed") and advances("clicked", "bounced")
+    assert STATUS_RANK["failed"] < STATUS_RANK["delivered"] < STATUS_RANK["clicked"]
+    assert advances("unknown", "sent") and not advances("sent", "unknown")
 
 
 def test_production_refuses_development_secrets() -> None:

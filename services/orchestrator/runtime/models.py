@@ -146,7 +146,7 @@ class DispatchRow(Base):
     template_key: Mapped[str] = mapped_column(String(_ID))
     template_version: Mapped[int] = mapped_column(Integer)
     consented: Mapped[bool] = mapped_column(default=False)
-    #: Latest delivery status; only moves forward (see ``service.STATUS_RANK``).
+    #: Latest delivery status; only moves forward (see ``shared.events.contracts.STATUS_RANK``).
     status: Mapped[str] = mapped_column(String(20), default="dispatched")
     error_code: Mapped[str | None] = mapped_column(String(50), nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)

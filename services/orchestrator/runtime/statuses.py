@@ -1,19 +1,9 @@
-"""The runtime's vocabulary: how dispatch statuses rank and count, and the rule ids it decides by."""
+"""The runtime's vocabulary: how dispatch statuses count, and the rule ids it decides by."""
 
 from __future__ import annotations
 
-#: A dispatch's status only moves up this ranking: late or duplicate outcomes never move it back.
-#: ``unknown`` (the channel cannot tell whether the provider processed the request, or the provider
-#: never reported a final status) ends a request, but a later proof of failure or delivery still wins.
-STATUS_RANK: dict[str, int] = {
-    "dispatched": 0, "accepted": 1, "sent": 2, "unknown": 3,
-    "failed": 4, "undelivered": 4, "bounced": 4, "no_answer": 4, "busy": 4,
-    "delivered": 5, "voicemail": 5, "read": 6, "opened": 6, "conversation": 6, "clicked": 7,
-    # never sent: the lawful window ended first (send_before); the contact is re-decided
-    "expired": 4,
-    # how an answered call bridged to agents ended (after its "conversation")
-    "agent_connected": 7, "abandoned": 7,
-}
+from shared.events.contracts import STATUS_RANK as STATUS_RANK  # the one order of delivery statuses
+
 FAILED = frozenset({"failed", "undelivered", "bounced"})
 #: Calls that reached no one: retried on voice, then the contact falls back to the next channel.
 UNANSWERED = frozenset({"no_answer", "busy"})
