@@ -33,7 +33,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -50,7 +50,7 @@ from shared.channels.retry import backoff_delay
 from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows
 from shared.channels.settings import SendingSettings
 from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox, mark_processed
-from shared.events import Topics, utcnow
+from shared.events import Topics, aware, utcnow
 from shared.events.contracts import Channel, ContactDispatched, ContactDispatchedEvent, TemplatePublished
 from shared.logging import get_logger
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
@@ -131,10 +131,6 @@ class _Prepared:
     @property
     def dispatch_id(self) -> str:
         return self.event.data.dispatch_id
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class DispatchHandler:

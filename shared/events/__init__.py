@@ -30,7 +30,7 @@ from shared.events.contracts import (
     StatusChangedEvent,
     TemplatePublishedEvent,
 )
-from shared.events.envelope import CloudEvent, Contract, new_id, utcnow
+from shared.events.envelope import CloudEvent, Contract, aware, new_id, utcnow
 from shared.events.topics import TOPIC_OF_TYPE, Topics
 
 AnyEvent = Annotated[
@@ -90,6 +90,7 @@ __all__ = [
     "EVENT_TYPES",
     "TOPIC_OF_TYPE",
     "Topics",
+    "aware",
     "encode_event",
     "event_adapter",
     "new_id",

@@ -28,9 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from shared.templates.models import DEFAULT_LIMITS, Limits
-
-DEFAULT_LOCALE = "es-MX"
+from shared.templates.models import DEFAULT_LIMITS, DEFAULT_LOCALE, Limits
 
 #: Jinja's built-in filters that are kept; the rest (``center``, ``indent``, ``format``, ``wordwrap``,
 #: ``xmlattr``, ``pprint``...) can inflate output or are not needed in messages.

@@ -27,6 +27,8 @@ class Limits(BaseModel):
 
 
 DEFAULT_LIMITS = Limits()
+#: The locale a template falls back to, and the one money and dates are written in when none is known.
+DEFAULT_LOCALE = "es-MX"
 
 
 class Finding(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
-DEFAULT_LOCALE = "es-MX"
+from shared.templates.models import DEFAULT_LOCALE
 
 
 def _norm(locale: str) -> str:

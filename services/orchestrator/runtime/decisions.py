@@ -95,7 +95,8 @@ def channel_order(request: ContactRequested, plan: SegmentPlan) -> list[str]:
 
 
 def address_of(debtor: DebtorRow, channel: str) -> str | None:
-    return {"sms": debtor.phone, "voice": debtor.phone, "email": debtor.email, "whatsapp": debtor.whatsapp}[channel]
+    address: str | None = getattr(debtor, validation.ADDRESS_FIELD[channel])
+    return address
 
 
 def debtor_context(debtor: DebtorRow) -> policy_port.DebtorContext:

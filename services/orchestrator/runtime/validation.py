@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,6 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from shared.addresses import AddressError, canonical_email, canonical_phone, region_of
 from shared.events.contracts import ContactRequested, Debtor, DebtorUpdated
+from shared.events.envelope import aware as aware  # ``validation.aware`` to the runtime's modules
 
 #: Largest ``variables`` object by default (JSON bytes): template inputs are a few short values, and a
 #: request carrying megabytes of them would be fanned out into dispatches no broker accepts.
@@ -106,13 +106,6 @@ def is_time_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """Instants without an offset are read as UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def problems(

@@ -32,7 +32,8 @@ from services.orchestrator.templates.models import PublishedTemplate, TemplateVe
 from shared.db import add_to_outbox
 from shared.events.contracts import Channel, TemplateContent, TemplatePublishedEvent, TemplateRef
 from shared.templates import Finding, ValidationReport, validate_template
-from shared.templates.selection import DEFAULT_LOCALE, choose_locale, choose_variant
+from shared.templates.models import DEFAULT_LOCALE
+from shared.templates.selection import choose_locale, choose_variant
 
 SEED_DIR = Path(__file__).parent / "seed"
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
