@@ -1,4 +1,5 @@
-"""Fixtures of the channel service tests: the sandbox, the outcomes topic and a publisher."""
+"""The channel services' test fixtures: the sandbox, topics, the outcomes reader, a publisher and a consumer
+group. Each channel's tests import them into their conftest (messaging, email, voice, resilience...)."""
 
 from __future__ import annotations
 
