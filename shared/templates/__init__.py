@@ -7,17 +7,8 @@
 * :func:`choose_locale` / :func:`choose_variant` implement locale fallback and stable A/B splits.
 """
 
-from shared.templates.engine import (
-    TemplateError,
-    TemplateLimitError,
-    first_name,
-    format_day,
-    format_money,
-    minor_units,
-    payment_link,
-    render_source,
-    self_service_link,
-)
+from shared.templates.engine import TemplateError, TemplateLimitError, render_source
+from shared.templates.filters import first_name, format_day, format_money, minor_units, payment_link, self_service_link
 from shared.templates.lint import lint
 from shared.templates.models import DEFAULT_LIMITS, Finding, Limits, RenderedMessage, SmsInfo
 from shared.templates.render import build_context, render_content, render_dispatch

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.events.contracts import Channel, TemplateContent, TemplatePublished
-from shared.templates.engine import first_name, render_source
+from shared.templates.engine import render_source
+from shared.templates.filters import first_name
 from shared.templates.models import DEFAULT_LIMITS, Limits, RenderedMessage, SmsInfo
 from shared.templates.sms import sms_segments
 from shared.templates.variables import STANDARD_VARIABLES
