@@ -107,6 +107,7 @@ class CallbackSender:
                     entry["error"] = f"{type(exc).__name__}: {exc}"
                     response = None
                 else:
+                    assert response is not None
                     entry["status"] = response.status_code
                     entry["error"] = None
                     if response.status_code < 500:

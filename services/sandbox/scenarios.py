@@ -90,7 +90,7 @@ _CALL_RULES: dict[str, Scenario] = {
     "2019": Scenario(answer="human", digits=["9"]),
 }
 _EMAIL_RULES: dict[str, Scenario] = {
-    name.replace("_", "-"): Scenario(outcome=name)  # type: ignore[arg-type]
+    name.replace("_", "-"): Scenario(outcome=name)
     for name in (
         "bounce",
         "blocked",

@@ -80,7 +80,7 @@ def parse_form(raw: bytes) -> dict[str, Any]:
 
 def first(form: dict[str, Any], key: str) -> str:
     value = form.get(key, "")
-    return value[0] if isinstance(value, list) else value
+    return str(value[0] if isinstance(value, list) else value)
 
 
 def twilio_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -257,6 +257,7 @@ async def fetch_message(account_sid: str, sid: str, request: Request) -> Respons
     sb.record(request, "twilio", received, status, sid=sid)
     if isinstance(gated, Response):
         return gated
+    assert record is not None
     return json_response(record.resource)
 
 

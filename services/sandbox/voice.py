@@ -161,6 +161,7 @@ async def fetch_call(account_sid: str, sid: str, request: Request) -> Response:
     sb.record(request, "twilio", received, gated.status_code if isinstance(gated, Response) else 200, sid=sid)
     if isinstance(gated, Response):
         return gated
+    assert record is not None
     return json_response(record.resource)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -52,7 +53,7 @@ class EventProducer:
         )
         await future
 
-    async def publish_many(self, items: list[tuple[str, CloudEvent]]) -> None:
+    async def publish_many(self, items: Sequence[tuple[str, CloudEvent]]) -> None:
         stamped_items = [(topic, stamped(ev)) for topic, ev in items]
         futures = [
             await self.send_raw(topic, encode_event(ev), ev.key, headers=[("ce_type", ev.type.encode())])

@@ -97,11 +97,11 @@ def evaluate(
 
     denied: list[AppliedRule] = []
     deny_rules = (*pack.deny_rules, ATTORNEY) if account.represented else pack.deny_rules
-    for rule in deny_rules:
-        if rule.applies(contact):
-            why = rule.deny(ctx)
+    for deny_rule in deny_rules:
+        if deny_rule.applies(contact):
+            why = deny_rule.deny(ctx)
             if why is not None:
-                denied.append(rule.applied(why))
+                denied.append(deny_rule.applied(why))
     if suppressions and not any(isinstance(r, OptOutRule) for r in pack.deny_rules):
         why = suppression_block(ctx)
         if why is not None:

@@ -99,9 +99,9 @@ def choose(query: str | None, cookie: str | None, accept_language: str | None) -
     """The page's language: the one asked for, else the remembered one, else the browser's, else English."""
     for candidate in (query, cookie):
         if candidate in LANGUAGES:
-            return candidate  # type: ignore[return-value]
+            return candidate
     for part in (accept_language or "").split(","):
         tag = part.split(";")[0].strip().lower()[:2]
         if tag in LANGUAGES:
-            return tag  # type: ignore[return-value]
+            return tag
     return "en"

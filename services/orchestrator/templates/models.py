@@ -36,13 +36,13 @@ class TemplateVersion(Base):
         return TemplateContent.model_validate(self.content)
 
     def ref(self) -> TemplateRef:
-        return TemplateRef(key=self.key, version=self.version, channel=self.channel,  # type: ignore[arg-type]
+        return TemplateRef(key=self.key, version=self.version, channel=self.channel,
                            locale=self.locale, variant=self.variant)
 
     def as_published(self, published_at: datetime | None = None) -> TemplatePublished:
         """The event payload / channel-side view of this version."""
         return TemplatePublished(
-            key=self.key, version=self.version, channel=self.channel,  # type: ignore[arg-type]
+            key=self.key, version=self.version, channel=self.channel,
             locale=self.locale, variant=self.variant, content=self.template_content,
             variables_schema=self.variables_schema,
             published_at=published_at or self.published_at or self.created_at,

@@ -100,7 +100,7 @@ def pick(
     candidates = {r.variant: r for r in rows if r.locale == chosen_locale}
     variant = choose_variant(key, debtor_id, weights or {v: r.weight for v, r in candidates.items()})
     row = candidates.get(variant) or candidates[sorted(candidates)[0]]
-    return TemplateRef(key=key, version=row.version, channel=row.channel,  # type: ignore[arg-type]
+    return TemplateRef(key=key, version=row.version, channel=row.channel,
                        locale=row.locale, variant=row.variant)
 
 

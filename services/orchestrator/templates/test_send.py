@@ -100,7 +100,7 @@ async def test_send(
         send_id = uuid.uuid4().hex
         dispatch = ContactDispatched(
             dispatch_id=f"test-send-{send_id}", request_id=f"test-send-{send_id}", debtor_id=PSEUDO_DEBTOR,
-            account_id=PSEUDO_DEBTOR, channel=row.channel, to=to,  # type: ignore[arg-type]
+            account_id=PSEUDO_DEBTOR, channel=row.channel, to=to,
             locale=row.locale, template=row.ref(), variables=variables, deadline=now + timedelta(minutes=10),
         )
         add_to_outbox(session, ctx.topics.dispatch(row.channel),
