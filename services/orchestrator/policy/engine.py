@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from services.orchestrator.policy.debtor_limits import ATTORNEY, inconvenient_rules
+from services.orchestrator.policy.deny_rules import OptOutRule, suppression_block
 from services.orchestrator.policy.lawful_until import EXPIRES_RULE, lawful_until
 from services.orchestrator.policy.models import (
     EPOCH,
@@ -24,15 +25,7 @@ from services.orchestrator.policy.models import (
     epoch_us,
 )
 from services.orchestrator.policy.packs import CORE_SOURCE, Policy
-from services.orchestrator.policy.rules import (
-    DAY_US,
-    NEVER,
-    EvalContext,
-    OptOutRule,
-    TimeRule,
-    ZoneView,
-    suppression_block,
-)
+from services.orchestrator.policy.rules import DAY_US, NEVER, EvalContext, TimeRule, ZoneView
 from services.orchestrator.policy.zones import phone_zones, zone
 
 _MAX_STEPS = 10_000

@@ -11,16 +11,10 @@ from typing import Any
 
 import yaml
 
+from services.orchestrator.policy.deny_rules import AccountStatusRule
 from services.orchestrator.policy.models import StrategyLimits
-from services.orchestrator.policy.rules import (
-    AccountStatusRule,
-    CapRule,
-    DenyRule,
-    MinGapRule,
-    PromiseRule,
-    TimeRule,
-    compile_rule,
-)
+from services.orchestrator.policy.registry import compile_rule
+from services.orchestrator.policy.rules import CapRule, DenyRule, MinGapRule, PromiseRule, TimeRule
 from services.orchestrator.policy.zones import zone
 
 PACKS_DIR = Path(__file__).with_name("packs")
