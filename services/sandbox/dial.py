@@ -37,7 +37,8 @@ def _leg_form(record_form: dict[str, Any], target: str, noun: ET.Element | None)
 
 async def dial(sb: Sandbox, record: Any, verb: ET.Element, url: str) -> tuple[str, str, dict[str, Any]] | None:
     """Run one ``<Dial>``; the ``action`` request to make next, or ``None`` to go on with the next verb."""
-    from services.sandbox.voice import CallRecord, call_params, call_resource, execute, fetch_twiml, status_event
+    from services.sandbox.twiml_interpreter import execute, fetch_twiml
+    from services.sandbox.voice import CallRecord, call_params, call_resource, status_event
 
     timing = sb.settings.timing
     timeout = float(verb.get("timeout", "30") or 30)

@@ -104,7 +104,8 @@ async def enqueue(sb: Sandbox, record: CallRecord, verb: ET.Element, url: str) -
     """Run one ``<Enqueue>``: the ``action`` request to make next (``None``: the next verb), and whether the
     call ended (``<Hangup>`` in the wait document). A caller who hangs up raises ``CallerHungUp`` after the
     action was requested."""
-    from services.sandbox.voice import CallerHungUp, call_params, request_twiml
+    from services.sandbox.twiml_interpreter import CallerHungUp, request_twiml
+    from services.sandbox.voice import call_params
 
     name = " ".join((verb.text or "").split())
     queue = _queue(sb, name)
@@ -147,7 +148,8 @@ async def enqueue(sb: Sandbox, record: CallRecord, verb: ET.Element, url: str) -
 
 
 async def _wait(sb: Sandbox, queue: CallQueue, member: Member, verb: ET.Element, url: str) -> str:
-    from services.sandbox.voice import call_params, fetch_twiml
+    from services.sandbox.twiml_interpreter import fetch_twiml
+    from services.sandbox.voice import call_params
 
     record = member.record
     wait_url = verb.get("waitUrl")
@@ -209,7 +211,7 @@ async def _run_wait_document(
 
 async def _hold_step(sb: Sandbox, member: Member, verb: ET.Element) -> bool:
     """Play one piece of hold audio; True when a dequeuing call cut it short."""
-    from services.sandbox.voice import hang_up_if_due, timed_step
+    from services.sandbox.twiml_interpreter import hang_up_if_due, timed_step
 
     step = timed_step(member.record, verb, hold=True)
     if step is None:
@@ -230,7 +232,8 @@ async def _hold_step(sb: Sandbox, member: Member, verb: ET.Element) -> bool:
 
 async def _bridged(sb: Sandbox, queue: CallQueue, member: Member) -> str:
     """Dequeued: the caller hears the noun's ``url`` TwiML, then talks until the conversation ends."""
-    from services.sandbox.voice import call_params, fetch_twiml, say
+    from services.sandbox.twiml_interpreter import fetch_twiml, say
+    from services.sandbox.voice import call_params
 
     record = member.record
     if member.announce is not None:
