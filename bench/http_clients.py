@@ -1,4 +1,4 @@
-"""Which HTTP client the channel services send through: measured, not guessed (DESIGN §12).
+"""Which HTTP client the channel services send through: measured, not guessed (docs/internals.md: batches).
 
 Serves a one-process FastAPI stand-in for Twilio's ``Messages.json`` (uvicorn, a subprocess) and
 creates N messages with C in flight through each candidate:

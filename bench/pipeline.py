@@ -1,4 +1,5 @@
-"""Cadencia's throughput as ratios of bare transport limits, every figure from the same run (DESIGN §12).
+"""Cadencia's throughput as ratios of bare transport limits, every figure from the same run
+(docs/internals.md: batches).
 
 One run, one database kind (SQLite files by default; ``--postgres ADMIN_DSN`` creates a throwaway
 PostgreSQL database per service and drops it at the end), on the embedded broker and the provider

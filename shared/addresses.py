@@ -1,6 +1,6 @@
 """Canonical contact addresses: E.164 phone numbers, e-mail with a trimmed, lower-cased domain.
 
-Every service stores, compares and sends addresses in this form only (DESIGN §6), so an opt-out
+Every service stores, compares and sends addresses in this form only (docs/internals.md: lawful window), so an opt-out
 matches however the number was first written: ``55 1234 5678`` given for a Mexican debtor,
 ``+52 (55) 1234-5678``, ``+52.55.1234.5678``, full-width digits and ``whatsapp:+525512345678`` are
 all ``+525512345678``.

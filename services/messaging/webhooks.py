@@ -6,7 +6,7 @@ a callback already applied — ``(MessageSid, MessageStatus)``, or an inbound ``
 nothing. Status only moves forward (:func:`shared.channels.models.advances`), whatever order the
 callbacks arrive in.
 
-Both are written by the service's group writer (:class:`~shared.db.group.GroupWriter`, DESIGN §12):
+Both are written by the service's group writer (:class:`~shared.db.group.GroupWriter`, docs/internals.md: batches):
 the callbacks of the last few milliseconds share one transaction — one insert of their receipts, one
 read of their send-log rows, one insert of their outcomes — and each is answered only once that
 transaction is committed (a crash before it: no 2xx, the provider retries).

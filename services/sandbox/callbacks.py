@@ -1,7 +1,7 @@
 """Outgoing webhooks: one shared aiohttp session, bounded concurrency, retries, a log.
 
 aiohttp directly rather than httpx: callbacks are the sandbox's hottest path (two or three per
-message) and DESIGN §12 measured aiohttp ~1.5× faster than httpx over its aiohttp transport.
+message) and bench/http_clients.py measured aiohttp ~1.5× faster than httpx over its aiohttp transport.
 """
 
 from __future__ import annotations

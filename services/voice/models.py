@@ -24,7 +24,8 @@ class CallSession(Base):
     address: Mapped[str] = mapped_column(String(320))
     locale: Mapped[str] = mapped_column(String(20))
     voice_script: Mapped[str] = mapped_column(Text)
-    #: Limited content (who to call back, never the debt: DESIGN §1); ``None`` hangs up on a machine.
+    #: Limited content (who to call back, never the debt: docs/internals.md: limited content); ``None``
+    #: hangs up on a machine.
     voicemail_script: Mapped[str | None] = mapped_column(Text, nullable=True)
     ivr_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     answered_by: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -1,7 +1,7 @@
 """Pure rules of a call: the Say language, the TwiML documents, and what a call status means.
 
 * A machine (``AnsweredBy`` ``machine_*``, and ``unknown``: AMD could not tell) hears **only** the
-  voicemail script — who to call back, never the debt (DESIGN §1) — then the call hangs up.
+  voicemail script — who to call back, never the debt (docs/internals.md: limited content) — then the call hangs up.
 * A person hears the live script and the IVR prompt inside ``<Gather numDigits="1">``; no key falls
   through to a short goodbye.
 * ``fax`` is hung up on.

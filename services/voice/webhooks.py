@@ -4,7 +4,7 @@ Every one verifies ``X-Twilio-Signature`` over the configured public URL (403 pr
 before the database is touched). Effects are idempotent: a status callback already applied
 ``(CallSid, CallStatus)`` or a keypress already recorded changes nothing, and a call's status only moves
 forward (``sent`` → ``conversation`` | ``voicemail`` | ``no_answer`` | ``busy`` | ``failed``). Their
-writes go through the service's group writer (DESIGN §12): each shares a transaction with whatever
+writes go through the service's group writer (docs/internals.md: batches): each shares a transaction with whatever
 else arrived in the same few milliseconds and is answered once that transaction is committed.
 """
 

@@ -4,7 +4,7 @@
   record of the batch was handled (its effects durable) or dead-lettered.
 * Within a partition, records with different keys run concurrently (bounded); records with the
   same key — one debtor — run in order.
-* **Batch mode** (``batch_handler``, DESIGN §12): the records of a ``getmany`` batch that decode and
+* **Batch mode** (``batch_handler``, docs/internals.md: batches): the records of a ``getmany`` batch that decode and
   validate go to the batch handler together, every partition's in offset order, as one unit of work
   (one transaction). When the batch handler fails for anything but a transient error, the batch is
   handled again record by record through ``handler``, so a poison record is isolated and

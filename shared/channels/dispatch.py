@@ -1,6 +1,6 @@
 """The dispatch consumer of a message channel: render, claim, send (rate-limited, retried), record.
 
-At most once on ambiguity (DESIGN §4):
+At most once on ambiguity (docs/internals.md: delivery guarantees):
 
 1. A dispatch already in the send log is a redelivery: its recorded outcome is re-emitted (a row
    still ``sending`` — a crash after the request may have left — becomes ``unknown``); nothing is sent.
@@ -14,7 +14,7 @@ At most once on ambiguity (DESIGN §4):
 4. The result — ``sent`` with the provider id, ``failed`` with the error code, ``unknown`` — is
    committed with its outcome event (outbox) and the dispatch event id (inbox) in one transaction.
 
-A consumer batch is one unit of work (DESIGN §12, :meth:`DispatchHandler.batch`): one read of the
+A consumer batch is one unit of work (:meth:`DispatchHandler.batch`, docs/internals.md): one read of the
 send log for all its dispatches; the redeliveries replayed, the dispatches that end unsent (late,
 template missing or unusable) and the claims all committed in one transaction before the batch's
 first provider request; the sends concurrent; the results committed by the process's group writer

@@ -45,7 +45,8 @@ class ChannelInfrastructure:
     relay: OutboxRelay
     templates: TemplateCache
     templates_started: asyncio.Task[None]
-    #: Commits send results and webhooks in groups (DESIGN §12); stops after the consumers and the server.
+    #: Commits send results and webhooks in groups (docs/internals.md: batches); stops after the consumers
+    #: and the server.
     writer: GroupWriter
     service: str = ""
     redis: Redis | None = None
@@ -139,7 +140,7 @@ async def start_dispatch(
         group_id=settings.consumer_group,
         kafka=settings.kafka,
         handler=handler,
-        batch_handler=handler.batch,  # a getmany batch is one claim transaction (DESIGN §12)
+        batch_handler=handler.batch,  # a getmany batch is one claim transaction (docs/internals.md: batches)
         producer=infra.producer,
         accept_types={"cadencia.contact.dispatched.v1"},
         crash_log=ConsumerAttempts(infra.db),

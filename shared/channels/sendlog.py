@@ -1,4 +1,5 @@
-"""Set-based reads and writes of the send log for the hot paths (DESIGN §12: Core, not the ORM unit of work).
+"""Set-based reads and writes of the send log for the hot paths: Core, not the ORM unit of work
+(docs/internals.md: batches).
 
 A batch of dispatches or a group of callbacks reads every row it touches with one locking query and
 writes back the rows it changed with one ``executemany`` UPDATE; claims are inserted with one

@@ -1,4 +1,4 @@
-"""Group commit: writes that arrive one at a time share one transaction (DESIGN §12).
+"""Group commit: writes that arrive one at a time share one transaction (docs/internals.md: batches).
 
 Provider results, delivery callbacks and inbound messages each change a row or two; a transaction
 apiece made the database the bottleneck. A :class:`GroupWriter` is one task per process that takes

@@ -1,5 +1,5 @@
-"""A consumer batch is one unit of work, and results and webhooks are committed in groups (DESIGN §12),
-without weakening §4: claims committed before any request, nothing sent twice, webhooks answered only
+"""A consumer batch is one unit of work, and results and webhooks are committed in groups (docs/internals.md: batches),
+without weakening delivery: claims committed before any request, nothing sent twice, webhooks answered only
 once what they changed is durable."""
 
 from __future__ import annotations

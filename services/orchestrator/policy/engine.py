@@ -30,7 +30,7 @@ from services.orchestrator.policy.zones import phone_zones, zone
 
 _MAX_STEPS = 10_000
 SEND_BEFORE_RULE = "core.send_before"
-SEND_BEFORE_SOURCE = "Cadencia: a contact is lawful when the provider request leaves (DESIGN §6)"
+SEND_BEFORE_SOURCE = "Cadencia: a contact is lawful when the provider request leaves (docs/internals.md)"
 _DIRECT_OUTCOMES = frozenset({"conversation", "replied"})
 
 
@@ -98,7 +98,7 @@ def evaluate(
     if suppressions and not any(isinstance(r, OptOutRule) for r in pack.deny_rules):
         why = suppression_block(ctx)
         if why is not None:
-            denied.append(AppliedRule("core.suppression", "Cadencia suppression list (DESIGN §5)", why))
+            denied.append(AppliedRule("core.suppression", "Cadencia suppression list (docs/internals.md)", why))
     if not zone_names:
         denied.append(AppliedRule("core.time_zone", CORE_SOURCE,
                                   f"no time zone known for debtor {debtor.id} in {pack.jurisdiction}"))

@@ -1,4 +1,5 @@
-"""How long an allowed contact stays lawful: the instant behind ``Allow.send_before`` (DESIGN §6).
+"""How long an allowed contact stays lawful: the instant behind ``Allow.send_before``
+(docs/internals.md: lawful window).
 
 Of the rules that hold at an allowed instant ``t``, only two kinds can stop holding as time passes
 with nothing else happening: an hours window closes (its end in each candidate zone, following a

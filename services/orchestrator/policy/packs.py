@@ -19,7 +19,7 @@ from services.orchestrator.policy.zones import zone
 
 PACKS_DIR = Path(__file__).with_name("packs")
 DEFAULT_PACK = "default"
-CORE_SOURCE = "Cadencia account state machine (DESIGN §5)"
+CORE_SOURCE = "Cadencia account state machine (docs/internals.md)"
 #: Opted-out channel → channels a confirmation may go on, unless a pack says otherwise.
 DEFAULT_CONFIRMATION: dict[str, tuple[str, ...]] = {
     "sms": ("sms",), "whatsapp": ("whatsapp",), "voice": (), "email": (),

@@ -60,7 +60,7 @@ class RuntimeComponent:
             group_id=ctx.settings.consumer_group,
             kafka=ctx.settings.kafka,
             handler=EventHandlers(rt),
-            # a fetch is one transaction (DESIGN §12); a failed batch is handled again record by record
+            # a fetch is one transaction (docs/internals.md: batches); a failed batch is handled again record by record
             batch_handler=BatchHandler(rt),
             producer=ctx.producer,
             accept_types=REQUEST_TYPES | ACCOUNT_TYPES | OUTCOME_TYPES,

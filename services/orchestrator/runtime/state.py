@@ -1,4 +1,4 @@
-"""What one unit of work reads and writes: the state of every debtor a batch touches (DESIGN §12).
+"""What one unit of work reads and writes: the state of every debtor a batch touches (docs/internals.md: batches).
 
 ``Batch.load`` locks the debtors (sorted, ``FOR UPDATE`` on PostgreSQL) and reads their accounts,
 suppressions, pending deferrals and ledger window with one query per table. Events are then applied
