@@ -46,12 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             verifier = EventWebhookVerifier(await webhook_public_key(settings), max_age_s=settings.webhook_max_age_s)
             infra = await open_channel(settings, MIGRATIONS, stack, app.state.metrics)
-            client = SendGridMail(
-                settings.sendgrid,
-                timeout=settings.sending.request_timeout_s,
-                connect_timeout=settings.sending.connect_timeout_s,
-                max_connections=settings.sending.max_in_flight,
-            )
+            client = SendGridMail(settings.sendgrid, **settings.sending.client_options())
             stack.push_async_callback(client.aclose)
             tokens = UnsubscribeTokens(settings.unsubscribe.secret.get_secret_value())
             events_url = settings.public_url.rstrip("/") + EVENTS_PATH

@@ -76,12 +76,7 @@ def create_message_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             infra = await open_channel(settings, migrations, stack, app.state.metrics)
-            client = TwilioMessages(
-                settings.twilio,
-                timeout=settings.sending.request_timeout_s,
-                connect_timeout=settings.sending.connect_timeout_s,
-                max_connections=settings.sending.max_in_flight,
-            )
+            client = TwilioMessages(settings.twilio, **settings.sending.client_options())
             stack.push_async_callback(client.aclose)
             extra = hooks(infra.db) if hooks is not None else ChannelHooks()
             await start_dispatch(

@@ -69,12 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             infra = await open_channel(settings, MIGRATIONS, stack, app.state.metrics)
             app.state.pacer = pacer(settings, infra)
-            client = TwilioCalls(
-                settings.twilio,
-                timeout=settings.sending.request_timeout_s,
-                connect_timeout=settings.sending.connect_timeout_s,
-                max_connections=settings.sending.max_in_flight,
-            )
+            client = TwilioCalls(settings.twilio, **settings.sending.client_options())
             stack.push_async_callback(client.aclose)
             await start_dispatch(
                 app, settings, infra, stack,

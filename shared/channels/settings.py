@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
 from shared.config import DEV_ORCHESTRATOR_API_KEY, ServiceSettings
+from shared.providers.http import ClientOptions
 
 
 class SendingSettings(BaseModel):
@@ -29,6 +30,11 @@ class SendingSettings(BaseModel):
     reconcile_batch: int = Field(default=100, ge=1, le=10_000)
     #: Still no final status this long after it was sent: finalised as ``unknown`` (never re-sent).
     give_up_after_s: float = Field(default=72 * 3600.0, gt=0)
+
+    def client_options(self) -> ClientOptions:
+        """The provider client's timeouts and connection cap (one connection per send in flight)."""
+        return ClientOptions(timeout=self.request_timeout_s, connect_timeout=self.connect_timeout_s,
+                             max_connections=self.max_in_flight)
 
 
 class ChannelServiceSettings(ServiceSettings):

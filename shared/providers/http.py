@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypedDict
 
 import aiohttp
 
@@ -37,6 +37,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     return parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
+
+
+class ClientOptions(TypedDict, total=False):
+    """How long a provider client waits and how many connections it keeps open (see ``SendingSettings``)."""
+
+    timeout: float
+    connect_timeout: float
+    max_connections: int
 
 
 class ProviderHttpClient:

@@ -9,14 +9,14 @@ Twilio client it talks aiohttp directly (see ``docs/channels.md``): it sees ``Re
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import aiohttp
 import orjson
 
 from shared.config import SendGridSettings
 from shared.providers.base import Accepted
-from shared.providers.http import ProviderHttpClient
+from shared.providers.http import ClientOptions, ProviderHttpClient
 from shared.providers.sendgrid.errors import classify_mail_response
 
 MAIL_SEND_PATH = "/v3/mail/send"
@@ -33,16 +33,8 @@ class SendGridMail(ProviderHttpClient):
     user_agent: ClassVar[str] = "cadencia-sendgrid/1"
     extra_headers: ClassVar[Mapping[str, str]] = {"Content-Type": "application/json"}
 
-    def __init__(
-        self,
-        settings: SendGridSettings,
-        *,
-        timeout: float = 10.0,
-        connect_timeout: float = 3.0,
-        max_connections: int = 64,
-    ) -> None:
-        super().__init__("Bearer " + settings.api_key.get_secret_value(), timeout=timeout,
-                         connect_timeout=connect_timeout, max_connections=max_connections)
+    def __init__(self, settings: SendGridSettings, **options: Unpack[ClientOptions]) -> None:
+        super().__init__("Bearer " + settings.api_key.get_secret_value(), **options)
         self.base_url = settings.base_url.rstrip("/")
         self.url = self.base_url + MAIL_SEND_PATH
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 from urllib.parse import quote
 
 import orjson
 
 from shared.config import TwilioSettings
 from shared.providers.base import Accepted, ProviderError
-from shared.providers.http import ProviderHttpClient
+from shared.providers.http import ClientOptions, ProviderHttpClient
 from shared.providers.twilio.errors import classify_response
 
 API_VERSION = "2010-04-01"
@@ -36,17 +36,9 @@ class TwilioMessages(ProviderHttpClient):
     resource: ClassVar[str] = "Messages"
     user_agent: ClassVar[str] = "cadencia-twilio/1"
 
-    def __init__(
-        self,
-        settings: TwilioSettings,
-        *,
-        timeout: float = 10.0,
-        connect_timeout: float = 3.0,
-        max_connections: int = 64,
-    ) -> None:
+    def __init__(self, settings: TwilioSettings, **options: Unpack[ClientOptions]) -> None:
         credentials = f"{settings.account_sid}:{settings.auth_token.get_secret_value()}".encode()
-        super().__init__("Basic " + base64.b64encode(credentials).decode(), timeout=timeout,
-                         connect_timeout=connect_timeout, max_connections=max_connections)
+        super().__init__("Basic " + base64.b64encode(credentials).decode(), **options)
         self.account_sid = settings.account_sid
         self.url = f"{settings.base_url.rstrip('/')}/{API_VERSION}/Accounts/{settings.account_sid}/{self.resource}.json"
 
