@@ -109,6 +109,18 @@ class Supervised:
         )
         self.started_at = time.monotonic()
 
+    def supervise(self, now: float) -> None:
+        """One look of the supervisor at this service: a process that exited is restarted after a
+        backoff that doubles with each restart (1 s, 2 s, 4 s… at most 30 s)."""
+        if self.process is not None and self.process.poll() is not None and now >= self.next_start:
+            self.restarts += 1
+            delay = min(30.0, 0.5 * 2**self.restarts)
+            print(f"{self.name} exited ({self.process.returncode}); restarting in {delay:.1f}s", flush=True)
+            self.next_start = now + delay
+            self.process = None
+        elif self.process is None and now >= self.next_start:
+            self.start()
+
     def stop(self, timeout: float = 20) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -204,14 +216,7 @@ def run_local(
             print(f"demo: {count} contact requests published", flush=True)
         while not stopping:
             for svc in services:
-                if svc.process is not None and svc.process.poll() is not None and time.monotonic() >= svc.next_start:
-                    svc.restarts += 1
-                    delay = min(30.0, 0.5 * 2**svc.restarts)
-                    print(f"{svc.name} exited ({svc.process.returncode}); restarting in {delay:.1f}s", flush=True)
-                    svc.next_start = time.monotonic() + delay
-                    svc.process = None
-                elif svc.process is None and time.monotonic() >= svc.next_start:
-                    svc.start()
+                svc.supervise(time.monotonic())
             time.sleep(0.2)
     finally:
         for svc in reversed(services):
