@@ -10,6 +10,8 @@ the status and outcome topics, the sandbox's request log — and lists every bro
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,13 +58,20 @@ def contact_requests(run: str, count: int) -> list[ContactRequestedEvent]:
     return events
 
 
-async def publish(kafka: KafkaSettings, events: list[ContactRequestedEvent]) -> None:
+async def publish(kafka: KafkaSettings, events: list[ContactRequestedEvent], seconds: float = 0) -> None:
+    """Publish the requests, spread evenly over ``seconds`` (a campaign trickling in, so that there is
+    always work in flight), in chunks of a tenth of a second's worth."""
     producer = EventProducer(kafka, client_id="crash-campaign")
     await producer.start()
     try:
         topic = Topics(kafka.topic_prefix).contact_requests
-        for start in range(0, len(events), 500):
-            await producer.publish_many([(topic, e) for e in events[start:start + 500]])
+        chunk = max(1, min(500, round(len(events) / seconds / 10))) if seconds else 500
+        start = time.monotonic()
+        for n in range(0, len(events), chunk):
+            delay = start + seconds * n / len(events) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the publishing schedule, not a wait for a result
+            await producer.publish_many([(topic, e) for e in events[n:n + chunk]])
     finally:
         await producer.stop()
 
