@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from services.orchestrator.components import load_components
 from services.orchestrator.context import Clock, OrchestratorContext
 from services.orchestrator.settings import Settings
-from shared.app import build_app
+from shared.app import build_app, fatal_hook
 from shared.bus import EventProducer, ensure_topics
+from shared.bus.admin import TopicGuard
 from shared.db import Database, OutboxRelay
 from shared.db.migrate import prepare_schema
 from shared.db.retention import Pruner, PruneTarget, attempts_target, inbox_target
@@ -60,7 +61,10 @@ def create_app(settings: Settings, clock: Clock = utcnow) -> FastAPI:
                 clock=clock,
             )
             app.state.ctx = ctx
-            app.state.ready_checks.extend([db.ping, producer.ping])
+            guard = TopicGuard(producer, settings.kafka, fatal_hook(app) if settings.create_topics else None)
+            await guard.start()
+            stack.push_async_callback(guard.stop)
+            app.state.ready_checks.extend([db.ping, producer.ping, guard.ping])
             for component in components:
                 await component.start(app, ctx, stack)
             yield

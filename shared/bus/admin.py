@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.config import KafkaSettings
 from shared.events.topics import Topics
 from shared.logging import get_logger
+
+if TYPE_CHECKING:
+    from shared.bus.producer import EventProducer
 
 log = get_logger(__name__)
 
@@ -39,3 +47,55 @@ async def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None
         return created
     finally:
         await admin.close()
+
+
+class TopicsLost(RuntimeError):
+    """The broker no longer has topics it had: a new, empty broker took the old one's place."""
+
+
+class TopicGuard:
+    """Notices a broker that lost Cadencia's topics (a broker restarted empty, as the embedded one
+    does): not ready meanwhile, and ``on_lost`` is called once, e.g. ``fail_service``, so the
+    supervisor restarts the process. A fresh start re-creates the topics (``ensure_topics``) and
+    joins the groups from the start of the new, empty topics; in-process positions and members
+    from the old broker would otherwise skip records or commit to partitions that no longer exist.
+    Nothing is lost: what was committed to the database but not yet published is still in the outbox.
+    """
+
+    def __init__(
+        self, producer: EventProducer, settings: KafkaSettings, on_lost: Callable[[BaseException], None] | None,
+        interval: float = 1.0,
+    ) -> None:
+        self.producer, self.on_lost, self.interval = producer, on_lost, interval
+        self.topics = set(Topics(settings.topic_prefix).all())
+        self.missing: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="topic-guard")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def ping(self) -> None:
+        if self.missing:
+            raise TopicsLost(f"the broker lost {len(self.missing)} topic(s), e.g. {self.missing[0]}")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                present = await asyncio.wait_for(self.producer.topics(), timeout=5)
+            except (KafkaError, TimeoutError, OSError):
+                continue  # the broker is away: the producer's own ready check says so
+            missing = sorted(self.topics - present)
+            if missing and not self.missing:
+                error = TopicsLost(f"the broker lost {len(missing)} of our topics (a new, empty broker?)")
+                log.error("topics lost; restarting to re-create them", missing=len(missing), example=missing[0])
+                self.missing = missing
+                if self.on_lost is not None:
+                    self.on_lost(error)
+                return

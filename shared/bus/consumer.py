@@ -48,6 +48,7 @@ from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.metrics import ConsumerMetrics
 from shared.bus.producer import EventProducer
 from shared.config import KafkaSettings
+from shared.db.database import connection_lost
 from shared.events import AnyEvent, CloudEvent, parse_event
 from shared.events.topics import Topics
 from shared.logging import get_logger
@@ -246,7 +247,7 @@ class ConsumerRunner:
         for tp, records in batches.items():
             self._in_hand[(tp.topic, tp.partition)] = records[0].offset
             if self.crash_log is not None:
-                attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, records[0].offset)
+                attempt = await self._begin(tp, records[0].offset)
                 if attempt > 1:  # this partition's batch crashed the process before: isolate the culprit
                     await self._one_by_one(tp, records, attempt)
                     continue
@@ -288,7 +289,7 @@ class ConsumerRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not isinstance(exc, TransientError | ConnectionError | OSError | TimeoutError):
+                if not _transient(exc):
                     log.warning("batch failed; handling its records one by one", consumer=self.name,
                                 records=len(items), error=_short(exc))
                     return False
@@ -319,7 +320,7 @@ class ConsumerRunner:
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
         self._in_hand[(tp.topic, tp.partition)] = records[0].offset
         if self.crash_log is not None:
-            attempt = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, records[0].offset)
+            attempt = await self._begin(tp, records[0].offset)
             if attempt > 1:
                 await self._one_by_one(tp, records, attempt)
                 return
@@ -335,6 +336,21 @@ class ConsumerRunner:
         await asyncio.gather(*(run_key(group) for group in by_key.values()))
         self._done[tp] = records[-1].offset + 1
 
+    async def _begin(self, tp: TopicPartition, offset: int, alone: bool = False) -> int:
+        """The crash log's attempt count for the records from ``offset``; its write is retried while
+        the database is away (a lost connection is no crash of this consumer)."""
+        assert self.crash_log is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.crash_log.begin(self.group_id, tp.topic, tp.partition, offset, alone=alone)
+            except Exception as exc:
+                if not _transient(exc) or self._stopping.is_set():
+                    raise
+                log.warning("crash log write failed; retrying", consumer=self.name, error=_short(exc))
+                await asyncio.sleep(min(self.retry_cap, self.retry_base * 2 ** min(attempt, 10)))
+
     async def _one_by_one(self, tp: TopicPartition, records: list[Any], attempt: int) -> None:
         """After a crash: find the record that caused it by committing after each one; a record that
         crashed the consumer while handled alone is dead-lettered on its next attempt."""
@@ -343,7 +359,7 @@ class ConsumerRunner:
                     topic=tp.topic, partition=tp.partition, offset=records[0].offset, attempt=attempt)
         for record in records:
             self._in_hand[(tp.topic, tp.partition)] = record.offset
-            alone = await self.crash_log.begin(self.group_id, tp.topic, tp.partition, record.offset, alone=True)
+            alone = await self._begin(tp, record.offset, alone=True)
             if alone > self.kafka.max_crash_attempts:
                 await self._dead_letter(
                     record, f"crashed the consumer {alone - 1} time(s) when handled alone (the process died or "
@@ -393,7 +409,7 @@ class ConsumerRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                transient = isinstance(exc, TransientError | ConnectionError | OSError | TimeoutError)
+                transient = _transient(exc)
                 if not transient and attempt >= self.max_attempts:
                     log.error("handler failed; dead-lettering", consumer=self.name, error=_short(exc))
                     await self._dead_letter(record, f"handler failed {attempt} times: {_short(exc)}")
@@ -413,6 +429,11 @@ class ConsumerRunner:
         self.dead_lettered += 1
         log.warning("dead-lettered", consumer=self.name, topic=record.topic, partition=record.partition,
                     offset=record.offset, size=letter.data.size, reason=reason[:500])
+
+
+def _transient(exc: BaseException) -> bool:
+    """A dependency is away (the broker, the database connection): the same work is retried."""
+    return isinstance(exc, TransientError | ConnectionError | OSError | TimeoutError) or connection_lost(exc)
 
 
 def _short(exc: BaseException) -> str:

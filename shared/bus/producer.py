@@ -61,6 +61,11 @@ class EventProducer:
         ]
         await asyncio.gather(*futures)
 
+    async def topics(self) -> set[str]:
+        """The topics the cluster has now (fresh metadata)."""
+        cluster = await self._producer.client.fetch_all_metadata()
+        return set(cluster.topics())
+
     async def ping(self) -> None:
         """Readiness: the cluster metadata can be fetched."""
         await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5)

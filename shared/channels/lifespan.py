@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from shared.app import fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
+from shared.bus.admin import TopicGuard
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
 from shared.channels.metrics import instrument
 from shared.channels.models import receipts_target
@@ -154,7 +155,10 @@ async def start_dispatch(
     app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
     app.state.templates, app.state.relay, app.state.pruner = infra.templates, infra.relay, infra.pruner
     app.state.writer = infra.writer
-    app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping, infra.writer.ping])
+    guard = TopicGuard(infra.producer, settings.kafka, fatal_hook(app) if settings.create_topics else None)
+    await guard.start()
+    stack.push_async_callback(guard.stop)
+    app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping, infra.writer.ping, guard.ping])
     # Redis is not a readiness check: without it the limits fall back to per process, and an unready
     # pod would also stop receiving the provider webhooks.
     return handler

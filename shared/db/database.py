@@ -9,10 +9,37 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
 from shared.config import DatabaseSettings
+
+
+#: Driver errors of a connection the server closed (``pg_terminate_backend``, a restart, a failover) or
+#: left unusable mid-operation, by class name (asyncpg's, without importing the driver).
+_LOST_CONNECTION = frozenset({
+    "ConnectionDoesNotExistError", "AdminShutdownError", "CannotConnectNowError", "ConnectionFailureError",
+    "InterfaceError", "InternalClientError", "ConnectionResetError", "BrokenPipeError",
+})
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The database connection was lost or broken under the statement: the transaction was rolled
+    back by the server, so running the same unit of work again is safe (it is retried, never
+    dead-lettered)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        orig: BaseException | None = exc.orig
+    else:
+        orig = exc
+    seen = 0
+    while orig is not None and seen < 5:
+        if any(cls.__name__ in _LOST_CONNECTION for cls in type(orig).__mro__):
+            return True
+        orig, seen = orig.__cause__ or orig.__context__, seen + 1
+    return False
 
 
 class Base(DeclarativeBase):

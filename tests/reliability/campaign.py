@@ -94,7 +94,7 @@ async def ledger_statuses(cluster: Cluster) -> dict[str, tuple[str, Any]]:
     rows = await cluster.query("orchestrator", "SELECT id, status FROM contact_requests")
     history = await cluster.query(
         "orchestrator", "SELECT request_id, not_before FROM contact_status_history ORDER BY id")
-    not_before = {request_id: nb for request_id, nb in history}
+    not_before = dict(history)
     return {rid: (status, not_before.get(rid)) for rid, status in rows}
 
 
@@ -142,8 +142,10 @@ class Audit:
                 "unknown_outcomes": len(self.unknown_outcomes), "answer_lost": len(self.unanswered)}
 
 
-async def audit(cluster: Cluster, request_ids: set[str], status_events: list[Any],
+async def audit(cluster: Cluster, request_ids: set[str], status_events: list[Any] | None,
                 outcome_events: list[Any]) -> Audit:
+    """Everything recorded about ``request_ids``; ``status_events`` None: the status topic is not
+    compared (a broker restarted empty lost its history)."""
     ledger = {rid: v for rid, v in (await ledger_statuses(cluster)).items() if rid in request_ids}
     rows = await cluster.query("orchestrator", "SELECT id, request_id, channel, status FROM dispatches")
     dispatches = {d: (r, c, s) for d, r, c, s in rows if r in request_ids}
@@ -160,13 +162,13 @@ async def audit(cluster: Cluster, request_ids: set[str], status_events: list[Any
         for dispatch_id, provider_id in await cluster.query(channel, "SELECT dispatch_id, provider_id FROM send_log"):
             if provider_id is None and dispatch_id in created:
                 unanswered.add(dispatch_id)
-    result = Audit(len(request_ids), ledger, {k: v for k, v in last_statuses(status_events).items()
-                                              if k in request_ids}, dispatches, dict(created), unknown, unanswered)
-    result.problems = _problems(result, request_ids)
+    topic = {k: v for k, v in last_statuses(status_events or []).items() if k in request_ids}
+    result = Audit(len(request_ids), ledger, topic, dispatches, dict(created), unknown, unanswered)
+    result.problems = _problems(result, request_ids, topic=status_events is not None)
     return result
 
 
-def _problems(a: Audit, request_ids: set[str]) -> list[str]:
+def _problems(a: Audit, request_ids: set[str], topic: bool = True) -> list[str]:
     problems: list[str] = []
 
     def note(what: str, items: list[Any]) -> None:
@@ -175,7 +177,8 @@ def _problems(a: Audit, request_ids: set[str]) -> list[str]:
 
     note("requests missing from the ledger", list(request_ids - a.ledger.keys()))
     note("requests not terminal in the ledger", [r for r, (s, nb) in a.ledger.items() if not settled(s, nb)])
-    note("requests without a status on the topic", list(request_ids - a.topic.keys()))
+    if topic:
+        note("requests without a status on the topic", list(request_ids - a.topic.keys()))
     note("requests whose last status on the topic is not terminal",
          [r for r, s in a.topic.items() if not settled(s.status, s.not_before)])
     note("ledger and status topic disagree",

@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from shared.events import Topics
 from tests.helpers import TopicReader, wait_for
 from tests.reliability.campaign import Audit, audit, contact_requests, last_statuses, publish, settled
@@ -30,6 +32,7 @@ REQUESTS = int(os.environ.get("CADENCIA_CRASH_REQUESTS", "400"))
 #: The requests trickle in over this many seconds; the kills fall at seeded moments within them.
 SECONDS = float(os.environ.get("CADENCIA_CRASH_SECONDS", "60"))
 SEED = int(os.environ.get("CADENCIA_CRASH_SEED", "14"))
+pytestmark = pytest.mark.timeout(600 + REQUESTS // 2)
 VICTIMS = ("orchestrator", "orchestrator", "sms", "email", "voice")
 
 
@@ -65,6 +68,10 @@ async def test_sigkill_of_every_service_mid_campaign_loses_nothing_and_sends_not
                 last = last_statuses(statuses.events)
                 return sum(1 for r in ids if r in last and settled(last[r].status, last[r].not_before)) / len(ids)
 
+            # Slow provider answers (0.1-1 s), so a kill finds requests on the wire.
+            response = await cluster.http.put(f"{cluster.sandbox_url}/sandbox/faults", json={
+                "latency": {"kind": "uniform", "min_ms": 100, "max_ms": 1000}})
+            response.raise_for_status()
             publishing = asyncio.create_task(publish(cluster.kafka, events, SECONDS))
             begun = time.monotonic()
             at_kill: list[tuple[str, float]] = []

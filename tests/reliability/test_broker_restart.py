@@ -1,0 +1,103 @@
+"""Crashes: the broker dies mid-campaign and a fresh, empty one takes its port.
+
+Meanwhile the services keep committing to their databases — the providers' delivery callbacks reach
+the channel services, a backend submits requests over the orchestrator's HTTP API — and report
+not-ready. Once the new broker listens they re-create the topics, reconnect, report ready, and their
+outboxes publish what they committed: every such request ends delivered, none is sent twice.
+
+What the dead broker had acknowledged but nobody had consumed yet is that broker's loss (memory
+storage); the test makes no promise about it and keeps none of it in flight at the kill.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.events import Topics
+from tests.helpers import wait_for
+from tests.reliability.campaign import Audit, audit, contact_requests, publish
+from tests.reliability.cluster import SERVICES, Cluster, running_cluster
+
+pytestmark = pytest.mark.timeout(600)
+
+EDITOR = {"Authorization": "Bearer dev-admin-key"}
+#: Deliveries are reported 4 s (real time) after the send: while the broker is down.
+SLOW_DELIVERY = {"CADENCIA_SANDBOX_TIMING__MESSAGE_DELIVERED_AFTER": "4000", "CADENCIA_LOG_LEVEL": "INFO",
+                 "CADENCIA_SANDBOX_TIMING__EMAIL_DELIVERED_AFTER": "4000"}
+
+
+async def _reached_provider(cluster: Cluster, count: int) -> bool:
+    posts = [r for r in await cluster.sandbox_requests() if r["method"] == "POST" and 200 <= r["status"] < 300]
+    return len(posts) >= count
+
+
+async def _delivered_in_send_logs(cluster: Cluster) -> int:
+    total = 0
+    for channel in ("sms", "email"):
+        rows = await cluster.query(channel, "SELECT count(*) FROM send_log WHERE status = 'delivered'")
+        total += rows[0][0]
+    return total
+
+
+async def _delivered(cluster: Cluster, count: int) -> bool:
+    return await _delivered_in_send_logs(cluster) >= count
+
+
+async def _topics_on(cluster: Cluster) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _all_not_ready(cluster: Cluster) -> bool:
+    return not any([await cluster.is_ready(name) for name in SERVICES])
+
+
+async def _clean(cluster: Cluster, ids: set[str]) -> Audit | None:
+    found = await audit(cluster, ids, None, [])
+    return found if not found.problems else None
+
+
+async def test_a_fresh_broker_gets_everything_the_services_committed_meanwhile(tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:6]
+    # Email and SMS only: their deliveries are the callbacks that arrive while the broker is away.
+    before = [e for e in contact_requests(f"{run}b", 40) if e.data.channel != "voice"]
+    during = [e for e in contact_requests(f"{run}d", 40) if e.data.channel != "voice"]
+    async with running_cluster(tmp_path, env=SLOW_DELIVERY) as cluster:
+        await publish(cluster.kafka, before)
+        # Every request sent, no delivery reported yet: nothing unconsumed is left on the broker.
+        await wait_for(lambda: _reached_provider(cluster, len(before)), timeout=120, interval=0.2,
+                       what="every request of the first batch at the provider")
+        cluster.stop_broker()
+        await wait_for(lambda: _all_not_ready(cluster), timeout=60, interval=0.2,
+                       what="every service not ready without its broker")
+        # Committed while the broker is away: the deliveries (channels) and new requests (orchestrator).
+        await wait_for(lambda: _delivered_in_send_logs(cluster), timeout=60, interval=0.2,
+                       what="deliveries recorded by the channels")
+        response = await cluster.http.post(
+            f"{cluster.services['orchestrator'].url}/v1/contact-requests", headers=EDITOR, timeout=60,
+            json={"requests": [e.model_dump(mode="json") for e in during]})
+        assert response.status_code == 202, response.text
+        await wait_for(lambda: _delivered(cluster, len(before)), timeout=60, interval=0.2,
+                       what="every delivery of the first batch recorded by the channels")
+        assert await _all_not_ready(cluster)
+
+        cluster.broker.start(timeout=60)  # the same port, no topics, no offsets
+        await cluster.wait_ready(timeout=120)
+        ids = {e.id for e in before + during}
+        found = await wait_for(lambda: _clean(cluster, ids), timeout=180, interval=1,
+                               what="every committed request delivered, once")
+        topics = await _topics_on(cluster)
+    figures: dict[str, Any] = found.figures()
+    print("broker restart:", figures)  # noqa: T201 - the figures of the run (-s)
+    assert figures["ledger"] == {"delivered": len(ids)}
+    assert figures["duplicates"] == 0
+    assert set(Topics(cluster.kafka.topic_prefix).all()) <= topics
