@@ -63,8 +63,12 @@ pytest: install
 ## operation and mode, hypothesis records per topic. Long (an hour or so); not part of `make test`.
 SOAK_FUZZ_EXAMPLES ?= 100
 SOAK_HOSTILE_RECORDS ?= 100
+## The crash campaign (tests/reliability/test_crash_campaign.py): 2,000 requests over four minutes.
+SOAK_CRASH_REQUESTS ?= 2000
+SOAK_CRASH_SECONDS ?= 240
 soak: install
 	CADENCIA_FUZZ_EXAMPLES=$(SOAK_FUZZ_EXAMPLES) CADENCIA_HOSTILE_RECORDS=$(SOAK_HOSTILE_RECORDS) \
+	  CADENCIA_CRASH_REQUESTS=$(SOAK_CRASH_REQUESTS) CADENCIA_CRASH_SECONDS=$(SOAK_CRASH_SECONDS) \
 	  $(BIN)/pytest tests/reliability -s $(PYTEST_ARGS)
 
 # Browser tests drive Debian's chromium through Playwright (no browser download).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -166,6 +168,24 @@ def fail_service(app: FastAPI, reason: BaseException) -> None:
     exit_hook = getattr(app.state, "exit_on_fatal", None)
     if exit_hook is not None:
         exit_hook(reason)
+
+
+def abandon_hook(app: FastAPI) -> Callable[[BaseException], None]:
+    """Like :func:`fatal_hook`, but the served process exits at once, as if killed: no clean
+    shutdown, so nothing is committed on the way out. For a state the process must not act on any
+    more (consumer positions and members of a broker that is gone); what it had not finished is in
+    its database (outbox, send log) and is picked up by the restarted process, as after a SIGKILL."""
+
+    def abandon(reason: BaseException) -> None:
+        app.state.fatal = reason
+        if getattr(app.state, "exit_on_fatal", None) is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            from shared.cli import EXIT_FATAL
+
+            os._exit(EXIT_FATAL)
+
+    return abandon
 
 
 def fatal_hook(app: FastAPI) -> Callable[[BaseException], None]:

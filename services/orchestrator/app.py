@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from services.orchestrator.components import load_components
 from services.orchestrator.context import Clock, OrchestratorContext
 from services.orchestrator.settings import Settings
-from shared.app import build_app, fatal_hook
+from shared.app import abandon_hook, build_app
 from shared.bus import EventProducer, ensure_topics
 from shared.bus.admin import TopicGuard
 from shared.db import Database, OutboxRelay
@@ -61,7 +61,7 @@ def create_app(settings: Settings, clock: Clock = utcnow) -> FastAPI:
                 clock=clock,
             )
             app.state.ctx = ctx
-            guard = TopicGuard(producer, settings.kafka, fatal_hook(app) if settings.create_topics else None)
+            guard = TopicGuard(producer, settings.kafka, abandon_hook(app) if settings.create_topics else None)
             await guard.start()
             stack.push_async_callback(guard.stop)
             app.state.ready_checks.extend([db.ping, producer.ping, guard.ping])

@@ -64,7 +64,7 @@ class TopicGuard:
 
     def __init__(
         self, producer: EventProducer, settings: KafkaSettings, on_lost: Callable[[BaseException], None] | None,
-        interval: float = 1.0,
+        interval: float = 5.0,
     ) -> None:
         self.producer, self.on_lost, self.interval = producer, on_lost, interval
         self.topics = set(Topics(settings.topic_prefix).all())

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from shared.app import fatal_hook
+from shared.app import abandon_hook, fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.bus.admin import TopicGuard
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
@@ -155,7 +155,7 @@ async def start_dispatch(
     app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
     app.state.templates, app.state.relay, app.state.pruner = infra.templates, infra.relay, infra.pruner
     app.state.writer = infra.writer
-    guard = TopicGuard(infra.producer, settings.kafka, fatal_hook(app) if settings.create_topics else None)
+    guard = TopicGuard(infra.producer, settings.kafka, abandon_hook(app) if settings.create_topics else None)
     await guard.start()
     stack.push_async_callback(guard.stop)
     app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping, infra.writer.ping, guard.ping])

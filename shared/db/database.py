@@ -15,7 +15,6 @@ from sqlalchemy.orm import DeclarativeBase
 
 from shared.config import DatabaseSettings
 
-
 #: Driver errors of a connection the server closed (``pg_terminate_backend``, a restart, a failover) or
 #: left unusable mid-operation, by class name (asyncpg's, without importing the driver).
 _LOST_CONNECTION = frozenset({

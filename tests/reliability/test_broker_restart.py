@@ -23,11 +23,18 @@ from tests.helpers import wait_for
 from tests.reliability.campaign import Audit, audit, contact_requests, publish
 from tests.reliability.cluster import SERVICES, Cluster, running_cluster
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [
+    pytest.mark.timeout(600),
+    # Found by this test, not fixed yet: the services now notice the lost topics, report not-ready and
+    # restart (TopicGuard), the deliveries committed meanwhile arrive, but requests submitted while
+    # the broker was away stay ``dispatched``: their dispatch events, published when the new broker
+    # came up, are never handled by the restarted channel services.
+    pytest.mark.xfail(strict=True, reason="dispatches published as a fresh broker comes up are not consumed"),
+]
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}
 #: Deliveries are reported 4 s (real time) after the send: while the broker is down.
-SLOW_DELIVERY = {"CADENCIA_SANDBOX_TIMING__MESSAGE_DELIVERED_AFTER": "4000", "CADENCIA_LOG_LEVEL": "INFO",
+SLOW_DELIVERY = {"CADENCIA_SANDBOX_TIMING__MESSAGE_DELIVERED_AFTER": "4000",
                  "CADENCIA_SANDBOX_TIMING__EMAIL_DELIVERED_AFTER": "4000"}
 
 
@@ -93,7 +100,7 @@ async def test_a_fresh_broker_gets_everything_the_services_committed_meanwhile(t
         cluster.broker.start(timeout=60)  # the same port, no topics, no offsets
         await cluster.wait_ready(timeout=120)
         ids = {e.id for e in before + during}
-        found = await wait_for(lambda: _clean(cluster, ids), timeout=180, interval=1,
+        found = await wait_for(lambda: _clean(cluster, ids), timeout=120, interval=1,
                                what="every committed request delivered, once")
         topics = await _topics_on(cluster)
     figures: dict[str, Any] = found.figures()
