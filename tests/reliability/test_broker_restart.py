@@ -24,6 +24,7 @@ from tests.reliability.campaign import Audit, audit, contact_requests, publish
 from tests.reliability.cluster import SERVICES, Cluster, running_cluster
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.timeout(600),
     # Found by this test, not fixed yet: the services now notice the lost topics, report not-ready and
     # restart (TopicGuard), the deliveries committed meanwhile arrive, but requests submitted while

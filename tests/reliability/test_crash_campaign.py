@@ -32,7 +32,7 @@ REQUESTS = int(os.environ.get("CADENCIA_CRASH_REQUESTS", "400"))
 #: The requests trickle in over this many seconds; the kills fall at seeded moments within them.
 SECONDS = float(os.environ.get("CADENCIA_CRASH_SECONDS", "60"))
 SEED = int(os.environ.get("CADENCIA_CRASH_SEED", "14"))
-pytestmark = pytest.mark.timeout(600 + REQUESTS // 2)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600 + REQUESTS // 2)]
 VICTIMS = ("orchestrator", "orchestrator", "sms", "email", "voice")
 
 

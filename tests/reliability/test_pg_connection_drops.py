@@ -23,7 +23,7 @@ from tests.helpers import TopicReader, wait_for
 from tests.reliability.campaign import Audit, audit, contact_requests, last_statuses, publish, settled
 from tests.reliability.cluster import Cluster, running_cluster
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
 
 REQUESTS = 200
 SECONDS = 30.0
