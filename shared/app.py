@@ -170,6 +170,10 @@ def fail_service(app: FastAPI, reason: BaseException) -> None:
         exit_hook(reason)
 
 
+#: The exit status of a served process whose vital part failed (as ``cadencia serve`` exits then).
+EXIT_FATAL = 70
+
+
 def abandon_hook(app: FastAPI) -> Callable[[BaseException], None]:
     """Like :func:`fatal_hook`, but the served process exits at once, as if killed: no clean
     shutdown, so nothing is committed on the way out. For a state the process must not act on any
@@ -181,8 +185,6 @@ def abandon_hook(app: FastAPI) -> Callable[[BaseException], None]:
         if getattr(app.state, "exit_on_fatal", None) is not None:
             sys.stdout.flush()
             sys.stderr.flush()
-            from shared.cli import EXIT_FATAL
-
             os._exit(EXIT_FATAL)
 
     return abandon
