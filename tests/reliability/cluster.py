@@ -1,6 +1,6 @@
 """The whole system as real processes, for the crash tests: broker, sandbox, orchestrator and channels.
 
-Every service is ``cadencia serve <name>`` under :class:`shared.supervisor.Supervised`, and a task here
+Every service is ``cadencia serve <name>`` under :class:`tooling.supervisor.Supervised`, and a task here
 makes the supervisor's own look (``Supervised.supervise``) every 0.2 s: a process that dies is
 restarted with ``cadencia run``'s backoff, on the same port, database and environment. The broker is
 an :class:`EmbeddedBroker` on a fixed port, so it can be replaced by a fresh, empty one.
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.bus.broker import EmbeddedBroker, free_port
 from shared.config import KafkaSettings
-from shared.supervisor import Supervised
+from tooling.supervisor import Supervised
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("orchestrator", "sms", "email", "voice")
