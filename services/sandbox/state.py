@@ -54,6 +54,20 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
 
+def _sender(form: dict[str, Any] | None, json_body: Any) -> str | None:
+    """Who sends: Twilio's ``From`` (or ``MessagingServiceSid``), SendGrid's ``from.email``."""
+    if form:
+        for key in ("From", "MessagingServiceSid"):
+            value = form.get(key)
+            value = value[0] if isinstance(value, list) and value else value
+            if isinstance(value, str) and value:
+                return value
+    if isinstance(json_body, dict) and isinstance(json_body.get("from"), dict):
+        email = json_body["from"].get("email")
+        return email.lower() if isinstance(email, str) else None
+    return None
+
+
 class Bounded(OrderedDict[K, V], Generic[K, V]):
     """An insertion-ordered map that forgets its oldest entries past ``limit``."""
 
@@ -142,6 +156,7 @@ class Sandbox:
             "received_ts": received_at,
             "status": status,
             "to": to or [],
+            "sender": _sender(form, json_body),
             "sid": sid,
             "form": form,
             "json": json_body,
