@@ -114,6 +114,8 @@ class Sandbox:
         self.sendgrid_webhook_url = settings.sendgrid_webhook_url
         self.closing = asyncio.Event()
         self._request_ids = 0
+        #: Responses held past the caller's timeout right now (recorded once the hold ends).
+        self.holding = 0
 
         self.account_sid = settings.twilio.account_sid
         self.auth_token = settings.twilio.auth_token.get_secret_value().encode()
@@ -176,10 +178,13 @@ class Sandbox:
 
     async def hold(self, seconds: float) -> None:
         """Hold a response (timeout-after-accept) unless the sandbox is shutting down."""
+        self.holding += 1
         try:
             await asyncio.wait_for(self.closing.wait(), seconds)
         except TimeoutError:
             pass
+        finally:
+            self.holding -= 1
 
     def reset(self) -> None:
         self.requests.clear()
