@@ -152,9 +152,13 @@ async def wait_until_up(handle: SandboxHandle, process: subprocess.Popen[bytes])
 
 
 @contextlib.asynccontextmanager
-async def services(kafka: KafkaSettings, tmp: Path, sandbox: SandboxHandle) -> AsyncIterator[tuple[Running, Running]]:
+async def services(
+    kafka: KafkaSettings, tmp: Path, sandbox: SandboxHandle, redis_url: str
+) -> AsyncIterator[tuple[Running, Running]]:
+    """SMS with its sender's bucket in Redis (as replicas share it), email with the in-process one."""
     sms = service_settings(SMS, kafka, f"sqlite+aiosqlite:///{tmp / 'sms.db'}", sandbox, free_port(),
                            group=f"g-{uuid.uuid4().hex[:8]}", mps=RATE, burst=BURST)
+    sms = sms.model_copy(update={"redis_url": redis_url})
     mail = email_settings_for(kafka, f"sqlite+aiosqlite:///{tmp / 'email.db'}", sandbox, free_port(),
                               group=f"g-{uuid.uuid4().hex[:8]}")
     mail = mail.model_copy(update={"sender": mail.sender.model_copy(update={"rate": RATE, "burst": BURST})})
@@ -193,13 +197,13 @@ def worst_window(stamps: list[float], rate: float) -> tuple[int, float]:
 
 
 async def test_provider_storm_every_dispatch_ends_once_and_no_sender_exceeds_its_rate(
-    kafka_settings: KafkaSettings, tmp_path: Path, publisher: Publisher,
+    kafka_settings: KafkaSettings, tmp_path: Path, publisher: Publisher, redis_url: str,
 ) -> None:
     await publisher.template(template_event("storm", "sms"))
     await publisher.template(email_template("storm-mail"))
     bursts = 3
     async with sandbox_process(tmp_path / "sandbox.log") as sandbox, \
-            services(kafka_settings, tmp_path, sandbox) as (sms, mail):
+            services(kafka_settings, tmp_path, sandbox, redis_url) as (sms, mail):
         await template_cached(sms, "storm")
         await template_cached(mail, "storm-mail")
         faults = asyncio.create_task(storm(sandbox, bursts))
@@ -217,6 +221,7 @@ async def test_provider_storm_every_dispatch_ends_once_and_no_sender_exceeds_its
         logged = {**await send_log(sms), **await send_log(mail)}
         # A held request is recorded once its hold ends: wait for every hold before reading the traffic.
         await sandbox.eventually(lambda: _nothing_held(sandbox), timeout=30, interval=0.1)
+        assert sms.app.state.dispatch.limits.inner.fallbacks == 0  # the SMS sender's bucket was Redis's
         traffic = creating(await sandbox.requests())
     by_dispatch: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for request in sorted(traffic, key=lambda r: r["received_ts"]):
