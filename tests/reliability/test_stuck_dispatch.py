@@ -139,7 +139,7 @@ async def test_a_stuck_dispatch_leaves_its_batch_and_the_partition_goes_on_then_
     assert row.next_attempt_at is None and row.resume is None and row.error_code is None
     assert deferred.resumed >= 1
     print(f"stuck: {OTHERS} other debtors sent while it retried; sent once after {row.attempts} attempts "  # noqa: T201
-          f"({deferred.resumed} resumed from the send log); the late one expired unsent")
+          f"({deferred.resumed} claims by the retry path, both refused dispatches); the late one expired unsent")
     for event in others:
         assert len(await sandbox_messages(sandbox, event.data.to)) == 1  # never held, never retried
     await wait_for(lambda: "accepted" in _statuses(outcomes, stuck) or "sent" in _statuses(outcomes, stuck),
