@@ -44,7 +44,7 @@ from services.sandbox.testing import SandboxHandle
 from shared.channels.models import SendLogRecord
 from shared.config import KafkaSettings
 from shared.events.contracts import ContactDispatchedEvent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     Running,
     dispatch_event,
@@ -122,7 +122,7 @@ async def sandbox_process(log: Path) -> AsyncIterator[SandboxHandle]:
     env = {**os.environ, "CADENCIA_ENV": "test", "CADENCIA_SANDBOX_PORT": str(port),
            "CADENCIA_SANDBOX_LOG_LEVEL": "WARNING"}
     with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "sandbox"], cwd=ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "tooling.cli", "serve", "sandbox"], cwd=ROOT, env=env,
                                    stdout=out, stderr=out, start_new_session=True)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:

@@ -23,7 +23,7 @@ from services.sandbox.testing import SandboxHandle
 from shared.channels.models import SendLogRecord
 from shared.config import KafkaSettings
 from shared.events.contracts import ContactDispatchedEvent
-from tests.channels.harness import (
+from tests.channel_harness import (
     Publisher,
     Running,
     dispatch_event,
