@@ -60,6 +60,10 @@ class Scenario(BaseModel):
     talk_s: float | None = Field(default=None, ge=0)
     #: The person who answered hangs up this many seconds into the call (mid-script: an abandoned call).
     hangup_after_s: float | None = Field(default=None, ge=0)
+    #: Messages and mail to this address are refused with this status before anything is created (a
+    #: provider outage for one recipient's route); a 429 carries ``Retry-After: retry_after_s``.
+    error_status: int | None = Field(default=None, ge=429, le=599)
+    retry_after_s: int = Field(default=1, ge=0)
 
 
 DELIVERED = Scenario(outcome="delivered")

@@ -224,6 +224,11 @@ async def mail_send(request: Request) -> Response:
     if errors:
         sb.record(request, "sendgrid", received, 400, json_body=body, to=recipients_to)
         return sg_errors(400, errors)
+    refusing = next((s for s in map(sb.scenarios.for_email, recipients_to) if s.error_status is not None), None)
+    if refusing is not None and refusing.error_status is not None:
+        sb.record(request, "sendgrid", received, refusing.error_status, json_body=body, to=recipients_to,
+                  fault="scenario")
+        return fault_response(Decision(status=refusing.error_status, retry_after_s=refusing.retry_after_s))
     xmid = message_id()
     recipients = plan_recipients(sb, body, xmid)
     sb.mails.put(xmid, {"x_message_id": xmid, "body": body, "recipients": [r.email for r in recipients]})

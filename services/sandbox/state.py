@@ -54,6 +54,20 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
 
+def _sender(form: dict[str, Any] | None, json_body: Any) -> str | None:
+    """Who sends: Twilio's ``From`` (or ``MessagingServiceSid``), SendGrid's ``from.email``."""
+    if form:
+        for key in ("From", "MessagingServiceSid"):
+            value = form.get(key)
+            value = value[0] if isinstance(value, list) and value else value
+            if isinstance(value, str) and value:
+                return value
+    if isinstance(json_body, dict) and isinstance(json_body.get("from"), dict):
+        email = json_body["from"].get("email")
+        return email.lower() if isinstance(email, str) else None
+    return None
+
+
 class Bounded(OrderedDict[K, V], Generic[K, V]):
     """An insertion-ordered map that forgets its oldest entries past ``limit``."""
 
@@ -100,6 +114,8 @@ class Sandbox:
         self.sendgrid_webhook_url = settings.sendgrid_webhook_url
         self.closing = asyncio.Event()
         self._request_ids = 0
+        #: Responses held past the caller's timeout right now (recorded once the hold ends).
+        self.holding = 0
 
         self.account_sid = settings.twilio.account_sid
         self.auth_token = settings.twilio.auth_token.get_secret_value().encode()
@@ -142,6 +158,7 @@ class Sandbox:
             "received_ts": received_at,
             "status": status,
             "to": to or [],
+            "sender": _sender(form, json_body),
             "sid": sid,
             "form": form,
             "json": json_body,
@@ -161,10 +178,13 @@ class Sandbox:
 
     async def hold(self, seconds: float) -> None:
         """Hold a response (timeout-after-accept) unless the sandbox is shutting down."""
+        self.holding += 1
         try:
             await asyncio.wait_for(self.closing.wait(), seconds)
         except TimeoutError:
             pass
+        finally:
+            self.holding -= 1
 
     def reset(self) -> None:
         self.requests.clear()

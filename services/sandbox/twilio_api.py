@@ -213,6 +213,9 @@ async def create_message(account_sid: str, request: Request) -> Response:
         return gated
     error = validate_message(sb, form)
     scenario = sb.scenarios.for_message(to) if error is None else None
+    if scenario is not None and scenario.error_status is not None:
+        sb.record(request, "twilio", received, scenario.error_status, form=form, to=[to], fault="scenario")
+        return fault_response(Decision(status=scenario.error_status, retry_after_s=scenario.retry_after_s))
     if scenario is not None:
         if scenario.outcome == "invalid":
             error = 21211, f"The 'To' number {to} is not a valid phone number."

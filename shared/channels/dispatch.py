@@ -7,7 +7,10 @@ At most once on ambiguity (docs/internals.md: delivery guarantees):
 2. Otherwise the pinned template version is rendered and the row is committed as ``sending``
    *before* the provider request.
 3. The request is retried while the provider proves it did not process it (429, 503, connection
-   refused), with exponential backoff and jitter, honouring ``Retry-After``, until the deadline.
+   refused), with exponential backoff and jitter, honouring ``Retry-After``, until the deadline. A
+   send retries inside its batch for at most ``sending.inline_retry_s``; a retry due later is handed
+   to the durable retry path (the row becomes ``retrying``, :mod:`shared.channels.deferred`), so one
+   stuck send never holds back the other debtors of its partition.
    No request, retry or call starts at or after the dispatch's ``send_before`` (less the adapter's
    lead time: a call's ring time): the dispatch ends ``expired``, unsent, and the orchestrator
    moves it to the next lawful window.
@@ -32,11 +35,12 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import httpx
+import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -62,6 +66,8 @@ log = get_logger(__name__)
 
 DEADLINE = "deadline"
 EXPIRED: Literal["expired"] = "expired"
+#: A send deferred to the durable retry path; its row waits for ``next_attempt_at``.
+RETRYING = "retrying"
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,17 @@ class TemplateSource(Protocol):
 
 @dataclass(frozen=True)
 class SendResult:
-    kind: Literal["sent", "rejected", "unknown", "deadline", "expired"]
+    """How a send ended; ``retry``: every attempt refused unprocessed, the next is due at ``retry_at``
+    (the durable retry path resumes it, ``resume`` the request to record for it); ``stopped``: the
+    process is stopping between retries, nothing was processed."""
+
+    kind: Literal["sent", "rejected", "unknown", "deadline", "expired", "retry", "stopped"]
     attempts: int
     accepted: Accepted | None = None
     error_code: str | None = None
     error_message: str | None = None
+    retry_at: datetime | None = None
+    resume: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,19 @@ class _Prepared:
     @property
     def dispatch_id(self) -> str:
         return self.event.data.dispatch_id
+
+
+def resume_record(event: ContactDispatchedEvent, message: OutboundMessage) -> str:
+    """What the durable retry path needs to resume a send: the dispatch event and the composed request."""
+    return orjson.dumps({
+        "event": event.model_dump(mode="json"),
+        "message": {"to": message.to, "sender": message.sender, "payload": message.payload},
+    }).decode()
+
+
+def load_resume(record: str) -> tuple[ContactDispatchedEvent, OutboundMessage]:
+    data = orjson.loads(record)
+    return ContactDispatchedEvent.model_validate(data["event"]), OutboundMessage(**data["message"])
 
 
 class DispatchHandler:
@@ -312,6 +337,13 @@ class DispatchHandler:
                 return None
             async with self._slots:
                 result = await self._send(event.data, message)
+            if result.kind == "stopped":
+                await self._release([event.data.dispatch_id])
+                raise TransientError("stopping between retries; the dispatch was not sent")
+            if result.kind == "retry":
+                result = replace(result, resume=resume_record(event, message))
+                log.info("send deferred to the durable retry path", dispatch_id=event.data.dispatch_id,
+                         attempts=result.attempts)
             self.results[result.kind] = self.results.get(result.kind, 0) + 1
             return self.writer.submit(self._record, (event, result))
 
@@ -404,6 +436,10 @@ class DispatchHandler:
         await rows.save(session)
 
     def _replay_row(self, outbox: OutboxBatch, row: SendLogEntry) -> None:
+        if row.state == RETRYING or (row.state == "sending" and row.next_attempt_at is not None):
+            # The durable retry path owns it (its outcome comes from there): nothing to re-emit.
+            log.info("redelivered dispatch is with the retry path", dispatch_id=row.dispatch_id, state=row.state)
+            return
         if row.state == "sending":
             # Claimed, then the process died or lost the partition: the request may have left.
             row.state = "unknown"
@@ -416,14 +452,29 @@ class DispatchHandler:
             self._opt_out(outbox, row)
         log.info("redelivered dispatch; outcome re-emitted", dispatch_id=row.dispatch_id, state=row.state)
 
-    async def _send(self, dispatch: ContactDispatched, message: OutboundMessage) -> SendResult:
+    async def _send(
+        self, dispatch: ContactDispatched, message: OutboundMessage, *, attempts: int = 0, until: float | None = None
+    ) -> SendResult:
+        """Attempt the request until it is answered, the time left runs out, or the next attempt would
+        start after ``until`` (loop time; by default ``inline_retry_s`` after the first attempt): then
+        the send is deferred (``retry``). ``attempts`` were made before (by earlier holders)."""
+        loop = asyncio.get_running_loop()
         bucket = self.limits.bucket(message.sender)
-        attempt = 0
+        attempt = attempts
         last: Retryable | None = None
         while True:
             remaining = self._remaining(dispatch)
-            if remaining <= 0 or not await bucket.acquire(max_wait=remaining) or self._remaining(dispatch) <= 0:
+            if remaining <= 0:
                 return self._out_of_time(dispatch, attempt, last)
+            queue = remaining if until is None else min(remaining, max(0.0, until - loop.time()))
+            if not await bucket.acquire(max_wait=queue):
+                if queue < remaining:  # the sender is paused past the bound: resume it later
+                    return self._deferred(attempt, last, self.sending.inline_retry_s)
+                return self._out_of_time(dispatch, attempt, last)
+            if self._remaining(dispatch) <= 0:
+                return self._out_of_time(dispatch, attempt, last)
+            if until is None:
+                until = loop.time() + self.sending.inline_retry_s
             attempt += 1
             self.requests += 1
             try:
@@ -438,11 +489,12 @@ class DispatchHandler:
                 )
                 if delay >= self._remaining(dispatch):
                     return self._out_of_time(dispatch, attempt, last)
+                if loop.time() + delay > until:
+                    return self._deferred(attempt, last, delay)
                 log.info("transient provider error; retrying", dispatch_id=dispatch.dispatch_id,
                          attempt=attempt, status=exc.status, code=exc.code, delay=round(delay, 3))
                 if await self._wait_or_stop(delay):
-                    await self._release([dispatch.dispatch_id])
-                    raise TransientError("stopping between retries; the dispatch was not sent") from exc
+                    return SendResult("stopped", attempt, error_message=exc.message)
                 continue
             except Rejected as exc:
                 return SendResult("rejected", attempt, error_code=exc.code, error_message=exc.message)
@@ -450,6 +502,11 @@ class DispatchHandler:
                 log.warning("provider request outcome unknown", dispatch_id=dispatch.dispatch_id, error=exc.message)
                 return SendResult("unknown", attempt, error_message=exc.message)
             return SendResult("sent", attempt, accepted=accepted)
+
+    def _deferred(self, attempts: int, last: Retryable | None, delay: float) -> SendResult:
+        return SendResult("retry", attempts, error_code=last.code if last is not None else None,
+                          error_message=last.message if last is not None else "the sender is paused",
+                          retry_at=self.clock() + timedelta(seconds=delay))
 
     def _out_of_time(self, dispatch: ContactDispatched, attempts: int, last: Retryable | None) -> SendResult:
         detail = f"; last error: {last.message}" if last is not None else ""
@@ -497,6 +554,15 @@ class DispatchHandler:
 
     def _apply_result(self, outbox: OutboxBatch, row: SendLogEntry, result: SendResult) -> None:
         row.attempts, row.updated_at = result.attempts, self.clock()
+        if result.kind == "retry":
+            if row.state == "sending":  # no outcome yet: the retry path reports it when the send ends
+                row.state, row.next_attempt_at = RETRYING, result.retry_at
+                row.resume = result.resume or row.resume
+                row.error_code, row.error_message = result.error_code, result.error_message
+            return
+        if row.next_attempt_at is not None:  # a deferred send ends: its last transient error is history
+            row.error_code = row.error_message = None
+        row.next_attempt_at = row.resume = None
         if result.kind == "sent":
             assert result.accepted is not None
             if row.state in ("sending", "unknown"):

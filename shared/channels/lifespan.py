@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from shared.app import abandon_hook, fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.bus.admin import TopicGuard
+from shared.channels.deferred import DeferredSends
 from shared.channels.dispatch import ChannelAdapter, DispatchHandler
 from shared.channels.metrics import instrument
 from shared.channels.models import receipts_target
@@ -151,14 +152,20 @@ async def start_dispatch(
     await runner.start()
     stack.push_async_callback(runner.stop)
     await infra.templates_started
+    deferred = DeferredSends(handler, clock=clock)  # sends deferred out of their batch (stuck senders)
+    await deferred.start()
+    stack.push_async_callback(deferred.stop)  # before the writer: what it resumes is recorded
     stack.callback(handler.stop)  # runs first: sends waiting to retry give their dispatch back
     app.state.db, app.state.dispatch, app.state.runner = infra.db, handler, runner
+    app.state.deferred = deferred
     app.state.templates, app.state.relay, app.state.pruner = infra.templates, infra.relay, infra.pruner
     app.state.writer = infra.writer
     guard = TopicGuard(infra.producer, settings.kafka, abandon_hook(app) if settings.create_topics else None)
     await guard.start()
     stack.push_async_callback(guard.stop)
-    app.state.ready_checks.extend([infra.db.ping, infra.producer.ping, runner.ping, infra.writer.ping, guard.ping])
+    app.state.ready_checks.extend(
+        [infra.db.ping, infra.producer.ping, runner.ping, infra.writer.ping, deferred.ping, guard.ping]
+    )
     # Redis is not a readiness check: without it the limits fall back to per process, and an unready
     # pod would also stop receiving the provider webhooks.
     return handler

@@ -72,3 +72,17 @@ def index_receipts_by_age() -> None:
 
 def unindex_receipts_by_age() -> None:
     op.drop_index("ix_provider_receipts_received_at", "provider_receipts")
+
+
+def add_durable_retries_v4() -> None:
+    """Send-log columns of the durable retry path: when a deferred send is due, and what it sends."""
+    op.add_column("send_log", sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("send_log", sa.Column("resume", sa.Text, nullable=True))
+    op.create_index("ix_send_log_state_next_attempt", "send_log", ["state", "next_attempt_at"])
+
+
+def drop_durable_retries_v4() -> None:
+    op.drop_index("ix_send_log_state_next_attempt", "send_log")
+    with op.batch_alter_table("send_log") as batch:
+        batch.drop_column("resume")
+        batch.drop_column("next_attempt_at")

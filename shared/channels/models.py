@@ -1,7 +1,9 @@
 """The channel services' tables: the send log (one row per dispatch) and webhook receipts.
 
 Send log ``state`` is the provider request's fate: ``sending`` (committed before the request),
-``sent`` (the provider accepted it; ``provider_id`` set), ``failed`` (refused, or never sent before
+``retrying`` (every attempt so far was refused unprocessed; ``next_attempt_at`` says when the durable
+retry path resumes it, ``resume`` holds the composed request), ``sent`` (the provider accepted it;
+``provider_id`` set), ``failed`` (refused, or never sent before
 the deadline), ``expired`` (never sent: its ``send_before`` came first) or ``unknown`` (the request
 may have been processed: never resent). ``status`` is the latest delivery status reported on
 ``contact.outcomes``; it only moves forward (:func:`advances`).
@@ -12,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import DateTime, Index, Integer, String
+from sqlalchemy import DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.addresses import address_key
@@ -22,7 +24,7 @@ from shared.db.retention import PruneTarget
 from shared.events.contracts import STATUS_RANK
 from shared.events.envelope import utcnow
 
-SendState = str  # "sending" | "sent" | "failed" | "expired" | "unknown"
+SendState = str  # "sending" | "retrying" | "sent" | "failed" | "expired" | "unknown"
 
 #: The delivery statuses a channel reports (``DeliveryUpdated.status``); a call's outcome and a failure
 #: are final for the channel (:data:`TERMINAL`).
@@ -81,7 +83,10 @@ class SendLogView(Protocol):
 
 class SendLogRecord(Base):
     __tablename__ = "send_log"
-    __table_args__ = (Index("ix_send_log_address_created", "address_key", "created_at"),)
+    __table_args__ = (
+        Index("ix_send_log_address_created", "address_key", "created_at"),
+        Index("ix_send_log_state_next_attempt", "state", "next_attempt_at"),
+    )
 
     dispatch_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(200))
@@ -104,6 +109,11 @@ class SendLogRecord(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: A send handed to the durable retry path (``shared.channels.deferred``): when it may be attempted
+    #: next, and what to send (the dispatch event and the composed request, JSON). Both are cleared
+    #: when the send ends; ``next_attempt_at`` stays set while the retry path holds a ``sending`` claim.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resume: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 def receipts_target(retention: RetentionSettings) -> PruneTarget:

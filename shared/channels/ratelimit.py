@@ -1,9 +1,11 @@
 """Token buckets per sender, shared by every concurrent send in the process.
 
 The bucket is the generic cell rate algorithm (GCRA), the exact form of a token bucket: ``rate``
-tokens per second, at most ``burst`` back to back. Callers reserve a slot in arrival order and
-sleep until it; in any window of ``w`` seconds at most ``burst + rate * w`` requests leave. A
-provider's ``429`` pauses the whole sender for its ``Retry-After``.
+tokens per second, at most ``burst`` back to back. Callers take turns in arrival order, and each
+takes its slot when it actually leaves (not when it starts waiting): in any window of ``w`` seconds
+at most ``burst + rate * w`` requests leave, even when the event loop wakes the waiters late (a slot
+reserved ahead and slept towards would let every waiter of a stalled loop leave at once). A
+provider's ``429`` pauses the whole sender for its ``Retry-After``, waiters included.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class TokenBucket:
         self._clock = clock
         #: Theoretical arrival time of the next request (GCRA's TAT).
         self._tat = clock()
+        #: Callers take their slots one at a time, in arrival order (``asyncio.Lock`` is FIFO).
+        self._turn = asyncio.Lock()
+        self._waiting = 0
 
     def reserve(self, max_wait: float | None = None) -> float | None:
         """Reserve the next slot; returns the seconds to wait for it, or ``None`` (nothing reserved)
@@ -50,12 +55,21 @@ class TokenBucket:
         return wait
 
     async def acquire(self, max_wait: float | None = None) -> bool:
-        """Wait for a slot; False (without waiting) if none is free within ``max_wait`` seconds."""
-        wait = self.reserve(max_wait)
-        if wait is None:
+        """Wait for a slot; False (without waiting) if none is free within ``max_wait`` seconds,
+        counting the callers already waiting ahead."""
+        now = self._clock()
+        ahead = max(self._tat, now) + self._waiting * self._interval - self._tolerance - now
+        if max_wait is not None and ahead > max_wait:
             return False
-        if wait > 0:
-            await asyncio.sleep(wait)
+        self._waiting += 1
+        try:
+            async with self._turn:
+                # The slot is taken on leaving: a late wake-up (a busy loop) re-measures, never bunches.
+                while (wait := self._tat - self._tolerance - self._clock()) > 0:
+                    await asyncio.sleep(wait)
+                self._tat = max(self._tat, self._clock()) + self._interval
+        finally:
+            self._waiting -= 1
         return True
 
     def pause(self, seconds: float) -> None:

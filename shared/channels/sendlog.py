@@ -22,7 +22,10 @@ from shared.channels.models import SendLogRecord
 
 SEND_LOG = cast(Table, SendLogRecord.__table__)
 #: What a dispatch's result or a provider callback may change.
-MUTABLE = ("state", "status", "provider_id", "error_code", "error_message", "attempts", "updated_at")
+MUTABLE = (
+    "state", "status", "provider_id", "error_code", "error_message", "attempts", "updated_at", "next_attempt_at",
+    "resume",
+)
 
 _UPDATE = (
     update(SEND_LOG)
@@ -55,6 +58,8 @@ class SendLogEntry:
     attempts: int
     created_at: datetime
     updated_at: datetime
+    next_attempt_at: datetime | None = None
+    resume: str | None = None
 
     def values(self) -> dict[str, Any]:
         """The row's columns, for an INSERT."""

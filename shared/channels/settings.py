@@ -22,6 +22,12 @@ class SendingSettings(BaseModel):
     #: Exponential backoff with jitter: ``min(cap, base * 2**attempt)``, half of it randomised.
     retry_base_s: float = Field(default=0.2, gt=0)
     retry_cap_s: float = Field(default=30.0, gt=0)
+    #: How long a send may retry inside its consumer batch; a retry due later is handed to the durable
+    #: retry path (``shared.channels.deferred``), so one stuck send never holds back its partition.
+    inline_retry_s: float = Field(default=5.0, gt=0)
+    #: How often the durable retry path looks for due sends, and how many it resumes per pass.
+    retry_poll_s: float = Field(default=1.0, gt=0)
+    retry_batch: int = Field(default=100, ge=1, le=10_000)
     #: A message accepted by the provider with no final status after this long (its callbacks were
     #: lost, e.g. they hit this service while it was down) is looked up at the provider.
     reconcile_after_s: float = Field(default=600.0, gt=0)
