@@ -11,7 +11,7 @@ from typing import Any
 
 from services.email.settings import EmailSenderSettings, UnsubscribeSettings
 from services.email.tokens import UnsubscribeTokens, unsubscribe_url
-from shared.channels.dispatch import OutboundMessage, Unsendable
+from shared.channels.ports import OutboundMessage, Unsendable
 from shared.events.contracts import Channel, ContactDispatched
 from shared.providers.base import Accepted
 from shared.providers.sendgrid import SendGridMail
@@ -26,7 +26,7 @@ def traceparent_arg() -> dict[str, str]:
 
 
 class SendGridEmailAdapter:
-    """The email channel's :class:`~shared.channels.dispatch.ChannelAdapter` on SendGrid v3 mail send."""
+    """The email channel's :class:`~shared.channels.ports.ChannelAdapter` on SendGrid v3 mail send."""
 
     channel: Channel = "email"
     provider = "sendgrid"

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from services.messaging.settings import SenderSettings
-from shared.channels.dispatch import OutboundMessage, Unsendable
 from shared.channels.models import bare_address
+from shared.channels.ports import OutboundMessage, Unsendable
 from shared.events.contracts import Channel, ContactDispatched
 from shared.providers.base import Accepted
 from shared.providers.twilio import TwilioMessages

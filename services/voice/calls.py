@@ -17,7 +17,7 @@ from services.voice import twiml
 from services.voice.models import CallSession
 from services.voice.pacing import Pacer
 from services.voice.settings import Settings
-from shared.channels.dispatch import OutboundMessage, Unsendable
+from shared.channels.ports import OutboundMessage, Unsendable
 from shared.db import Database
 from shared.events import aware, utcnow
 from shared.events.contracts import Channel, ContactDispatched

@@ -1,7 +1,7 @@
 """The durable retry path: sends deferred out of their consumer batch, resumed from the send log.
 
 A send retries inside its consumer batch for at most ``sending.inline_retry_s``
-(:meth:`~shared.channels.dispatch.DispatchHandler._send`). One whose next retry is due later — a
+(:meth:`~shared.channels.dispatch.attempts.SendAttempts.send`). One whose next retry is due later — a
 provider answering 429/503 for minutes, a sender paused by a long ``Retry-After`` — is recorded as
 ``retrying`` with its attempt count, ``next_attempt_at`` and the composed request (``resume``), in
 the same group commit as the batch's other results and inbox marks. The batch completes, its offsets
@@ -33,7 +33,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from shared.bus import event_scope
-from shared.channels.dispatch import RETRYING, DispatchHandler, load_resume
+from shared.channels.dispatch import DispatchHandler
+from shared.channels.ports import RETRYING, load_resume
 from shared.channels.sendlog import SEND_LOG, SendLogRows
 from shared.db import OutboxBatch
 from shared.events import utcnow
@@ -129,13 +130,13 @@ class DeferredSends:
                 until = asyncio.get_running_loop().time() + self.sending.inline_retry_s
                 # An exception (a cancelled request among them) leaves the claim ``sending``: the
                 # request may have left, so past the lease the row is reported unknown, never resent.
-                result = await handler._send(event.data, message, attempts=attempts, until=until)
+                result = await handler.attempts.send(event.data, message, attempts=attempts, until=until)
                 if result.kind == "stopped":
                     await self._give_back(dispatch_id)
                     return
                 handler.results[result.kind] = handler.results.get(result.kind, 0) + 1
                 log.info("deferred send resumed", dispatch_id=dispatch_id, result=result.kind, attempts=result.attempts)
-                await handler.writer.submit(handler._record, (event, result))
+                await handler.writer.submit(handler.recorder.record, (event, result))
 
     async def _claim(self, dispatch_id: str) -> tuple[int, str] | None:
         """``retrying`` and due → ``sending``, committed; the row's attempts and request, or None if
@@ -179,7 +180,9 @@ class DeferredSends:
             outbox = OutboxBatch()
             for row in rows:
                 row.state, row.next_attempt_at, row.resume = "unknown", None, None
-                self.handler._advance(outbox, row, "unknown", error_message="the retry path lost its claim mid-request")
+                self.handler.recorder.advance(
+                    outbox, row, "unknown", error_message="the retry path lost its claim mid-request"
+                )
                 log.warning("deferred send lost its holder; reported unknown", dispatch_id=row.dispatch_id)
                 self.abandoned += 1
             await rows.save(session)

@@ -31,97 +31,43 @@ transactions as results are committed), so a process killed mid-batch leaves no 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bus import PermanentError, RecordMeta, TransientError, event_scope
+from shared.channels.attempts import SendAttempts
 from shared.channels.models import SendLogRecord, bare_address
-from shared.channels.outcomes import advance, delivery_event, stage_opt_out
+from shared.channels.ports import (
+    DEADLINE,
+    EXPIRED,
+    ChannelAdapter,
+    OutboundMessage,
+    TemplateSource,
+    Unsendable,
+    resume_record,
+)
 from shared.channels.ratelimit import SenderLimits
-from shared.channels.retry import backoff_delay
+from shared.channels.results import SendRecorder
 from shared.channels.sendlog import SEND_LOG, SendLogEntry, SendLogRows
 from shared.channels.settings import SendingSettings
-from shared.db import Database, GroupWriter, OutboxBatch, Write, add_to_outbox, mark_processed
-from shared.events import Topics, aware, utcnow
-from shared.events.contracts import Channel, ContactDispatched, ContactDispatchedEvent, TemplatePublished
+from shared.db import Database, GroupWriter, OutboxBatch, mark_processed
+from shared.events import Topics, utcnow
+from shared.events.contracts import ContactDispatchedEvent
 from shared.logging import get_logger
-from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
-from shared.providers.reasons import delivery_reason
-from shared.templates import RenderedMessage, TemplateError, render_dispatch
+from shared.templates import TemplateError, render_dispatch
 from shared.templates.cache import TemplateAccessRefused, TemplateNotFound
 
 log = get_logger(__name__)
-
-DEADLINE = "deadline"
-EXPIRED: Literal["expired"] = "expired"
-#: A send deferred to the durable retry path; its row waits for ``next_attempt_at``.
-RETRYING = "retrying"
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """What one channel hands its provider: the address, the rate-limit key, the request payload
-    (Twilio's form parameters, SendGrid's JSON mail body)."""
-
-    to: str
-    sender: str
-    payload: dict[str, Any]
-
-
-class Unsendable(Exception):
-    """The rendered template cannot make a message for this channel (e.g. no body): fail the dispatch."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class ChannelAdapter(Protocol):
-    """What a channel adds to the shared pipeline: composing its provider request, and sending it."""
-
-    channel: Channel
-    provider: str
-    #: Seconds a provider request keeps contacting the debtor after it leaves (a call rings): it must
-    #: leave this long before ``send_before``.
-    lead_time_s: float
-
-    async def compose(
-        self, dispatch: ContactDispatched, rendered: RenderedMessage, status_callback: str
-    ) -> OutboundMessage: ...
-
-    async def send(self, message: OutboundMessage) -> Accepted: ...
-
-
-class TemplateSource(Protocol):
-    async def get(self, key: str, version: int) -> TemplatePublished: ...
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """How a send ended; ``retry``: every attempt refused unprocessed, the next is due at ``retry_at``
-    (the durable retry path resumes it, ``resume`` the request to record for it); ``stopped``: the
-    process is stopping between retries, nothing was processed."""
-
-    kind: Literal["sent", "rejected", "unknown", "deadline", "expired", "retry", "stopped"]
-    attempts: int
-    accepted: Accepted | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    retry_at: datetime | None = None
-    resume: str | None = None
-
 
 @dataclass(frozen=True)
 class _Unsent:
@@ -143,19 +89,6 @@ class _Prepared:
     @property
     def dispatch_id(self) -> str:
         return self.event.data.dispatch_id
-
-
-def resume_record(event: ContactDispatchedEvent, message: OutboundMessage) -> str:
-    """What the durable retry path needs to resume a send: the dispatch event and the composed request."""
-    return orjson.dumps({
-        "event": event.model_dump(mode="json"),
-        "message": {"to": message.to, "sender": message.sender, "payload": message.payload},
-    }).decode()
-
-
-def load_resume(record: str) -> tuple[ContactDispatchedEvent, OutboundMessage]:
-    data = orjson.loads(record)
-    return ContactDispatchedEvent.model_validate(data["event"]), OutboundMessage(**data["message"])
 
 
 class DispatchHandler:
@@ -181,14 +114,20 @@ class DispatchHandler:
         self.adapter, self.db, self.writer, self.topics = adapter, db, writer, topics
         self.templates, self.limits, self.sending, self.callback_url = templates, limits, sending, callback_url
         self.consumer, self.source, self.clock = consumer, source, clock
-        self.rng = rng or random.Random()
         self._slots = asyncio.Semaphore(sending.max_in_flight)
         self._stopping = asyncio.Event()
-        #: Provider requests made, by result (for metrics and benchmarks).
-        self.requests = 0
+        self.attempts = SendAttempts(adapter, limits, sending, clock, rng or random.Random(), self._stopping)
+        self.recorder = SendRecorder(consumer=consumer, topics=topics, source=source, provider=adapter.provider,
+                                     clock=clock)
+        #: Sends ended, by result (for metrics and benchmarks).
         self.results: dict[str, int] = {}
         #: Claim transactions committed (each before the requests of the dispatches it claimed).
         self.claims = 0
+
+    @property
+    def requests(self) -> int:
+        """Provider requests made (for metrics, benchmarks and tests)."""
+        return self.attempts.requests
 
     def stop(self) -> None:
         """Stop waiting between retries: unsent dispatches are released for the next owner."""
@@ -242,8 +181,8 @@ class DispatchHandler:
         """Check the time left, render the pinned template and compose the provider request."""
         dispatch = event.data
         with event_scope(event):  # the callback URL and custom args carry the dispatch's trace
-            if self._remaining(dispatch) <= 0:
-                late = self._out_of_time(dispatch, 0, None)
+            if self.attempts.remaining(dispatch) <= 0:
+                late = self.attempts.out_of_time(dispatch, 0, None)
                 status = EXPIRED if late.kind == EXPIRED else "failed"
                 return _Prepared(event, unsent=_Unsent(status, late.error_code or DEADLINE, late.error_message or ""))
             try:
@@ -336,7 +275,7 @@ class DispatchHandler:
                 released.append(event.data.dispatch_id)  # claimed, never requested: the next owner sends it
                 return None
             async with self._slots:
-                result = await self._send(event.data, message)
+                result = await self.attempts.send(event.data, message)
             if result.kind == "stopped":
                 await self._release([event.data.dispatch_id])
                 raise TransientError("stopping between retries; the dispatch was not sent")
@@ -345,20 +284,7 @@ class DispatchHandler:
                 log.info("send deferred to the durable retry path", dispatch_id=event.data.dispatch_id,
                          attempts=result.attempts)
             self.results[result.kind] = self.results.get(result.kind, 0) + 1
-            return self.writer.submit(self._record, (event, result))
-
-    def _remaining(self, dispatch: ContactDispatched) -> float:
-        """Seconds left to start a provider request: to the deadline or to ``send_before`` less the
-        lead time, whichever comes first."""
-        return min(self._to_deadline(dispatch), self._to_send_before(dispatch))
-
-    def _to_deadline(self, dispatch: ContactDispatched) -> float:
-        return (aware(dispatch.deadline) - self.clock()).total_seconds()
-
-    def _to_send_before(self, dispatch: ContactDispatched) -> float:
-        if dispatch.send_before is None:
-            return math.inf
-        return (aware(dispatch.send_before) - self.clock()).total_seconds() - self.adapter.lead_time_s
+            return self.writer.submit(self.recorder.record, (event, result))
 
     def _new_row(self, event: ContactDispatchedEvent, state: str, sender: str) -> SendLogEntry:
         d = event.data
@@ -386,7 +312,7 @@ class DispatchHandler:
             row = self._new_row(p.event, EXPIRED if p.unsent.status == EXPIRED else "failed", "")
             staged[p.dispatch_id] = OutboxBatch()
             with event_scope(p.event):
-                self._advance(staged[p.dispatch_id], row, p.unsent.status, p.unsent.code, p.unsent.message)
+                self.recorder.advance(staged[p.dispatch_id], row, p.unsent.status, p.unsent.code, p.unsent.message)
             rows.append(row)
         for p in chunk:
             assert p.message is not None
@@ -432,96 +358,8 @@ class DispatchHandler:
                 raise TransientError(f"dispatch {event.data.dispatch_id} left the send log while being replayed")
             marks.append(event.id)
             with event_scope(event):
-                self._replay_row(outbox, row)
+                self.recorder.replay_row(outbox, row)
         await rows.save(session)
-
-    def _replay_row(self, outbox: OutboxBatch, row: SendLogEntry) -> None:
-        if row.state == RETRYING or (row.state == "sending" and row.next_attempt_at is not None):
-            # The durable retry path owns it (its outcome comes from there): nothing to re-emit.
-            log.info("redelivered dispatch is with the retry path", dispatch_id=row.dispatch_id, state=row.state)
-            return
-        if row.state == "sending":
-            # Claimed, then the process died or lost the partition: the request may have left.
-            row.state = "unknown"
-            self._advance(outbox, row, "unknown", error_message="no provider answer was recorded")
-            log.warning("dispatch left sending; reported unknown", dispatch_id=row.dispatch_id)
-            return
-        status = row.status or ("failed" if row.state == "failed" else "unknown")
-        self._emit(outbox, row, status, row.error_code, row.error_message)
-        if delivery_reason(self.adapter.provider, row.error_code) == "opted_out":
-            self._opt_out(outbox, row)
-        log.info("redelivered dispatch; outcome re-emitted", dispatch_id=row.dispatch_id, state=row.state)
-
-    async def _send(
-        self, dispatch: ContactDispatched, message: OutboundMessage, *, attempts: int = 0, until: float | None = None
-    ) -> SendResult:
-        """Attempt the request until it is answered, the time left runs out, or the next attempt would
-        start after ``until`` (loop time; by default ``inline_retry_s`` after the first attempt): then
-        the send is deferred (``retry``). ``attempts`` were made before (by earlier holders)."""
-        loop = asyncio.get_running_loop()
-        bucket = self.limits.bucket(message.sender)
-        attempt = attempts
-        last: Retryable | None = None
-        while True:
-            remaining = self._remaining(dispatch)
-            if remaining <= 0:
-                return self._out_of_time(dispatch, attempt, last)
-            queue = remaining if until is None else min(remaining, max(0.0, until - loop.time()))
-            if not await bucket.acquire(max_wait=queue):
-                if queue < remaining:  # the sender is paused past the bound: resume it later
-                    return self._deferred(attempt, last, self.sending.inline_retry_s)
-                return self._out_of_time(dispatch, attempt, last)
-            if self._remaining(dispatch) <= 0:
-                return self._out_of_time(dispatch, attempt, last)
-            if until is None:
-                until = loop.time() + self.sending.inline_retry_s
-            attempt += 1
-            self.requests += 1
-            try:
-                accepted = await self.adapter.send(message)
-            except Retryable as exc:
-                last = exc
-                if exc.status == 429 and exc.retry_after:
-                    bucket.pause(exc.retry_after)
-                delay = backoff_delay(
-                    attempt, base=self.sending.retry_base_s, cap=self.sending.retry_cap_s,
-                    retry_after=exc.retry_after, rng=self.rng,
-                )
-                if delay >= self._remaining(dispatch):
-                    return self._out_of_time(dispatch, attempt, last)
-                if loop.time() + delay > until:
-                    return self._deferred(attempt, last, delay)
-                log.info("transient provider error; retrying", dispatch_id=dispatch.dispatch_id,
-                         attempt=attempt, status=exc.status, code=exc.code, delay=round(delay, 3))
-                if await self._wait_or_stop(delay):
-                    return SendResult("stopped", attempt, error_message=exc.message)
-                continue
-            except Rejected as exc:
-                return SendResult("rejected", attempt, error_code=exc.code, error_message=exc.message)
-            except Ambiguous as exc:
-                log.warning("provider request outcome unknown", dispatch_id=dispatch.dispatch_id, error=exc.message)
-                return SendResult("unknown", attempt, error_message=exc.message)
-            return SendResult("sent", attempt, accepted=accepted)
-
-    def _deferred(self, attempts: int, last: Retryable | None, delay: float) -> SendResult:
-        return SendResult("retry", attempts, error_code=last.code if last is not None else None,
-                          error_message=last.message if last is not None else "the sender is paused",
-                          retry_at=self.clock() + timedelta(seconds=delay))
-
-    def _out_of_time(self, dispatch: ContactDispatched, attempts: int, last: Retryable | None) -> SendResult:
-        detail = f"; last error: {last.message}" if last is not None else ""
-        if self._to_send_before(dispatch) <= self._to_deadline(dispatch):
-            return SendResult(EXPIRED, attempts, error_code=EXPIRED,
-                              error_message=f"no provider request could start before send_before{detail}")
-        return SendResult("deadline", attempts, error_code=DEADLINE,
-                          error_message=f"deadline passed before the provider accepted the message{detail}")
-
-    async def _wait_or_stop(self, delay: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), delay)
-        except TimeoutError:
-            return False
-        return True
 
     async def _release(self, dispatch_ids: list[str]) -> None:
         """Forget claims whose every attempt was refused unprocessed (or never made), so the next owner
@@ -532,75 +370,3 @@ class DispatchHandler:
                     SendLogRecord.dispatch_id.in_(dispatch_ids), SendLogRecord.state == "sending"
                 )
             )
-
-    async def _record(
-        self, session: AsyncSession, writes: Sequence[Write[tuple[ContactDispatchedEvent, SendResult]]]
-    ) -> list[None]:
-        """The group writer's kind for send results: one read of their rows, one insert of their outcomes."""
-        rows = await SendLogRows.by_dispatch(session, (w.item[0].data.dispatch_id for w in writes))
-        by_id = {row.dispatch_id: row for row in rows}
-        outbox, marks = OutboxBatch(), []
-        for write in writes:
-            event, result = write.item
-            row = by_id.get(event.data.dispatch_id)
-            if row is None:
-                continue
-            marks.append(event.id)
-            write.run(self._apply_result, outbox, row, result)
-        await rows.save(session)
-        await mark_processed(session, self.consumer, marks)
-        await outbox.insert(session)
-        return [None] * len(writes)
-
-    def _apply_result(self, outbox: OutboxBatch, row: SendLogEntry, result: SendResult) -> None:
-        row.attempts, row.updated_at = result.attempts, self.clock()
-        if result.kind == "retry":
-            if row.state == "sending":  # no outcome yet: the retry path reports it when the send ends
-                row.state, row.next_attempt_at = RETRYING, result.retry_at
-                row.resume = result.resume or row.resume
-                row.error_code, row.error_message = result.error_code, result.error_message
-            return
-        if row.next_attempt_at is not None:  # a deferred send ends: its last transient error is history
-            row.error_code = row.error_message = None
-        row.next_attempt_at = row.resume = None
-        if result.kind == "sent":
-            assert result.accepted is not None
-            if row.state in ("sending", "unknown"):
-                row.state = "sent"
-            row.provider_id = row.provider_id or result.accepted.provider_id
-            self._advance(outbox, row, "accepted")
-        elif result.kind == "unknown":
-            if row.state == "sending":
-                row.state = "unknown"
-                self._advance(outbox, row, "unknown", error_message=result.error_message)
-        elif result.kind == EXPIRED:
-            row.state = EXPIRED
-            self._advance(outbox, row, EXPIRED, result.error_code, result.error_message)
-        else:
-            row.state = "failed"
-            self._advance(outbox, row, "failed", result.error_code, result.error_message)
-            if delivery_reason(self.adapter.provider, result.error_code) == "opted_out":
-                self._opt_out(outbox, row)
-
-    # -- outcomes -------------------------------------------------------------------------------------
-
-    def _advance(
-        self, outbox: OutboxBatch, row: SendLogEntry, status: str,
-        error_code: str | None = None, error_message: str | None = None,
-    ) -> None:
-        advance(
-            outbox, self.topics.contact_outcomes, row, status, source=self.source, provider=self.adapter.provider,
-            now=self.clock(), error_code=error_code, error_message=error_message,
-        )
-
-    def _emit(
-        self, outbox: OutboxBatch, row: SendLogEntry, status: str, error_code: str | None, error_message: str | None
-    ) -> None:
-        event = delivery_event(
-            row, status, source=self.source, provider=self.adapter.provider, occurred_at=self.clock(),
-            error_code=error_code, error_message=error_message,
-        )
-        add_to_outbox(outbox, self.topics.contact_outcomes, event)
-
-    def _opt_out(self, outbox: OutboxBatch, row: SendLogEntry) -> None:
-        stage_opt_out(outbox, self.topics.contact_outcomes, row, source=self.source, now=self.clock())

@@ -22,9 +22,10 @@ from shared.app import abandon_hook, fatal_hook
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics
 from shared.bus.admin import TopicGuard
 from shared.channels.deferred import DeferredSends
-from shared.channels.dispatch import ChannelAdapter, DispatchHandler
+from shared.channels.dispatch import DispatchHandler
 from shared.channels.metrics import instrument
 from shared.channels.models import receipts_target
+from shared.channels.ports import ChannelAdapter
 from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.reconcile import AskProvider, Reconciler

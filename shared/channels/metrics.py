@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.channels.dispatch import ChannelAdapter, OutboundMessage
+from shared.channels.ports import ChannelAdapter, OutboundMessage
 from shared.channels.ratelimit import Bucket, SenderLimits, TokenBucket
 from shared.events.contracts import Channel, ContactDispatched
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
