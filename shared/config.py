@@ -82,8 +82,9 @@ class KafkaSettings(BaseModel):
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
     #: After a crash a consumer handles the records it had in hand one at a time; a record that
     #: crashed it this many times when handled alone is dead-lettered on its next attempt
-    #: (attempts are counted in the service database, across restarts).
-    max_crash_attempts: int = Field(default=1, ge=1)
+    #: (attempts are counted in the service database, across restarts). Two: a record in hand when
+    #: the process is killed twice in a row (the second time while retried alone) is not poison.
+    max_crash_attempts: int = Field(default=2, ge=1)
     #: How long the brokers keep records (the topics' ``retention.ms``; Kafka's default is 7 days). A
     #: redelivered record can only be one the broker still holds, so the de-duplication tables
     #: (``RetentionSettings``) must keep their rows longer than this.

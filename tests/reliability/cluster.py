@@ -157,10 +157,6 @@ def _env(kafka: KafkaSettings, ports: dict[str, int], extra: dict[str, str]) -> 
         env[f"CADENCIA_{upper}_KAFKA__SESSION_TIMEOUT_MS"] = "6000"
         env[f"CADENCIA_{upper}_KAFKA__HEARTBEAT_INTERVAL_MS"] = "500"
         env[f"CADENCIA_{upper}_SCHEDULER_INTERVAL"] = "0.5"
-        # A record in hand at two kills in a row (the second while it is retried alone) looks like a
-        # record that crashes the consumer: with the default (1) it is dead-lettered and its request
-        # never ends. Two crashes alone before that, so the campaign's kills are told from poison.
-        env[f"CADENCIA_{upper}_KAFKA__MAX_CRASH_ATTEMPTS"] = "2"
         # Messages whose callbacks hit a dead process are looked up at the provider soon after.
         env[f"CADENCIA_{upper}_SENDING__RECONCILE_AFTER_S"] = "3"
         env[f"CADENCIA_{upper}_SENDING__RECONCILE_INTERVAL_S"] = "1"

@@ -89,8 +89,8 @@ async def test_a_record_that_keeps_killing_the_process_is_dead_lettered_and_the_
     exits = []
     async with TopicReader(kafka_settings, topics.dlq) as dlq:
         # What a supervisor does: restart the process each time it dies. It dies once in its batch,
-        # once on the record alone (``max_crash_attempts``); the next attempt dead-letters it.
-        for _ in range(2):
+        # twice on the record alone (``max_crash_attempts``); the next attempt dead-letters it.
+        for _ in range(1 + KafkaSettings().max_crash_attempts):
             worker = _spawn(kafka_settings, topic, group, db_url, die_on=killer)
             await _read_line(worker, "DYING")
             exits.append(worker.wait(timeout=30))
@@ -103,8 +103,9 @@ async def test_a_record_that_keeps_killing_the_process_is_dead_lettered_and_the_
         finally:
             worker.terminate()
             exits.append(worker.wait(timeout=30))
-    assert exits == [9, 9, 0]  # died on the record, then stopped cleanly
-    assert "crashed the consumer 1 time(s) when handled alone" in letter.data.error
+    alone = KafkaSettings().max_crash_attempts
+    assert exits == [9] * (1 + alone) + [0]  # died on the record (in its batch, then alone), then stopped cleanly
+    assert f"crashed the consumer {alone} time(s) when handled alone" in letter.data.error
     assert letter.data.source_topic == topic
     assert letter.data.key == "deb-1"
     applied = await _effects(db_url)
