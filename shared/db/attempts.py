@@ -2,7 +2,7 @@
 
 One row per (group, topic, partition): the first offset of the records in hand, the attempts at
 them as a batch and the attempts at that first record alone. The consumer runner writes it before
-handling a batch (one small write per partition and batch), so the count survives a crash or a
+handling a batch (one small transaction per fetch, for all its partitions), so the count survives a crash or a
 SIGKILL: after a restart it sees that the same records were already attempted, handles them one
 at a time to find the one that crashes it, and dead-letters that one on its next attempt (see
 ``ConsumerRunner``).
