@@ -7,7 +7,6 @@ per subscribed endpoint, in the transaction that marks the event seen; the dispa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Literal
@@ -23,7 +22,7 @@ from services.orchestrator.webhooks import signing
 from services.orchestrator.webhooks.delivery import WebhookDispatcher
 from services.orchestrator.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from shared.bus import ConsumerRunner, RecordMeta
-from shared.db import first_times
+from shared.db import first_time
 from shared.events import AnyEvent
 from shared.http import DB_INT_MAX, PROBLEM_RESPONSES, AdminKeyDep, Problem
 
@@ -200,27 +199,15 @@ class WebhooksComponent:
         consumer = f"{ctx.settings.consumer_group}-webhooks"
 
         async def handle(event: AnyEvent, meta: RecordMeta) -> None:
-            await handle_batch([(event, meta)])
-
-        async def handle_batch(items: Sequence[tuple[AnyEvent, RecordMeta]]) -> None:
-            """A consumer batch in one transaction (DESIGN §12): one inbox statement, one read of the
-            endpoints, the deliveries in event order; a record handled alone is a batch of one."""
             now = ctx.clock()
             async with ctx.db.transaction() as session:
-                fresh = await first_times(session, [(consumer, event.id) for event, _ in items])
-                if not fresh:
+                if not await first_time(session, consumer, event.id):
                     return
-                endpoints = list((await session.execute(
-                    select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)))).scalars())
-                for event, _ in items:
-                    if (consumer, event.id) not in fresh:
-                        continue
-                    fresh.discard((consumer, event.id))  # the same event twice in a batch: once
-                    wanted = [e for e in endpoints if event.type in e.event_types or "*" in e.event_types]
-                    if not wanted:
-                        continue
-                    payload = event.model_dump(mode="json")
-                    for endpoint in wanted:
+                endpoints = (await session.execute(
+                    select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)))).scalars()
+                payload = event.model_dump(mode="json")
+                for endpoint in endpoints:
+                    if event.type in endpoint.event_types or "*" in endpoint.event_types:
                         session.add(WebhookDelivery(
                             id=f"msg_{uuid.uuid4().hex}", endpoint_id=endpoint.id, event_id=event.id,
                             event_type=event.type, payload=payload, state="pending", attempts=0,
@@ -230,7 +217,7 @@ class WebhooksComponent:
         runner = ConsumerRunner(
             name="webhooks", service="orchestrator", topics=[ctx.topics.contact_status, ctx.topics.contact_outcomes],
             group_id=consumer, kafka=ctx.settings.kafka, handler=handle, producer=ctx.producer,
-            accept_types=set(EVENT_TYPES), batch_handler=handle_batch,
+            accept_types=set(EVENT_TYPES),
         )
         await runner.start()
         stack.push_async_callback(runner.stop)
