@@ -8,21 +8,19 @@ so the decision path is not touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from services.orchestrator.audit.models import DispatchContentRow
 from services.orchestrator.audit.records import AuditRecord, as_csv, audit_record
 from services.orchestrator.context import CtxDep, OrchestratorContext
-from shared.bus import ConsumerRunner, PermanentError, RecordMeta
-from shared.db import first_times
+from shared.bus import ConsumerRunner, RecordMeta
+from shared.db import first_time
 from shared.events import AnyEvent
-from shared.events.contracts import ContactDispatchedEvent, TemplatePublished
+from shared.events.contracts import ContactDispatchedEvent
 from shared.http import PROBLEM_RESPONSES, Problem, require_role
 
 router = APIRouter(tags=["audit"], responses=PROBLEM_RESPONSES)
@@ -49,38 +47,19 @@ async def export_audit(
     return record
 
 
-#: Template versions by ``(key, version)``: immutable once written, so read once per process, not once per
-#: dispatch (a miss is not kept: the version may be written later). Bounded: cleared when full.
-_VERSIONS: dict[tuple[str, int], TemplatePublished] = {}
-_VERSIONS_MAX = 1024
-
-
-async def _version(ctx: OrchestratorContext, key: str, number: int) -> TemplatePublished | None:
-    from services.orchestrator.templates import template_store
-
-    found = _VERSIONS.get((key, number))
-    if found is None:
-        async with ctx.db.sessions() as session:
-            version = await template_store.get_version(session, key, number)
-        if version is None:
-            return None
-        if len(_VERSIONS) >= _VERSIONS_MAX:
-            _VERSIONS.clear()
-        found = _VERSIONS[(key, number)] = version.as_published()
-    return found
-
-
 async def _content(
     ctx: OrchestratorContext, event: ContactDispatchedEvent
 ) -> tuple[dict[str, object] | None, str | None]:
+    from services.orchestrator.templates import template_store
     from shared.templates import TemplateError, render_dispatch
 
     ref = event.data.template
-    version = await _version(ctx, ref.key, ref.version)
+    async with ctx.db.sessions() as session:
+        version = await template_store.get_version(session, ref.key, ref.version)
     if version is None:
         return None, f"template {ref.key} v{ref.version} not found"
     try:
-        rendered = render_dispatch(version, event.data.variables)
+        rendered = render_dispatch(version.as_published(), event.data.variables)
     except TemplateError as exc:
         return None, exc.message
     fields = rendered.model_dump(mode="json", exclude_none=True,
@@ -96,38 +75,25 @@ class AuditComponent:
         consumer = f"{ctx.settings.consumer_group}-audit"
 
         async def handle(event: AnyEvent, meta: RecordMeta) -> None:
-            await handle_batch([(event, meta)])
-
-        async def handle_batch(items: Sequence[tuple[AnyEvent, RecordMeta]]) -> None:
-            """A consumer batch in one transaction (DESIGN §12): one inbox statement, one read of the
-            rows already recorded, one flush; each record handled alone is a batch of one."""
-            events = [event for event, _ in items]
-            if not all(isinstance(e, ContactDispatchedEvent) for e in events):
-                raise PermanentError("not a contact dispatch")
-            contents = [await _content(ctx, e) for e in events]  # type: ignore[arg-type]
+            assert isinstance(event, ContactDispatchedEvent)
+            content, error = await _content(ctx, event)
+            data = event.data
             async with ctx.db.transaction() as session:
-                fresh = await first_times(session, [(consumer, e.id) for e in events])
-                ids = [e.data.dispatch_id for e in events]  # type: ignore[union-attr]
-                known = set((await session.execute(
-                    select(DispatchContentRow.dispatch_id).where(DispatchContentRow.dispatch_id.in_(ids)))).scalars())
-                for event, (content, error) in zip(events, contents, strict=True):
-                    assert isinstance(event, ContactDispatchedEvent)
-                    data = event.data
-                    if (consumer, event.id) not in fresh or data.dispatch_id in known:
-                        continue
-                    fresh.discard((consumer, event.id))
-                    known.add(data.dispatch_id)
-                    session.add(DispatchContentRow(
-                        dispatch_id=data.dispatch_id, request_id=data.request_id, debtor_id=data.debtor_id,
-                        channel=data.channel, to=data.to, template_key=data.template.key,
-                        template_version=data.template.version, locale=data.locale, variant=data.template.variant,
-                        content=content, render_error=error, dispatched_at=event.time,
-                    ))
+                if not await first_time(session, consumer, event.id):
+                    return
+                if await session.get(DispatchContentRow, data.dispatch_id) is not None:
+                    return
+                session.add(DispatchContentRow(
+                    dispatch_id=data.dispatch_id, request_id=data.request_id, debtor_id=data.debtor_id,
+                    channel=data.channel, to=data.to, template_key=data.template.key,
+                    template_version=data.template.version, locale=data.locale, variant=data.template.variant,
+                    content=content, render_error=error, dispatched_at=event.time,
+                ))
 
         runner = ConsumerRunner(
             name="audit", service="orchestrator", topics=[ctx.topics.dispatch(c) for c in CHANNELS],
             group_id=consumer, kafka=ctx.settings.kafka, handler=handle, producer=ctx.producer,
-            accept_types={"cadencia.contact.dispatched.v1"}, batch_handler=handle_batch,
+            accept_types={"cadencia.contact.dispatched.v1"},
         )
         await runner.start()
         stack.push_async_callback(runner.stop)
