@@ -138,6 +138,7 @@ class ConsumerRunner:
         keep_payload: PayloadKeeper | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         batch_handler: BatchHandler | None = None,
+        idle: bool = False,
     ) -> None:
         self.name, self.service, self.topics, self.group_id = name, service, topics, group_id
         self.kafka, self.handler, self.producer = kafka, handler, producer
@@ -161,7 +162,8 @@ class ConsumerRunner:
             client_id=f"{kafka.client_id}-{name}",
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
-            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            # ``idle``: a topic of rare records whose latency does not matter (dead letters) long-polls longer.
+            fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, kafka.idle_fetch_max_wait_ms if idle else 0),
             max_poll_records=kafka.max_poll_records_for(name),
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             session_timeout_ms=kafka.session_timeout_ms,
