@@ -151,6 +151,8 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="records per consumer batch")
     parser.add_argument("--postgres", metavar="DSN", help="a PostgreSQL database (postgresql+asyncpg://...)")
     parser.add_argument("--per-record", action="store_true", help="the record-by-record handler instead")
+    parser.add_argument("--rng-seed", type=int, default=7,
+                        help="which debtors are drawn (another seed on a kept database: debtors not yet contacted)")
     args = parser.parse_args()
     configure_logging("WARNING")
     url = args.postgres or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='bench-orch-')}/orchestrator.db"
@@ -171,7 +173,7 @@ async def main() -> None:
         batch_handler = getattr(handlers, "BatchHandler", None)
         per_record = args.per_record or batch_handler is None
         topic = ctx.topics.contact_requests
-        rng = random.Random(7)
+        rng = random.Random(args.rng_seed)
         events = requests(args.requests + 50, args.debtors, rng)
         warm, events = events[:50], events[50:]
 

@@ -326,6 +326,14 @@ class Child:
     log: Path
     process: subprocess.Popen[bytes]
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the process used so far, its reaped children's included (Linux)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
 
 class Processes:
     """Every child process of the run: started in their own session (dying with this one), stopped always."""
@@ -338,6 +346,13 @@ class Processes:
         label = label or name
         log = self.logs / f"{label}.log"
         command = [sys.executable, "-m", "tooling.cli", "serve", name, "--port", str(port)]
+        if profile := os.environ.get("BENCH_PROFILE"):  # a folder: cProfile each child (not the sandbox)
+            if name != "sandbox":  # CPU time of the event loop's thread, not wall time (idle waits)
+                prof = str(Path(profile) / f"{label}.prof")
+                command[1:3] = ["-c", "import cProfile, runpy, sys, time; p = cProfile.Profile(time.thread_time); "
+                                "sys.argv = ['cadencia', *sys.argv[1:]]; p.enable()\n"
+                                "try: runpy.run_module('tooling.cli', run_name='__main__')\n"
+                                f"except BaseException: pass\nfinally: p.disable(); p.dump_stats({prof!r})"]
         if workers > 1:
             command += ["--workers", str(workers)]
         with open(log, "ab") as out:
@@ -366,7 +381,9 @@ class Processes:
 
     def stop(self, child: Child, timeout: float = 45) -> None:
         if child.process.poll() is None:
-            child.process.terminate()
+            # Under BENCH_PROFILE, SIGINT: uvicorn re-raises the signal it stopped on, and only a
+            # KeyboardInterrupt (not a SIGTERM death) lets cProfile write its file.
+            child.process.send_signal(signal.SIGINT if os.environ.get("BENCH_PROFILE") else signal.SIGTERM)
             try:
                 child.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -767,7 +784,9 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
                    "CADENCIA_ORCHESTRATOR_URL": "http://127.0.0.1:9"}  # templates come from the topic
             sms = procs.serve("sms", ports["sms_alone"], env, label="sms_alone", workers=args.workers)
             await procs.ready([sms])
+            cpu = sms.cpu_seconds()
             results["sms"] = await sms_alone(bench_kafka, args.messages, args.stall_seconds)
+            results["sms"]["cpu_ms_per_message"] = cpu_per(sms, cpu, args.messages)
             procs.stop(sms)  # its CPU is the next phase's
         if "system" in phases:
             results.update(await whole_system(args, system_kafka, sandbox, ports, procs, dbs))
@@ -804,8 +823,10 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 raise BenchError(f"the warm-up request did not dispatch and deliver at once: "
                                  f"{progress.reasons.get(rid, 'no reason given')}")
             print(f"whole system, closed loop: {args.requests:,} requests…", file=sys.stderr, flush=True)
+            cpu = {child.name: child.cpu_seconds() for child in children}
             closed = await system_run(producer, topics, progress, Batch.of_requests(f"c{run_id}", args.requests),
                                       args.stall_seconds, "system closed loop")
+            closed["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], args.requests) for c in children}
             out["system"] = closed
             peak = max_rate(closed)
             out["open_loop"] = []
@@ -823,6 +844,13 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
         for child in children:
             procs.stop(child)
     return out
+
+
+def cpu_per(child: Child, before: float | None, count: int) -> float | None:
+    """Milliseconds of the child's CPU per item since ``before``: what the other work on the machine
+    does not change (as much as rates), so runs under different load compare."""
+    after = child.cpu_seconds()
+    return None if before is None or after is None or not count else (after - before) * 1000 / count
 
 
 def ratio(results: dict[str, Any], of: str, to: str) -> None:
@@ -870,6 +898,8 @@ def table(r: dict[str, Any]) -> str:
     if "sms" in r:
         s = r["sms"]
         row("SMS service alone (÷ single-hop)", s["messages"], s["rate"], s.get("ratio_to_single_hop"))
+        if s.get("cpu_ms_per_message") is not None:
+            lines.append(f"  CPU of the SMS service: {s['cpu_ms_per_message']:.2f} ms per message")
     if "system" in r:
         s = r["system"]
         row("whole system → delivered (÷ chain)", s["requests"], s["delivered_rate"], s.get("ratio_to_chain"),
@@ -879,6 +909,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"  sustained (10-90% of completions; the open loop's max): delivered {sustained[0]}/s, "
                      f"dispatched {sustained[1]}/s"
                      + (f"; not delivered: {s['not_delivered']}" if s["not_delivered"] else ""))
+        if cpu := {k: v for k, v in (s.get("cpu_ms_per_request") or {}).items() if v is not None}:
+            lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     for o in r.get("open_loop", []):
         rate = o["delivered_rate_while_offered"] or o["delivered_rate"]
         row(f"open loop {o['load']:.0%} of max ({o['offered_rate']:,.1f}/s)", o["requests"], rate, None,

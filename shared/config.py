@@ -57,6 +57,9 @@ class KafkaSettings(BaseModel):
     client_id: str = "cadencia"
     #: The embedded broker long-polls by sleeping; Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 10
+    #: The same for consumers of rare records whose latency does not matter (the templates topic, dead
+    #: letters): an idle consumer at 10 ms sends 100 fetches a second, a few percent of a core each.
+    idle_fetch_max_wait_ms: int = 500
     max_poll_records: int = 500
     #: Records per batch by consumer name (``{"voice-dispatch": 75}``); ``max_poll_records`` for the others.
     #: A consumer whose records take long (paced calls) gets batches it finishes well within

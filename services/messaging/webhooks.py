@@ -14,12 +14,13 @@ transaction is committed (a crash before it: no 2xx, the provider retries).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
@@ -231,16 +232,37 @@ def _stage_inbound(ctx: WebhookContext, outbox: OutboxBatch, row: SendLogRecord 
     return f"inbound_{message.kind}"
 
 
+class CallbackRoute(APIRoute):
+    """The route of a provider callback that comes twice per message: its endpoint is called with the
+    request and its query parameters (strings) and makes its own response. FastAPI's dependency
+    solving and response handling, a third of a callback's CPU, are skipped; OpenAPI documents the
+    route from the endpoint's signature as any other, and errors (``Problem``) answer as anywhere."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+        names = [(p.name, p.alias) for p in self.dependant.query_params]
+
+        async def handle(request: Request) -> Response:
+            query = request.query_params
+            response: Response = await endpoint(request, **{name: query.get(alias) for name, alias in names})
+            return response
+
+        return handle
+
+
 def twilio_webhooks() -> APIRouter:
     """``POST /webhooks/twilio/status`` and ``POST /webhooks/twilio/inbound``; reads ``app.state.webhooks``."""
     router = APIRouter(tags=["webhooks"])
 
-    @router.post(STATUS_PATH, status_code=204)
-    async def status_callback(request: Request, ctx: ContextDep, dispatch: str | None = None) -> Response:
+    async def status_callback(request: Request, dispatch: str | None = None) -> Response:
+        ctx = get_context(request)
         params = await verified_params(request, ctx)
         outcome = await apply_status(ctx, params, dispatch)
         ctx.count("replayed" if outcome == "duplicate" else f"status_{outcome}")
         return Response(status_code=204)
+
+    router.add_api_route(STATUS_PATH, status_callback, methods=["POST"], status_code=204,
+                         route_class_override=CallbackRoute)
 
     @router.post(INBOUND_PATH)
     async def inbound_message(request: Request, ctx: ContextDep) -> Response:

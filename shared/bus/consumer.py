@@ -96,6 +96,10 @@ class CrashLog(Protocol):
 
         A batch gets 1 when nothing crashed there before; a record alone, its attempts alone."""
 
+    async def begin_batch(self, group: str, firsts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """:meth:`begin` for the batches of several partitions (``(topic, partition) → first offset``)
+        at once; their counts by partition."""
+
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
         """An attempt ended without a crash (a clean shutdown): do not count it."""
 
@@ -134,6 +138,7 @@ class ConsumerRunner:
         keep_payload: PayloadKeeper | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         batch_handler: BatchHandler | None = None,
+        idle: bool = False,
     ) -> None:
         self.name, self.service, self.topics, self.group_id = name, service, topics, group_id
         self.kafka, self.handler, self.producer = kafka, handler, producer
@@ -157,7 +162,8 @@ class ConsumerRunner:
             client_id=f"{kafka.client_id}-{name}",
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
-            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            # ``idle``: a topic of rare records whose latency does not matter (dead letters) long-polls longer.
+            fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, kafka.idle_fetch_max_wait_ms if idle else 0),
             max_poll_records=kafka.max_poll_records_for(name),
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             session_timeout_ms=kafka.session_timeout_ms,
@@ -244,13 +250,15 @@ class ConsumerRunner:
         """Batch mode: one call of the batch handler for every partition's admitted records."""
         assert self.batch_handler is not None
         whole: list[tuple[TopicPartition, list[Any]]] = []
+        firsts = {(tp.topic, tp.partition): records[0].offset for tp, records in batches.items()}
+        self._in_hand.update(firsts)
+        # Every partition's attempt recorded in one transaction, before any of them is handled.
+        attempts = await self._begin_batch(firsts) if self.crash_log is not None else {}
         for tp, records in batches.items():
-            self._in_hand[(tp.topic, tp.partition)] = records[0].offset
-            if self.crash_log is not None:
-                attempt = await self._begin(tp, records[0].offset)
-                if attempt > 1:  # this partition's batch crashed the process before: isolate the culprit
-                    await self._one_by_one(tp, records, attempt)
-                    continue
+            attempt = attempts.get((tp.topic, tp.partition), 1)
+            if attempt > 1:  # this partition's batch crashed the process before: isolate the culprit
+                await self._one_by_one(tp, records, attempt)
+                continue
             whole.append((tp, records))
         items: list[tuple[CloudEvent, RecordMeta, Any]] = []
         for _tp, records in whole:
@@ -345,6 +353,20 @@ class ConsumerRunner:
             attempt += 1
             try:
                 return await self.crash_log.begin(self.group_id, tp.topic, tp.partition, offset, alone=alone)
+            except Exception as exc:
+                if not _transient(exc) or self._stopping.is_set():
+                    raise
+                log.warning("crash log write failed; retrying", consumer=self.name, error=_short(exc))
+                await asyncio.sleep(min(self.retry_cap, self.retry_base * 2 ** min(attempt, 10)))
+
+    async def _begin_batch(self, firsts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """:meth:`_begin` for every partition of a fetch, in one write (retried the same way)."""
+        assert self.crash_log is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.crash_log.begin_batch(self.group_id, firsts)
             except Exception as exc:
                 if not _transient(exc) or self._stopping.is_set():
                     raise

@@ -2,7 +2,7 @@
 
 One row per (group, topic, partition): the first offset of the records in hand, the attempts at
 them as a batch and the attempts at that first record alone. The consumer runner writes it before
-handling a batch (one small write per partition and batch), so the count survives a crash or a
+handling a batch (one small transaction per fetch, for all its partitions), so the count survives a crash or a
 SIGKILL: after a restart it sees that the same records were already attempted, handles them one
 at a time to find the one that crashes it, and dead-letters that one on its next attempt (see
 ``ConsumerRunner``).
@@ -58,6 +58,32 @@ class ConsumerAttempts:
                 return row.alone_attempts
             row.attempts += 1
             return row.attempts + row.alone_attempts
+
+    async def begin_batch(self, group: str, firsts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """:meth:`begin` for every partition of one fetch (``(topic, partition) → first offset``), in one
+        transaction: one read of their rows, one commit, instead of a write transaction per partition."""
+        if not firsts:
+            return {}
+        counts: dict[tuple[str, int], int] = {}
+        async with self.db.sessions() as session, session.begin():
+            stmt = (select(ConsumerAttempt).where(
+                ConsumerAttempt.group_id == group,
+                tuple_(ConsumerAttempt.topic, ConsumerAttempt.partition).in_(list(firsts)),
+            ).order_by(ConsumerAttempt.topic, ConsumerAttempt.partition).with_for_update())
+            rows = {(r.topic, r.partition): r for r in (await session.execute(stmt)).scalars()}
+            now = utcnow()
+            for (topic, partition), offset in sorted(firsts.items()):
+                row = rows.get((topic, partition))
+                if row is None:
+                    row = ConsumerAttempt(group_id=group, topic=topic, partition=partition, first_offset=offset,
+                                          attempts=0, alone_attempts=0)
+                    session.add(row)
+                elif row.first_offset != offset:
+                    row.first_offset, row.attempts, row.alone_attempts = offset, 0, 0
+                row.updated_at = now
+                row.attempts += 1
+                counts[(topic, partition)] = row.attempts + row.alone_attempts
+        return counts
 
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
         if not partitions:

@@ -125,14 +125,17 @@ class OutboxRelay:
 
     A row is deleted only after the broker acknowledged it, so a crash re-publishes at most the
     last batch; consumers dedupe by event id. Woken after each commit, and polls as a safety net.
+    Once woken it lingers ``linger_s`` (5 ms) so the commits of those few milliseconds share one pass:
+    a busy channel service commits hundreds of times a second, and a pass per commit (a read, a
+    publish, a delete, each a few rows) cost more than the commits themselves.
     """
 
     def __init__(
         self, db: Database, producer: EventProducer, batch_size: int = 500, poll_interval: float = 0.25,
-        max_publish_attempts: int = 5, metrics: Any = None,
+        max_publish_attempts: int = 5, metrics: Any = None, linger_s: float = 0.005,
     ) -> None:
         self.db, self.producer = db, producer
-        self.batch_size, self.poll_interval = batch_size, poll_interval
+        self.batch_size, self.poll_interval, self.linger_s = batch_size, poll_interval, linger_s
         self.max_publish_attempts = max_publish_attempts
         #: Rows parked by this relay since start (also ``outbox_parked_total`` when ``metrics`` is given).
         self.parked = 0
@@ -191,6 +194,8 @@ class OutboxRelay:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            if self._wake.is_set() and self.linger_s > 0 and not self._stopping:
+                await asyncio.sleep(self.linger_s)
 
     async def relay_once(self) -> int:
         """Publish one batch of committed rows; returns how many were published."""

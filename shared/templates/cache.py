@@ -85,7 +85,8 @@ class TemplateCache:
             group_id=f"{self.kafka.client_id}-templates-{uuid.uuid4().hex}",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
-            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            # Templates change rarely, and a version not yet read is fetched over HTTP: no need to poll fast.
+            fetch_max_wait_ms=max(self.kafka.fetch_max_wait_ms, self.kafka.idle_fetch_max_wait_ms),
             session_timeout_ms=self.kafka.session_timeout_ms,
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
         )

@@ -160,7 +160,7 @@ class DeadLetterComponent:
         runner = ConsumerRunner(
             name="dlq", service="orchestrator", topics=[ctx.topics.dlq], group_id=consumer, kafka=ctx.settings.kafka,
             handler=handle, producer=ctx.producer, accept_types={"cadencia.dlq.dead_lettered.v1"},
-            crash_log=ConsumerAttempts(ctx.db), on_fatal=fatal_hook(app),
+            crash_log=ConsumerAttempts(ctx.db), on_fatal=fatal_hook(app), idle=True,
         )
         await runner.start()
         stack.push_async_callback(runner.stop)
