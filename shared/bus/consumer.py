@@ -15,7 +15,10 @@
   anything else is retried a few times, then dead-lettered so one bad record cannot stall a
   partition forever.
 * A rebalance listener waits for the in-flight batch and commits what is done before giving
-  partitions up; ``stop()`` finishes the in-flight batch, commits and closes.
+  partitions up; ``stop()`` finishes the in-flight batch, commits and closes. Nothing is committed
+  while the consumer is not a member of the group's current generation (an expired session, a
+  broker restarted empty): the broker would take it as a standalone consumer's commit
+  (``_commit_only_as_member``).
 * Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
   (:mod:`shared.bus.deadletter`), so publishing one can never fail for its size.
 * The runner never dies silently: an exception escaping its loop is logged with its traceback and
@@ -40,7 +43,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, UnknownMemberIdError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -178,6 +181,7 @@ class ConsumerRunner:
 
     async def start(self) -> None:
         await self._consumer.start()
+        _commit_only_as_member(self._consumer)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.name}")
 
@@ -429,6 +433,29 @@ class ConsumerRunner:
         self.dead_lettered += 1
         log.warning("dead-lettered", consumer=self.name, topic=record.topic, partition=record.partition,
                     offset=record.offset, size=letter.data.size, reason=reason[:500])
+
+
+def _commit_only_as_member(consumer: AIOKafkaConsumer) -> None:
+    """Refuse every offset commit made while the consumer is not a member of its group's current
+    generation, including aiokafka's own retries of a commit that waited out a broker outage.
+
+    aiokafka resets the generation to -1 when the coordinator does not know the member (a session
+    that expired, a broker restarted empty) and still sends the commit; a broker takes a commit of
+    generation -1 as a standalone consumer's when the group is empty, so positions read from the old
+    broker would land on the new one and the records before them would never be read. Refused, the
+    commit fails as after a rebalance (``CommitFailedError``) and the next owner re-reads. The
+    coordinator is private to aiokafka (no public hook): without it, nothing is changed."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    send = getattr(coordinator, "_do_commit_offsets", None)
+    if coordinator is None or send is None:
+        return
+
+    async def as_member(assignment: Any, offsets: Any) -> Any:
+        if coordinator.generation < 0:
+            raise UnknownMemberIdError("not a member of the group's current generation; not committing")
+        return await send(assignment, offsets)
+
+    coordinator._do_commit_offsets = as_member
 
 
 def _transient(exc: BaseException) -> bool:
