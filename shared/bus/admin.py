@@ -93,7 +93,7 @@ class TopicGuard:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                cluster_id, present = await asyncio.wait_for(self.producer.cluster(), timeout=5)
+                cluster_id, present = await asyncio.wait_for(self.producer.cluster(self.topics), timeout=5)
             except (KafkaError, TimeoutError, OSError):
                 continue  # the broker is away: the producer's own ready check says so
             missing = sorted(self.topics - present)

@@ -49,8 +49,7 @@ class EventProducer:
     async def start(self) -> None:
         await self._producer.start()
         self._started = True
-        self.cluster_id, present = await self.cluster()
-        self.known_topics = present & set(Topics(self.settings.topic_prefix).all())
+        self.cluster_id, self.known_topics = await self.cluster(Topics(self.settings.topic_prefix).all())
 
     async def stop(self) -> None:
         if self._started:
@@ -86,16 +85,17 @@ class EventProducer:
         """The topics the cluster has now (fresh metadata)."""
         return (await self.cluster())[1]
 
-    async def cluster(self) -> tuple[str | None, set[str]]:
-        """The cluster id and topics of the broker reached now: one metadata request for every topic,
-        which creates none (a request naming topics may auto-create them)."""
+    async def cluster(self, topics: Iterable[str] | None = None) -> tuple[str | None, set[str]]:
+        """The cluster id of the broker reached now, and which of ``topics`` it has (every topic when
+        None): one metadata request that creates no topic (aiokafka's own requests may)."""
         client = self._producer.client
         node = client.get_random_node()
         if node is None:
             raise KafkaConnectionError("no broker known")
-        response = await client.send(node, MetadataRequest(None))
-        topics = {topic[1] for topic in response.topics if topic[0] == 0}
-        return getattr(response, "cluster_id", None), topics
+        names = sorted(topics) if topics is not None else None
+        response = await client.send(node, MetadataRequest(names, allow_auto_topic_creation=False))
+        present = {topic[1] for topic in response.topics if topic[0] == 0}
+        return getattr(response, "cluster_id", None), present
 
     def changed(self, cluster_id: str | None) -> bool:
         """Whether ``cluster_id`` is another cluster than the one this producer started on."""
@@ -105,13 +105,15 @@ class EventProducer:
         """The topics of ``topics`` the broker does not have; raises :class:`BrokerChanged` when the
         broker is not the cluster this producer started on or lost a topic it had then, and the
         broker's KafkaError when it cannot be reached."""
-        cluster_id, present = await asyncio.wait_for(self.cluster(), timeout=self.settings.request_timeout_ms / 1000)
+        wanted = set(topics)
+        cluster_id, present = await asyncio.wait_for(
+            self.cluster(self.known_topics | wanted), timeout=self.settings.request_timeout_ms / 1000)
         if self.changed(cluster_id):
             raise BrokerChanged(f"the broker is another cluster ({cluster_id!r}; started on {self.cluster_id!r})")
         lost = sorted(self.known_topics - present)
         if lost:
             raise BrokerChanged(f"the broker lost {len(lost)} of our topics, e.g. {lost[0]} (a new, empty broker?)")
-        return set(topics) - present
+        return wanted - present
 
     async def ping(self) -> None:
         """Readiness: the cluster metadata can be fetched."""
