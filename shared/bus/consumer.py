@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.metrics import ConsumerMetrics
-from shared.bus.producer import EventProducer
+from shared.bus.producer import EventProducer, read_cluster
 from shared.config import KafkaSettings
 from shared.db.database import connection_lost
 from shared.events import AnyEvent, CloudEvent, parse_event
@@ -181,7 +181,8 @@ class ConsumerRunner:
 
     async def start(self) -> None:
         await self._consumer.start()
-        _commit_only_as_member(self._consumer)
+        cluster_id, _ = await read_cluster(self._consumer._client, ())
+        _commit_only_as_member(self._consumer, cluster_id)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.name}")
 
@@ -435,24 +436,29 @@ class ConsumerRunner:
                     offset=record.offset, size=letter.data.size, reason=reason[:500])
 
 
-def _commit_only_as_member(consumer: AIOKafkaConsumer) -> None:
-    """Refuse every offset commit made while the consumer is not a member of its group's current
-    generation, including aiokafka's own retries of a commit that waited out a broker outage.
+def _commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) -> None:
+    """Refuse every offset commit, aiokafka's own retries included, made outside the group's current
+    generation or to another cluster than ``cluster_id`` (the one the consumer started on).
 
-    aiokafka resets the generation to -1 when the coordinator does not know the member (a session
-    that expired, a broker restarted empty) and still sends the commit; a broker takes a commit of
-    generation -1 as a standalone consumer's when the group is empty, so positions read from the old
-    broker would land on the new one and the records before them would never be read. Refused, the
-    commit fails as after a rebalance (``CommitFailedError``) and the next owner re-reads. The
+    A commit that waited out a broker outage is sent to whatever broker comes back. aiokafka resets
+    the generation to -1 when the coordinator does not know the member and still sends the commit,
+    which a broker takes as a standalone consumer's when the group is empty; a broker restarted
+    empty (Tansu) even takes the old member's commit. Positions read from the old broker would land
+    on the new one and the records before them would never be read. Refused, the commit fails as
+    after a rebalance (``CommitFailedError``) and the next owner re-reads (the inboxes dedupe). The
     coordinator is private to aiokafka (no public hook): without it, nothing is changed."""
     coordinator = getattr(consumer, "_coordinator", None)
     send = getattr(coordinator, "_do_commit_offsets", None)
-    if coordinator is None or send is None:
+    client = getattr(consumer, "_client", None)
+    if coordinator is None or send is None or client is None:
         return
 
     async def as_member(assignment: Any, offsets: Any) -> Any:
         if coordinator.generation < 0:
             raise UnknownMemberIdError("not a member of the group's current generation; not committing")
+        now, _ = await read_cluster(client, ())
+        if cluster_id is not None and now is not None and now != cluster_id:
+            raise UnknownMemberIdError(f"the broker is another cluster ({now!r}); not committing")
         return await send(assignment, offsets)
 
     coordinator._do_commit_offsets = as_member

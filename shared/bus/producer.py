@@ -24,6 +24,18 @@ from shared.events.topics import Topics
 from shared.tracing import stamped
 
 
+async def read_cluster(client: Any, topics: Iterable[str] | None = None) -> tuple[str | None, set[str]]:
+    """The cluster id (None below metadata v2) of the broker an aiokafka ``client`` reaches now, and
+    which of ``topics`` it has (every topic when None), with a metadata request that creates none."""
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("no broker known")
+    names = sorted(topics) if topics is not None else None
+    response = await client.send(node, MetadataRequest(names, allow_auto_topic_creation=False))
+    present = {topic[1] for topic in response.topics if topic[0] == 0}
+    return getattr(response, "cluster_id", None), present
+
+
 class BrokerChanged(RuntimeError):
     """The broker reached now is not the cluster this process started on, or lacks our topics."""
 
@@ -88,14 +100,7 @@ class EventProducer:
     async def cluster(self, topics: Iterable[str] | None = None) -> tuple[str | None, set[str]]:
         """The cluster id of the broker reached now, and which of ``topics`` it has (every topic when
         None): one metadata request that creates no topic (aiokafka's own requests may)."""
-        client = self._producer.client
-        node = client.get_random_node()
-        if node is None:
-            raise KafkaConnectionError("no broker known")
-        names = sorted(topics) if topics is not None else None
-        response = await client.send(node, MetadataRequest(names, allow_auto_topic_creation=False))
-        present = {topic[1] for topic in response.topics if topic[0] == 0}
-        return getattr(response, "cluster_id", None), present
+        return await read_cluster(self._producer.client, topics)
 
     def changed(self, cluster_id: str | None) -> bool:
         """Whether ``cluster_id`` is another cluster than the one this producer started on."""
