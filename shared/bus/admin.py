@@ -50,16 +50,20 @@ async def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None
 
 
 class TopicsLost(RuntimeError):
-    """The broker no longer has topics it had: a new, empty broker took the old one's place."""
+    """The broker is another cluster or no longer has our topics: a new, empty broker took the old
+    one's place."""
 
 
 class TopicGuard:
-    """Notices a broker that lost Cadencia's topics (a broker restarted empty, as the embedded one
-    does): not ready meanwhile, and ``on_lost`` is called once, e.g. ``fail_service``, so the
-    supervisor restarts the process. A fresh start re-creates the topics (``ensure_topics``) and
-    joins the groups from the start of the new, empty topics; in-process positions and members
-    from the old broker would otherwise skip records or commit to partitions that no longer exist.
-    Nothing is lost: what was committed to the database but not yet published is still in the outbox.
+    """Notices a broker that is not the one the process started on: another cluster id (a broker
+    restarted empty, as the embedded one is, is a new cluster) or without Cadencia's topics. Not
+    ready meanwhile, and ``on_lost`` is called once, e.g. ``abandon_hook``, so the supervisor
+    restarts the process. A fresh start re-creates the topics (``ensure_topics``) and joins the
+    groups from the start of the new, empty topics; in-process positions and members from the old
+    broker would otherwise skip records or commit to partitions that no longer exist. This holds
+    also when another service re-created the topics first. Nothing is lost: what was committed to
+    the database but not yet published is still in the outbox (the relay confirms the broker
+    before it deletes a row, ``EventProducer.confirm``).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class TopicGuard:
         self.producer, self.on_lost, self.interval = producer, on_lost, interval
         self.topics = set(Topics(settings.topic_prefix).all())
         self.missing: list[str] = []
+        self.lost: TopicsLost | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -81,21 +86,28 @@ class TopicGuard:
                 await self._task
 
     async def ping(self) -> None:
-        if self.missing:
-            raise TopicsLost(f"the broker lost {len(self.missing)} topic(s), e.g. {self.missing[0]}")
+        if self.lost is not None:
+            raise self.lost
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                present = await asyncio.wait_for(self.producer.topics(), timeout=5)
+                cluster_id, present = await asyncio.wait_for(self.producer.cluster(self.topics), timeout=5)
             except (KafkaError, TimeoutError, OSError):
                 continue  # the broker is away: the producer's own ready check says so
             missing = sorted(self.topics - present)
-            if missing and not self.missing:
-                error = TopicsLost(f"the broker lost {len(missing)} of our topics (a new, empty broker?)")
-                log.error("topics lost; restarting to re-create them", missing=len(missing), example=missing[0])
-                self.missing = missing
-                if self.on_lost is not None:
-                    self.on_lost(error)
-                return
+            if self.producer.changed(cluster_id):
+                error = TopicsLost(f"the broker is another cluster ({cluster_id!r}; started on "
+                                   f"{self.producer.cluster_id!r})")
+            elif missing:
+                error = TopicsLost(f"the broker lost {len(missing)} of our topics (a new, empty broker?), "
+                                   f"e.g. {missing[0]}")
+            else:
+                continue
+            log.error("the broker changed; restarting to re-create the topics and join afresh",
+                      cluster_id=cluster_id, missing=len(missing), example=missing[0] if missing else None)
+            self.missing, self.lost = missing, error
+            if self.on_lost is not None:
+                self.on_lost(error)
+            return

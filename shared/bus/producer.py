@@ -1,16 +1,43 @@
-"""One producer per process: batched (``linger_ms``), acks from all replicas, JSON via orjson."""
+"""One producer per process: batched (``linger_ms``), acks from all replicas, JSON via orjson.
+
+The producer remembers the cluster it started on (the cluster id of the metadata, v2+).
+:meth:`EventProducer.confirm` tells whether the broker it reaches now is still that cluster and
+still has Cadencia's topics it had then: a broker restarted empty acknowledges writes to topics it
+does not have (Tansu does, and loses them) or auto-creates them with its default partitions (Apache
+Kafka), so the outbox relay confirms before it publishes and again before it deletes what it
+published (``shared.db.outbox``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.config import KafkaSettings
 from shared.events import CloudEvent, encode_event
+from shared.events.topics import Topics
 from shared.tracing import stamped
+
+
+async def read_cluster(client: Any, topics: Iterable[str] | None = None) -> tuple[str | None, set[str]]:
+    """The cluster id (None below metadata v2) of the broker an aiokafka ``client`` reaches now, and
+    which of ``topics`` it has (every topic when None), with a metadata request that creates none."""
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("no broker known")
+    names = sorted(topics) if topics is not None else None
+    response = await client.send(node, MetadataRequest(names, allow_auto_topic_creation=False))
+    present = {topic[1] for topic in response.topics if topic[0] == 0}
+    return getattr(response, "cluster_id", None), present
+
+
+class BrokerChanged(RuntimeError):
+    """The broker reached now is not the cluster this process started on, or lacks our topics."""
 
 
 class EventProducer:
@@ -26,10 +53,15 @@ class EventProducer:
             max_batch_size=256 * 1024,
         )
         self._started = False
+        #: The cluster id seen at start (None when the broker does not tell, metadata < v2).
+        self.cluster_id: str | None = None
+        #: Cadencia's topics the broker had at start: a broker without one of them lost it.
+        self.known_topics: set[str] = set()
 
     async def start(self) -> None:
         await self._producer.start()
         self._started = True
+        self.cluster_id, self.known_topics = await self.cluster(Topics(self.settings.topic_prefix).all())
 
     async def stop(self) -> None:
         if self._started:
@@ -63,8 +95,30 @@ class EventProducer:
 
     async def topics(self) -> set[str]:
         """The topics the cluster has now (fresh metadata)."""
-        cluster = await self._producer.client.fetch_all_metadata()
-        return set(cluster.topics())
+        return (await self.cluster())[1]
+
+    async def cluster(self, topics: Iterable[str] | None = None) -> tuple[str | None, set[str]]:
+        """The cluster id of the broker reached now, and which of ``topics`` it has (every topic when
+        None): one metadata request that creates no topic (aiokafka's own requests may)."""
+        return await read_cluster(self._producer.client, topics)
+
+    def changed(self, cluster_id: str | None) -> bool:
+        """Whether ``cluster_id`` is another cluster than the one this producer started on."""
+        return self.cluster_id is not None and cluster_id is not None and cluster_id != self.cluster_id
+
+    async def confirm(self, topics: Iterable[str]) -> set[str]:
+        """The topics of ``topics`` the broker does not have; raises :class:`BrokerChanged` when the
+        broker is not the cluster this producer started on or lost a topic it had then, and the
+        broker's KafkaError when it cannot be reached."""
+        wanted = set(topics)
+        cluster_id, present = await asyncio.wait_for(
+            self.cluster(self.known_topics | wanted), timeout=self.settings.request_timeout_ms / 1000)
+        if self.changed(cluster_id):
+            raise BrokerChanged(f"the broker is another cluster ({cluster_id!r}; started on {self.cluster_id!r})")
+        lost = sorted(self.known_topics - present)
+        if lost:
+            raise BrokerChanged(f"the broker lost {len(lost)} of our topics, e.g. {lost[0]} (a new, empty broker?)")
+        return wanted - present
 
     async def ping(self) -> None:
         """Readiness: the cluster metadata can be fetched."""

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.bus.producer import EventProducer
+from shared.bus.producer import BrokerChanged, EventProducer
 from shared.db.database import Base, Database
 from shared.events import CloudEvent, encode_event
 from shared.events.envelope import utcnow
@@ -242,12 +242,23 @@ class OutboxRelay:
         return {key: row_id for key, row_id in (await session.execute(stmt)).all() if key is not None}
 
     async def _publish(self, rows: Sequence[OutboxRecord], blocked: dict[str, int]) -> _Outcome:
+        """Publish ``rows``; raises (every row kept, no attempt counted) when the broker is not the
+        cluster the producer started on or lost our topics (``EventProducer.confirm``), before the
+        sends and again after the acks: a fresh, empty broker acknowledges records it then does not
+        have. A row whose topic the broker lacks fails without being sent."""
+        topics = {row.topic for row in rows}
+        missing = await self.producer.confirm(topics)
         outcome = _Outcome()
         blocked = dict(blocked)
         queued: list[tuple[OutboxRecord, asyncio.Future[Any]]] = []
         for row in rows:
             if row.key is not None and row.key in blocked:
                 outcome.held[row.id] = blocked[row.key]
+                continue
+            if row.topic in missing:
+                outcome.failed[row.id] = f"UnknownTopicOrPartitionError: the broker has no topic {row.topic}"
+                if row.key is not None:
+                    blocked[row.key] = row.id
                 continue
             try:
                 future = await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None)
@@ -263,6 +274,10 @@ class OutboxRelay:
                 outcome.failed[row.id] = _describe(result)
             else:
                 outcome.published.append(row.id)
+        if outcome.published:
+            gone = await self.producer.confirm(topics) - missing
+            if gone:
+                raise BrokerChanged(f"the broker lost topic {sorted(gone)[0]} while the relay published to it")
         return outcome
 
     async def _settle(self, session: AsyncSession, rows: Sequence[OutboxRecord], outcome: _Outcome) -> None:

@@ -26,11 +26,6 @@ from tests.reliability.cluster import SERVICES, Cluster, running_cluster
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(600),
-    # Found by this test, not fixed yet: the services now notice the lost topics, report not-ready and
-    # restart (TopicGuard), the deliveries committed meanwhile arrive, but requests submitted while
-    # the broker was away stay ``dispatched``: their dispatch events, published when the new broker
-    # came up, are never handled by the restarted channel services.
-    pytest.mark.xfail(strict=True, reason="dispatches published as a fresh broker comes up are not consumed"),
 ]
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}
