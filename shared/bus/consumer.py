@@ -18,7 +18,7 @@
   partitions up; ``stop()`` finishes the in-flight batch, commits and closes. Nothing is committed
   while the consumer is not a member of the group's current generation (an expired session, a
   broker restarted empty): the broker would take it as a standalone consumer's commit
-  (``_commit_only_as_member``).
+  (:func:`shared.bus.commits.commit_only_as_member`).
 * Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
   (:mod:`shared.bus.deadletter`), so publishing one can never fail for its size.
 * The runner never dies silently: an exception escaping its loop is logged with its traceback and
@@ -43,10 +43,11 @@ from typing import Any, Protocol
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError, UnknownMemberIdError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from shared.bus.commits import commit_only_as_member
 from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.metrics import ConsumerMetrics
 from shared.bus.producer import EventProducer, read_cluster
@@ -188,7 +189,7 @@ class ConsumerRunner:
     async def start(self) -> None:
         await self._consumer.start()
         cluster_id, _ = await read_cluster(self._consumer._client, ())
-        _commit_only_as_member(self._consumer, cluster_id)
+        commit_only_as_member(self._consumer, cluster_id)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.name}")
 
@@ -456,34 +457,6 @@ class ConsumerRunner:
         self.dead_lettered += 1
         log.warning("dead-lettered", consumer=self.name, topic=record.topic, partition=record.partition,
                     offset=record.offset, size=letter.data.size, reason=reason[:500])
-
-
-def _commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) -> None:
-    """Refuse every offset commit, aiokafka's own retries included, made outside the group's current
-    generation or to another cluster than ``cluster_id`` (the one the consumer started on).
-
-    A commit that waited out a broker outage is sent to whatever broker comes back. aiokafka resets
-    the generation to -1 when the coordinator does not know the member and still sends the commit,
-    which a broker takes as a standalone consumer's when the group is empty; a broker restarted
-    empty (Tansu) even takes the old member's commit. Positions read from the old broker would land
-    on the new one and the records before them would never be read. Refused, the commit fails as
-    after a rebalance (``CommitFailedError``) and the next owner re-reads (the inboxes dedupe). The
-    coordinator is private to aiokafka (no public hook): without it, nothing is changed."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    send = getattr(coordinator, "_do_commit_offsets", None)
-    client = getattr(consumer, "_client", None)
-    if coordinator is None or send is None or client is None:
-        return
-
-    async def as_member(assignment: Any, offsets: Any) -> Any:
-        if coordinator.generation < 0:
-            raise UnknownMemberIdError("not a member of the group's current generation; not committing")
-        now, _ = await read_cluster(client, ())
-        if cluster_id is not None and now is not None and now != cluster_id:
-            raise UnknownMemberIdError(f"the broker is another cluster ({now!r}); not committing")
-        return await send(assignment, offsets)
-
-    coordinator._do_commit_offsets = as_member
 
 
 def _transient(exc: BaseException) -> bool:
