@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.bus.broker import EmbeddedBroker, free_port
 from shared.config import KafkaSettings
+from tests.helpers import wait_for
 from tooling.supervisor import Supervised
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,13 +94,16 @@ class Cluster:
 
     async def wait_ready(self, names: Iterable[str] = SERVICES, timeout: float = 120) -> None:
         pending = list(names)
-        deadline = time.monotonic() + timeout
-        while pending:
+
+        async def all_ready() -> bool:
+            nonlocal pending
             pending = [n for n in pending if not await self.is_ready(n)]
-            if pending and time.monotonic() > deadline:
-                raise AssertionError(f"not ready within {timeout}s: {pending}\n{self.tails(pending)}")
-            if pending:
-                await asyncio.sleep(0.2)
+            return not pending
+
+        try:
+            await wait_for(all_ready, timeout=timeout, interval=0.2, what="services ready")
+        except AssertionError as exc:
+            raise AssertionError(f"not ready within {timeout}s: {pending}\n{self.tails(pending)}") from exc
 
     async def sandbox_requests(self) -> list[dict[str, Any]]:
         response = await self.http.get(f"{self.sandbox_url}/sandbox/requests", timeout=60)
@@ -165,7 +169,7 @@ def _env(kafka: KafkaSettings, ports: dict[str, int], extra: dict[str, str]) -> 
 
 
 async def _supervise(cluster: Cluster) -> None:
-    """``cadencia run``'s loop: one look at every service every 0.2 s."""
+    """``cadencia run``'s loop: one look at every service every 0.2 s (its pace, not a wait for a result)."""
     while True:
         for svc in cluster.services.values():
             svc.supervise(time.monotonic())
