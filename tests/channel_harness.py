@@ -78,7 +78,21 @@ def service_settings(
     request_timeout_s: float = 2.0,
     max_in_flight: int = 32,
 ) -> Any:
-    return module.Settings(
+    return twilio_channel_settings(
+        module.Settings, kafka, database_url, sandbox, port, group,
+        SendingSettings(request_timeout_s=request_timeout_s, connect_timeout_s=1.0, retry_base_s=0.05,
+                        retry_cap_s=1.0, max_in_flight=max_in_flight),
+        sender=SenderSettings(from_number="+15005550006", mps=mps, burst=burst),
+    )
+
+
+def twilio_channel_settings(
+    settings_cls: Any, kafka: KafkaSettings, database_url: str, sandbox: SandboxHandle, port: int, group: str,
+    sending: SendingSettings, **channel: Any,
+) -> Any:
+    """A Twilio channel service's test settings on the sandbox; ``channel`` is the channel's own
+    section (``sender=`` for SMS and WhatsApp, ``caller=`` for voice)."""
+    return settings_cls(
         env="test",
         host="127.0.0.1",
         port=port,
@@ -90,11 +104,10 @@ def service_settings(
             auth_token=sandbox.settings.twilio.auth_token,
             base_url=sandbox.url,
         ),
-        sender=SenderSettings(from_number="+15005550006", mps=mps, burst=burst),
-        sending=SendingSettings(request_timeout_s=request_timeout_s, connect_timeout_s=1.0, retry_base_s=0.05,
-                                retry_cap_s=1.0, max_in_flight=max_in_flight),
+        sending=sending,
         orchestrator_url="http://127.0.0.1:9",  # templates come from the topic; the fallback is never needed
         consumer_group=group,
+        **channel,
     )
 
 

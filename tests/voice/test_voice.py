@@ -10,7 +10,7 @@ import services.voice.app as voice_app
 import services.voice.settings as voice_settings
 from services.sandbox.testing import SandboxHandle
 from shared.channels.settings import SendingSettings
-from shared.config import DatabaseSettings, KafkaSettings, TwilioSettings
+from shared.config import KafkaSettings
 from shared.events.contracts import (
     ContactDispatched,
     ContactDispatchedEvent,
@@ -26,6 +26,7 @@ from tests.channel_harness import (
     running_service,
     signed_post,
     template_cached,
+    twilio_channel_settings,
     unique_number,
 )
 from tests.helpers import TopicReader, wait_for
@@ -54,23 +55,10 @@ class Voice:
 
 
 def settings_for(kafka: KafkaSettings, database_url: str, sandbox: SandboxHandle, group: str) -> Any:
-    port = free_port()
-    return voice_settings.Settings(
-        env="test",
-        host="127.0.0.1",
-        port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        kafka=kafka,
-        database=DatabaseSettings(url=database_url, pool_size=5),
-        twilio=TwilioSettings(
-            account_sid=sandbox.settings.twilio.account_sid,
-            auth_token=sandbox.settings.twilio.auth_token,
-            base_url=sandbox.url,
-        ),
+    return twilio_channel_settings(
+        voice_settings.Settings, kafka, database_url, sandbox, free_port(), group,
+        SendingSettings(request_timeout_s=2.0, connect_timeout_s=1.0, retry_base_s=0.05, retry_cap_s=1.0),
         caller=voice_settings.CallerSettings(caller_id="+15005550006", cps=50.0),
-        sending=SendingSettings(request_timeout_s=2.0, connect_timeout_s=1.0, retry_base_s=0.05, retry_cap_s=1.0),
-        orchestrator_url="http://127.0.0.1:9",  # templates come from the topic
-        consumer_group=group,
     )
 
 
