@@ -77,11 +77,12 @@ def service_settings(
     burst: int = 1,
     request_timeout_s: float = 2.0,
     max_in_flight: int = 32,
+    max_claimed: int = 256,
 ) -> Any:
     return twilio_channel_settings(
         module.Settings, kafka, database_url, sandbox, port, group,
         SendingSettings(request_timeout_s=request_timeout_s, connect_timeout_s=1.0, retry_base_s=0.05,
-                        retry_cap_s=1.0, max_in_flight=max_in_flight),
+                        retry_cap_s=1.0, max_in_flight=max_in_flight, max_claimed=max_claimed),
         sender=SenderSettings(from_number="+15005550006", mps=mps, burst=burst),
     )
 

@@ -21,11 +21,15 @@ A consumer batch is one unit of work (:meth:`DispatchHandler.batch`, docs/intern
 send log for all its dispatches; the redeliveries replayed, the dispatches that end unsent (late,
 template missing or unusable) and the claims all committed in one transaction before the batch's
 first provider request; the sends concurrent; the results committed by the process's group writer
-(:class:`~shared.db.group.GroupWriter`), many per transaction. At most ``sending.max_in_flight``
+(:class:`~shared.db.group.GroupWriter`), many per transaction. At most ``sending.max_claimed``
 dispatches are claimed and not yet recorded at any time (a batch with more claims the rest in further
-transactions as results are committed), so a process killed mid-batch leaves no more ``sending`` rows
-(reported ``unknown``, never resent) than it may have had requests in flight. A record handled alone
-(``__call__``, the runner's fallback to isolate a poison record) is a batch of one.
+transactions as results are committed), while at most ``sending.max_in_flight`` provider requests
+are open: claims are taken in large chunks (a transaction each) and a result waits for its group
+commit while the next requests already leave, so the database's round trips neither idle the
+provider connections nor cost a transaction per few messages. A process killed mid-batch leaves at
+most ``max_claimed`` ``sending`` rows (reported ``unknown``, never resent; a provider callback still
+proves the requested ones sent). A record handled alone (``__call__``, the runner's fallback to
+isolate a poison record) is a batch of one.
 """
 
 from __future__ import annotations
@@ -204,11 +208,12 @@ class DispatchHandler:
 
     async def _claim_and_send(self, redelivered: list[ContactDispatchedEvent], prepared: list[_Prepared]) -> None:
         """Claim, send and record. The first claim transaction also replays the redeliveries and ends
-        the unsent dispatches; at most ``max_in_flight`` dispatches are claimed and not yet recorded."""
-        capacity = self.sending.max_in_flight
+        the unsent dispatches. At most ``max_claimed`` dispatches are claimed and not yet recorded; the
+        provider requests themselves are limited to ``max_in_flight`` at a time (``self._slots``)."""
+        capacity = max(self.sending.max_claimed, self.sending.max_in_flight)
         waiting = deque(p for p in prepared if p.message is not None)
         unsent = [p for p in prepared if p.unsent is not None]
-        open_claims = 0
+        open_claims = 0  # claimed, result not yet committed
         room = asyncio.Event()
         sends: list[asyncio.Task[asyncio.Future[Any] | None]] = []
         last_of: dict[str, asyncio.Task[Any]] = {}  # per debtor: its requests leave in batch order

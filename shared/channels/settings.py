@@ -14,8 +14,14 @@ from shared.providers.http import ClientOptions
 class SendingSettings(BaseModel):
     """Provider requests: timeouts, concurrency and the retry policy for transient failures."""
 
-    #: Sends in flight per process (across all partitions and senders).
+    #: Provider requests in flight per process (across all partitions and senders).
     max_in_flight: int = Field(default=32, ge=1)
+    #: Dispatches claimed (``sending`` committed) and not yet recorded, per process: a provider request
+    #: ends in milliseconds but its result waits for a group commit, so the claim window is wider than
+    #: the request window, or the database's round trips would idle the provider connections. It bounds
+    #: what a killed process can leave behind: at most this many dispatches reported ``unknown`` (never
+    #: resent; a later provider callback still proves them sent). At least ``max_in_flight``.
+    max_claimed: int = Field(default=256, ge=1)
     #: Seconds to wait for the provider's answer once the request is sent; past it the send is ``unknown``.
     request_timeout_s: float = Field(default=10.0, gt=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)

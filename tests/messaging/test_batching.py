@@ -122,6 +122,40 @@ async def test_a_batch_of_dispatches_is_claimed_in_one_transaction_committed_bef
     assert min(r["received_ts"] for r in requests) >= claimed_at, "a request left before the claims were committed"
 
 
+async def test_claims_are_not_limited_to_the_requests_in_flight(
+    kafka_settings: KafkaSettings, database_url: str, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    """Two provider requests at a time, yet the batch's twelve dispatches are claimed in one transaction:
+    a result waiting for its group commit does not hold a provider connection, and claims are not taken
+    a few at a time."""
+    latency_s = 0.15
+    settings = service_settings(SMS, kafka_settings, database_url, sandbox, free_port(), group=group, mps=1000,
+                                burst=100, max_in_flight=2, max_claimed=64)
+    await publisher.template(template_event("reminder", "sms"))
+    debtors = debtors_on_one_partition(12, kafka_settings.partitions)
+    events = [dispatch_event("sms", unique_number("0001"), "reminder", debtor_id=d) for d in debtors]
+    ids = {e.data.dispatch_id for e in events}
+    await sandbox.set_faults(provider="twilio", latency={"kind": "fixed", "ms": latency_s * 1000})
+    try:
+        async with running_service(SMS, settings) as service:
+            await template_cached(service, "reminder")
+            await publisher.producer.publish_many([(publisher.topics.dispatch("sms"), e) for e in events])
+            runner, handler = service.app.state.runner, service.app.state.dispatch
+            await wait_for(lambda: runner.handled == 12, timeout=60, what="the batch handled")
+            assert all("sent" in statuses(outcomes, i) for i in ids)
+            assert (runner.batches, runner.batch_fallbacks) == (1, 0)
+            assert handler.claims == 1 and handler.requests == 12
+    finally:
+        await sandbox.clear_faults()
+    arrived = sorted([r["received_ts"] for e in events for r in await sandbox_messages(sandbox, e.data.to)])
+    assert len(arrived) == 12
+    # Each request is answered after ``latency_s``: with two open at most, a third arrives only once the
+    # first was answered (a little slack for the clock's resolution).
+    gaps = [later - earlier for earlier, later in zip(arrived, arrived[2:], strict=False)]
+    assert min(gaps) >= latency_s * 0.8, f"more than two requests were open at once: {gaps}"
+
+
 async def test_a_dispatch_twice_in_one_batch_is_sent_once_and_its_outcome_re_emitted(
     kafka_settings: KafkaSettings, tmp_path: Any, sandbox: SandboxHandle, outcomes: TopicReader,
     publisher: Publisher, group: str,

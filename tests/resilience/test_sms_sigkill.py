@@ -125,10 +125,10 @@ async def test_sigkill_during_sends_leaves_no_dispatch_without_a_final_outcome_a
     for dispatch_id in ids:
         final = _status(outcomes, dispatch_id) & FINAL
         assert len(final) == 1 or final == {"unknown", "delivered"}, (dispatch_id, final)
-    # Only sends in flight at the kill can be unknown (at most ``max_in_flight`` of them); one run
-    # here: 16 of 60 requests made before the kill, then 56 delivered and 4 unknown.
+    # Only dispatches claimed and not recorded at the kill can be unknown (at most ``max_claimed`` of
+    # them); one run here: 16 of 60 requests made before the kill, then 56 delivered and 4 unknown.
     unknown = [d for d in ids if _status(outcomes, d) & FINAL == {"unknown"}]
-    assert len(unknown) <= SendingSettings().max_in_flight
+    assert len(unknown) <= SendingSettings().max_claimed
 
 
 async def _message_posts(sandbox: SandboxHandle) -> list[dict]:
