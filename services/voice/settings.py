@@ -73,12 +73,17 @@ class Settings(ChannelServiceSettings):
     #: pipeline retries it (until its deadline).
     pacing_wait_s: float = Field(default=2.0, gt=0)
     pacing: PacingSettings = Field(default_factory=PacingSettings)
+
     @model_validator(mode="after")
     def _paced_batches(self) -> Settings:
         """Calls leave at ``caller.cps`` (1 a second by default): a batch of 500 would take 8 minutes, past
         Kafka's poll interval, and the group would rebalance and redeliver it. The dispatch consumer's
         batch is sized to take a quarter of the interval; a configured size that needs more than half
         of it is refused."""
+        if "max_claimed" not in self.sending.model_fields_set:
+            # Paced calls gain nothing from claiming ahead of the requests in flight: keep a kill's
+            # ``unknown`` window to the calls that may have been placed.
+            self.sending = self.sending.model_copy(update={"max_claimed": self.sending.max_in_flight})
         consumer = f"{self.service_name}-dispatch"
         interval_s = self.kafka.max_poll_interval_ms / 1000
         configured = self.kafka.batch_sizes.get(consumer)

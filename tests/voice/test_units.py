@@ -53,3 +53,15 @@ def test_keypress_mapping_and_prompts() -> None:
     assert twiml.ivr_prompt(None) is None
     assert "No volveremos" in twiml.goodbye("opt_out", "es-MX")
     assert "An agent will call you back" in twiml.goodbye("callback_request", "en-US")
+
+
+def test_paced_calls_claim_no_further_ahead_than_the_calls_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.voice.settings import Settings
+
+    for name in ("CADENCIA_VOICE_SENDING__MAX_CLAIMED", "CADENCIA_VOICE_SENDING__MAX_IN_FLIGHT"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().sending.max_claimed == Settings().sending.max_in_flight
+    monkeypatch.setenv("CADENCIA_VOICE_SENDING__MAX_IN_FLIGHT", "8")
+    assert Settings().sending.max_claimed == 8
+    monkeypatch.setenv("CADENCIA_VOICE_SENDING__MAX_CLAIMED", "64")  # an explicit window is kept
+    assert Settings().sending.max_claimed == 64
