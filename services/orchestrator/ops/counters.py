@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -197,12 +197,15 @@ async def flush(session: AsyncSession, postgres: bool, variants: VariantCache | 
         for (g, b, m, d, k), n in sorted(tally.counts.items())
     ]
     insert = pg_insert if postgres else sqlite_insert
-    stmt = insert(CounterRow).values(rows)
+    table = CounterRow.__table__
+    assert isinstance(table, Table)
+    stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["grain", "bucket", "metric", "dim", "key", "shard"],
-        set_={"value": CounterRow.value + stmt.excluded.value},
+        set_={"value": table.c.value + stmt.excluded.value},
     )
-    await session.execute(stmt)
+    # executemany, in key order: compiled once and cached, where a multi-row VALUES was compiled per batch
+    await session.execute(stmt, rows)
 
 
 async def prune(session: AsyncSession, now: datetime) -> None:

@@ -71,8 +71,8 @@ async def lock_debtors(session: AsyncSession, ids: Collection[str], postgres: bo
         return []
     table = table_of(DebtorRow)
     insert_ = pg_insert if postgres else sqlite_insert
-    await session.execute(insert_(table).values([{"id": i} for i in ordered])
-                          .on_conflict_do_nothing(index_elements=["id"]))
+    # executemany: compiled once and cached (a multi-row VALUES is compiled again for every batch size)
+    await session.execute(insert_(table).on_conflict_do_nothing(index_elements=["id"]), [{"id": i} for i in ordered])
     return await _select(session, DebtorRow, table.c.id.in_(ordered), order=[table.c.id], lock=postgres)
 
 
@@ -207,5 +207,5 @@ async def remember_links(session: AsyncSession, rows: Sequence[dict[str, Any]], 
 
     insert_ = pg_insert if postgres else sqlite_insert
     unique = {r["ref"]: r for r in rows}
-    await session.execute(insert_(table_of(SelfServiceLinkRow)).values([unique[k] for k in sorted(unique)])
-                          .on_conflict_do_nothing(index_elements=["ref"]))
+    await session.execute(insert_(table_of(SelfServiceLinkRow)).on_conflict_do_nothing(index_elements=["ref"]),
+                          [unique[k] for k in sorted(unique)])
