@@ -16,7 +16,7 @@ from aiohttp import web
 from services.orchestrator.webhooks.settings import WebhookSettings
 from shared.config import KafkaSettings
 from tests.helpers import wait_for
-from tests.orchestrator.conftest import FakeClock, make_settings, request_event, running
+from tests.orchestrator.conftest import T0, FakeClock, make_settings, request_event, running
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 EDITOR = {"Authorization": "Bearer editor-key"}
@@ -130,3 +130,54 @@ async def test_webhooks_are_signed_retried_with_backoff_and_their_attempts_visib
 async def _state(items_awaitable: Any, state: str) -> dict[str, Any] | None:
     items = await items_awaitable
     return items[0] if items and items[0]["state"] == state else None
+
+
+async def test_each_event_is_one_delivery_per_subscriber_and_an_event_nobody_wants_writes_nothing(
+    kafka_settings: KafkaSettings, database_url: str, receiver: Receiver
+) -> None:
+    from sqlalchemy import func, select
+
+    from services.orchestrator.webhooks.models import WebhookDelivery
+    from shared.db import InboxRecord
+    from shared.events.contracts import (
+        DeliveryUpdated,
+        DeliveryUpdatedEvent,
+        StatusChanged,
+        StatusChangedEvent,
+    )
+
+    settings = make_settings(kafka_settings, database_url, webhooks=WebhookSettings(interval=0.05))
+    async with running(settings, FakeClock()) as o:
+        consumer, db = o.app.state.webhooks_consumer, o.app.state.ctx.db
+        mark = f"{settings.consumer_group}-webhooks"
+
+        async def handled(n: int) -> bool:
+            return bool(consumer.handled >= n)
+
+        async def count(model: Any, *where: Any) -> int:
+            async with db.sessions() as session:
+                return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+        def status(request_id: str) -> StatusChangedEvent:
+            return StatusChangedEvent(source="tests", subject="deb-w", data=StatusChanged(
+                request_id=request_id, debtor_id="deb-w", status="dispatched"))
+
+        # No endpoint: the event is read, and nothing is written (no delivery, no inbox mark).
+        await o.publish(o.topics.contact_status, status("req-before"))
+        await wait_for(lambda: handled(1), what="the first event handled")
+        assert await count(InboxRecord, InboxRecord.consumer == mark) == 0
+        assert await count(WebhookDelivery) == 0
+
+        answer = await o.http.post("/v1/webhooks", headers=ADMIN, json={
+            "url": f"{receiver.url}/ok", "event_types": [STATUS]})
+        assert answer.status_code == 201, answer.text
+        wanted = status("req-after")
+        unwanted = DeliveryUpdatedEvent(subject="deb-w", data=DeliveryUpdated(
+            dispatch_id="d-1", request_id="req-after", debtor_id="deb-w", channel="sms", status="delivered",
+            provider="twilio", occurred_at=T0))
+        for event in (wanted, unwanted, wanted):  # the same event twice: one delivery
+            await o.publish(o.topics.contact_status if event is wanted else o.topics.contact_outcomes, event)
+        await wait_for(lambda: handled(4), what="the other events handled")
+        async with db.sessions() as session:
+            rows = (await session.execute(select(WebhookDelivery.event_id))).scalars().all()
+        assert rows == [wanted.id]

@@ -7,6 +7,7 @@ per subscribed endpoint, in the transaction that marks the event seen; the dispa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Literal
@@ -16,13 +17,14 @@ import httpx
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.context import CtxDep, OrchestratorContext
 from services.orchestrator.webhooks import signing
 from services.orchestrator.webhooks.delivery import WebhookDispatcher
 from services.orchestrator.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from shared.bus import ConsumerRunner, RecordMeta
-from shared.db import first_time
+from shared.db import first_times
 from shared.events import AnyEvent
 from shared.http import DB_INT_MAX, PROBLEM_RESPONSES, AdminKeyDep, Problem
 
@@ -191,36 +193,73 @@ async def get_delivery(endpoint_id: str, delivery_id: str, ctx: CtxDep, who: Adm
     return (await _with_attempts(ctx, [row]))[0]
 
 
+class WebhookIntake:
+    """The consumer's handler: the events of a fetch become deliveries to the endpoints subscribed to them.
+
+    With no active endpoint subscribed to any of them (the usual case of a deployment that reads Kafka)
+    a fetch costs one read and no write. Otherwise the events with a subscriber are marked in the inbox
+    and their deliveries added in one transaction; an event no endpoint wanted needs no mark (handled
+    again, it would find the endpoints of that time, and the inbox still dedupes every event that got
+    a delivery).
+    """
+
+    def __init__(self, ctx: OrchestratorContext, consumer: str) -> None:
+        self.ctx, self.consumer = ctx, consumer
+
+    async def __call__(self, items: Sequence[tuple[AnyEvent, RecordMeta]]) -> None:
+        async with self.ctx.db.read_sessions() as session:
+            if not _wanted(await _active(session), [event for event, _ in items]):
+                return
+        now = self.ctx.clock()
+        async with self.ctx.db.transaction() as session:
+            wanted = _wanted(await _active(session), [event for event, _ in items])  # as of this transaction
+            fresh = await first_times(session, [(self.consumer, event.id) for event, _ in wanted])
+            for event, endpoints in wanted:
+                if (self.consumer, event.id) not in fresh:
+                    continue
+                fresh.discard((self.consumer, event.id))  # a repeat within the fetch is a duplicate too
+                payload = event.model_dump(mode="json")
+                session.add_all(WebhookDelivery(
+                    id=f"msg_{uuid.uuid4().hex}", endpoint_id=endpoint.id, event_id=event.id,
+                    event_type=event.type, payload=payload, state="pending", attempts=0,
+                    next_attempt_at=now, created_at=now,
+                ) for endpoint in endpoints)
+
+    async def one(self, event: AnyEvent, meta: RecordMeta) -> None:
+        await self([(event, meta)])
+
+
+async def _active(session: AsyncSession) -> list[WebhookEndpoint]:
+    return list((await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)))).scalars())
+
+
+def _wanted(endpoints: list[WebhookEndpoint], events: list[AnyEvent]
+            ) -> list[tuple[AnyEvent, list[WebhookEndpoint]]]:
+    """Each event with the endpoints subscribed to its type, in order; events nobody wants left out."""
+    if not endpoints:
+        return []
+    found = []
+    for event in events:
+        subscribed = [e for e in endpoints if event.type in e.event_types or "*" in e.event_types]
+        if subscribed:
+            found.append((event, subscribed))
+    return found
+
+
 class WebhooksComponent:
     def install(self, app: FastAPI) -> None:
         app.include_router(router)
 
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
-        consumer = f"{ctx.settings.consumer_group}-webhooks"
-
-        async def handle(event: AnyEvent, meta: RecordMeta) -> None:
-            now = ctx.clock()
-            async with ctx.db.transaction() as session:
-                if not await first_time(session, consumer, event.id):
-                    return
-                endpoints = (await session.execute(
-                    select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)))).scalars()
-                payload = event.model_dump(mode="json")
-                for endpoint in endpoints:
-                    if event.type in endpoint.event_types or "*" in endpoint.event_types:
-                        session.add(WebhookDelivery(
-                            id=f"msg_{uuid.uuid4().hex}", endpoint_id=endpoint.id, event_id=event.id,
-                            event_type=event.type, payload=payload, state="pending", attempts=0,
-                            next_attempt_at=now, created_at=now,
-                        ))
-
+        intake = WebhookIntake(ctx, f"{ctx.settings.consumer_group}-webhooks")
         runner = ConsumerRunner(
             name="webhooks", service="orchestrator", topics=[ctx.topics.contact_status, ctx.topics.contact_outcomes],
-            group_id=consumer, kafka=ctx.settings.kafka, handler=handle, producer=ctx.producer,
-            accept_types=set(EVENT_TYPES),
+            group_id=intake.consumer, kafka=ctx.settings.kafka, handler=intake.one, batch_handler=intake,
+            producer=ctx.producer, accept_types=set(EVENT_TYPES),
         )
         await runner.start()
         stack.push_async_callback(runner.stop)
+        app.state.webhooks_consumer = runner
         client = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "cadencia-webhooks/1"})
         stack.push_async_callback(client.aclose)
         dispatcher = WebhookDispatcher(ctx, ctx.settings.webhooks, client)

@@ -76,6 +76,8 @@ class WebhookDispatcher:
             for delivery, *_ in claimed:
                 delivery.next_attempt_at = now + timedelta(seconds=self.settings.lease)
             jobs = [(d.id, d.payload, url, secret, active) for d, url, secret, active in claimed]
+        if not jobs:
+            return 0
         results = await asyncio.gather(*(self._post(*job) for job in jobs if job[4]))
         async with self.ctx.db.transaction() as session:
             for delivery_id, status_code, error, duration_ms in results:
