@@ -93,3 +93,31 @@ async def test_the_audit_record_holds_every_attempt_its_content_the_rules_respon
         assert (await o.http.get("/v1/debtors/deb-audit/audit", headers=VIEWER)).status_code == 403
         missing = await o.http.get("/v1/debtors/nobody/audit", headers=ADMIN)
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_dispatch_is_recorded_once_whatever_the_redeliveries(kafka_settings: KafkaSettings,
+                                                                      database_url: str) -> None:
+    from sqlalchemy import select
+
+    from services.orchestrator.audit.models import DispatchContentRow
+
+    clock = FakeClock()
+    async with running(make_settings(kafka_settings, database_url), clock) as o:
+        async with TopicReader(kafka_settings, o.topics.dispatch("sms")) as reader:
+            request = request_event("deb-audit-once", channel="sms", days_past_due=0)
+            assert (await o.submit(request)).json()["results"][0]["status"] == "dispatched"
+            [sent] = await wait_for(lambda: [e for e in reader.events if e.data.request_id == request.id])
+        consumer = o.app.state.audit_consumer
+
+        async def handled(n: int) -> bool:
+            return bool(consumer.handled >= n)
+
+        await wait_for(lambda: handled(1), what="the dispatch recorded")
+        # The same event again, and another event naming the same dispatch: still one record.
+        await o.publish(o.topics.dispatch("sms"), sent)
+        await o.publish(o.topics.dispatch("sms"), sent.model_copy(update={"id": "another-event-id"}))
+        await wait_for(lambda: handled(3), what="the redeliveries handled")
+        async with o.app.state.ctx.db.sessions() as session:
+            rows = (await session.execute(select(DispatchContentRow))).scalars().all()
+        assert [r.dispatch_id for r in rows] == [sent.data.dispatch_id]
+        assert rows[0].content is not None and rows[0].render_error is None

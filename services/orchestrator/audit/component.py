@@ -8,17 +8,20 @@ so the decision path is not touched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import Response
+from sqlalchemy import Table, insert, select
 
 from services.orchestrator.audit.models import DispatchContentRow
 from services.orchestrator.audit.records import AuditRecord, as_csv, audit_record
 from services.orchestrator.context import CtxDep, OrchestratorContext
+from services.orchestrator.runtime import templates_port
 from shared.bus import ConsumerRunner, RecordMeta
-from shared.db import first_time
+from shared.db import first_times
 from shared.events import AnyEvent
 from shared.events.contracts import ContactDispatchedEvent
 from shared.http import PROBLEM_RESPONSES, Problem, require_role
@@ -50,16 +53,17 @@ async def export_audit(
 async def _content(
     ctx: OrchestratorContext, event: ContactDispatchedEvent
 ) -> tuple[dict[str, object] | None, str | None]:
-    from services.orchestrator.templates import template_store
     from shared.templates import TemplateError, render_dispatch
 
     ref = event.data.template
-    async with ctx.db.sessions() as session:
-        version = await template_store.get_version(session, ref.key, ref.version)
+    version = templates_port.cached(ref.key, ref.version)
+    if version is None:  # read once per version, on a reader: SQLite's one write connection stays free
+        async with ctx.db.read_sessions() as session:
+            version = await templates_port.pinned(session, ref.key, ref.version)
     if version is None:
         return None, f"template {ref.key} v{ref.version} not found"
     try:
-        rendered = render_dispatch(version.as_published(), event.data.variables)
+        rendered = render_dispatch(version, event.data.variables)
     except TemplateError as exc:
         return None, exc.message
     fields = rendered.model_dump(mode="json", exclude_none=True,
@@ -67,36 +71,63 @@ async def _content(
     return fields, None
 
 
+class AuditIntake:
+    """The consumer's handler: a fetch's dispatches rendered, then recorded in one transaction.
+
+    Rendering happens before the transaction, so the write (SQLite's one writer) is held only for the
+    inbox marks, one read of the dispatches already recorded and one insert.
+    """
+
+    def __init__(self, ctx: OrchestratorContext, consumer: str) -> None:
+        self.ctx, self.consumer = ctx, consumer
+
+    async def __call__(self, items: Sequence[tuple[AnyEvent, RecordMeta]]) -> None:
+        events: list[ContactDispatchedEvent] = []
+        for event, _ in items:
+            assert isinstance(event, ContactDispatchedEvent)
+            events.append(event)
+        contents = [await _content(self.ctx, event) for event in events]
+        table = DispatchContentRow.__table__
+        assert isinstance(table, Table)
+        async with self.ctx.db.transaction() as session:
+            fresh = await first_times(session, [(self.consumer, event.id) for event in events])
+            recorded = set((await session.execute(select(table.c.dispatch_id).where(
+                table.c.dispatch_id.in_([event.data.dispatch_id for event in events])))).scalars())
+            rows = []
+            for event, (content, error) in zip(events, contents, strict=True):
+                data = event.data
+                if (self.consumer, event.id) not in fresh or data.dispatch_id in recorded:
+                    continue
+                fresh.discard((self.consumer, event.id))  # a repeat within the fetch is a duplicate too
+                recorded.add(data.dispatch_id)
+                rows.append({
+                    "dispatch_id": data.dispatch_id, "request_id": data.request_id, "debtor_id": data.debtor_id,
+                    "channel": data.channel, "to": data.to, "template_key": data.template.key,
+                    "template_version": data.template.version, "locale": data.locale,
+                    "variant": data.template.variant, "content": content, "render_error": error,
+                    "dispatched_at": event.time,
+                })
+            if rows:
+                await session.execute(insert(table), rows)
+
+    async def one(self, event: AnyEvent, meta: RecordMeta) -> None:
+        await self([(event, meta)])
+
+
 class AuditComponent:
     def install(self, app: FastAPI) -> None:
         app.include_router(router)
 
     async def start(self, app: FastAPI, ctx: OrchestratorContext, stack: AsyncExitStack) -> None:
-        consumer = f"{ctx.settings.consumer_group}-audit"
-
-        async def handle(event: AnyEvent, meta: RecordMeta) -> None:
-            assert isinstance(event, ContactDispatchedEvent)
-            content, error = await _content(ctx, event)
-            data = event.data
-            async with ctx.db.transaction() as session:
-                if not await first_time(session, consumer, event.id):
-                    return
-                if await session.get(DispatchContentRow, data.dispatch_id) is not None:
-                    return
-                session.add(DispatchContentRow(
-                    dispatch_id=data.dispatch_id, request_id=data.request_id, debtor_id=data.debtor_id,
-                    channel=data.channel, to=data.to, template_key=data.template.key,
-                    template_version=data.template.version, locale=data.locale, variant=data.template.variant,
-                    content=content, render_error=error, dispatched_at=event.time,
-                ))
-
+        intake = AuditIntake(ctx, f"{ctx.settings.consumer_group}-audit")
         runner = ConsumerRunner(
             name="audit", service="orchestrator", topics=[ctx.topics.dispatch(c) for c in CHANNELS],
-            group_id=consumer, kafka=ctx.settings.kafka, handler=handle, producer=ctx.producer,
-            accept_types={"cadencia.contact.dispatched.v1"},
+            group_id=intake.consumer, kafka=ctx.settings.kafka, handler=intake.one, batch_handler=intake,
+            producer=ctx.producer, accept_types={"cadencia.contact.dispatched.v1"},
         )
         await runner.start()
         stack.push_async_callback(runner.stop)
+        app.state.audit_consumer = runner
         app.state.ready_checks.append(runner.ping)
 
 

@@ -73,15 +73,9 @@ async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dic
         return None
     from shared.templates import TemplateError, render_dispatch
 
-    published = _CONTENT.get((ref.key, ref.version))
+    published = await pinned(session, ref.key, ref.version)
     if published is None:
-        version = await service.get_version(session, ref.key, ref.version)
-        if version is None:
-            return f"template {ref.key} v{ref.version} not found"
-        published = version.as_published()
-        if len(_CONTENT) > 10_000:
-            _CONTENT.clear()
-        _CONTENT[(ref.key, ref.version)] = published
+        return f"template {ref.key} v{ref.version} not found"
     checked: dict[Any, str | None] = session.info.setdefault(_RENDERED, {})
     shape = (ref.key, ref.version, render_shape(variables))
     if shape in checked:
@@ -96,6 +90,27 @@ async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dic
 
 
 _RENDERED = "cadencia.templates.rendered"
+
+
+def cached(key: str, version: int) -> Any | None:
+    """The version's contract payload when :func:`pinned` read it before (no query)."""
+    return _CONTENT.get((key, version))
+
+
+async def pinned(session: AsyncSession, key: str, version: int) -> Any | None:
+    """A version as the channels render it (``TemplatePublished``), None when there is none; read once
+    per process (a version never changes)."""
+    published = _CONTENT.get((key, version))
+    if published is None:
+        service = _service()
+        row = await service.get_version(session, key, version) if service is not None else None
+        if row is None:
+            return None
+        published = row.as_published()
+        if len(_CONTENT) > 10_000:
+            _CONTENT.clear()
+        _CONTENT[(key, version)] = published
+    return published
 
 
 def render_shape(variables: dict[str, Any]) -> Any:
