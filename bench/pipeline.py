@@ -274,6 +274,8 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
             closed = await system_run(producer, topics, progress, Batch.of_requests(f"c{run_id}", args.requests),
                                       args.stall_seconds, "system closed loop")
             closed["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], args.requests) for c in children}
+            if args.settle:
+                closed.update(await settled_cpu(children, cpu, args.requests, args.stall_seconds))
             out["system"] = closed
             peak = max_rate(closed)
             out["open_loop"] = []
@@ -291,6 +293,40 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
         for child in children:
             procs.stop(child)
     return out
+
+
+async def settled_cpu(children: list[Child], before: dict[str, float | None], count: int,
+                      limit: float) -> dict[str, Any]:
+    """CPU per request once every service is idle again: work a service put off (a consumer far behind,
+    still applying the closed loop's events) is counted too. Idle is under ``IDLE_CORE`` of a core
+    for two windows of a second in a row; the idle rate of those windows (the polling consumers) is
+    taken off for the time waited, so a longer wait adds no idle CPU."""
+    started = time.monotonic()
+    at = {c.name: c.cpu_seconds() for c in children}
+    since, quiet = time.monotonic(), 0
+    idle: dict[str, float] = {}
+    while quiet < 2 and time.monotonic() - started < limit:
+        await asyncio.sleep(1.0)
+        now = {c.name: c.cpu_seconds() for c in children}
+        elapsed, since = time.monotonic() - since, time.monotonic()
+        rates = {n: ((now[n] or 0) - (at[n] or 0)) / elapsed for n in now}
+        at = now
+        if all(r < IDLE_CORE for r in rates.values()):
+            quiet += 1
+            idle = {n: max(idle.get(n, 0.0), r) for n, r in rates.items()}
+        else:
+            quiet, idle = 0, {}
+    waited = time.monotonic() - started
+    per: dict[str, float | None] = {}
+    for c in children:
+        used, first = c.cpu_seconds(), before[c.name]
+        per[c.name] = (None if used is None or first is None or not count
+                       else (used - first - idle.get(c.name, 0.0) * waited) * 1000 / count)
+    return {"cpu_ms_per_request_settled": per, "settle_s": waited, "settled": quiet >= 2}
+
+
+#: Below this share of a core a service counts as idle (its consumers polling, nothing to apply).
+IDLE_CORE = 0.25
 
 
 def cpu_per(child: Child, before: float | None, count: int) -> float | None:
@@ -358,6 +394,10 @@ def table(r: dict[str, Any]) -> str:
                      + (f"; not delivered: {s['not_delivered']}" if s["not_delivered"] else ""))
         if cpu := {k: v for k, v in (s.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+        if settled := {k: v for k, v in (s.get("cpu_ms_per_request_settled") or {}).items() if v is not None}:
+            lines.append(f"  … once idle again ({s['settle_s']:.0f} s later"
+                         + ("" if s["settled"] else ", not idle yet") + "): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in settled.items()))
     for o in r.get("open_loop", []):
         rate = o["delivered_rate_while_offered"] or o["delivered_rate"]
         row(f"open loop {o['load']:.0%} of max ({o['offered_rate']:,.1f}/s)", o["requests"], rate, None,
@@ -385,6 +425,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated subset of single,chain,sms,system")
     parser.add_argument("--stall-seconds", type=float, default=120.0,
                         help="fail a phase after this long without any progress")
+    parser.add_argument("--settle", action="store_true",
+                        help="after the closed loop, wait until every service is idle and give their CPU per request "
+                             "including the work they put off")
     parser.add_argument("--log-level", default="WARNING", help="log level of the services")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, SQLite files)")
