@@ -14,14 +14,15 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import Response
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.orchestrator.audit.models import DispatchContentRow
 from services.orchestrator.audit.records import AuditRecord, as_csv, audit_record
 from services.orchestrator.context import CtxDep, OrchestratorContext
 from services.orchestrator.runtime import templates_port
 from shared.bus import ConsumerRunner, RecordMeta
-from shared.db import first_times
 from shared.events import AnyEvent
 from shared.events.contracts import ContactDispatchedEvent
 from shared.http import PROBLEM_RESPONSES, Problem, require_role
@@ -72,43 +73,37 @@ async def _content(
 
 
 class AuditIntake:
-    """The consumer's handler: a fetch's dispatches rendered, then recorded in one transaction.
+    """The consumer's handler: a fetch's dispatches rendered, then recorded in one statement.
 
-    Rendering happens before the transaction, so the write (SQLite's one writer) is held only for the
-    inbox marks, one read of the dispatches already recorded and one insert.
+    A dispatch's content is recorded once, keyed by the dispatch (``ON CONFLICT DO NOTHING``): a
+    redelivered event, or another naming the same dispatch, changes nothing, with no inbox mark to
+    write. Rendering happens before the transaction, so the write (SQLite's one writer) is held only
+    for the insert.
     """
 
     def __init__(self, ctx: OrchestratorContext, consumer: str) -> None:
         self.ctx, self.consumer = ctx, consumer
 
     async def __call__(self, items: Sequence[tuple[AnyEvent, RecordMeta]]) -> None:
-        events: list[ContactDispatchedEvent] = []
+        rows: dict[str, dict[str, object]] = {}
         for event, _ in items:
             assert isinstance(event, ContactDispatchedEvent)
-            events.append(event)
-        contents = [await _content(self.ctx, event) for event in events]
+            data = event.data
+            if data.dispatch_id in rows:
+                continue
+            content, error = await _content(self.ctx, event)
+            rows[data.dispatch_id] = {
+                "dispatch_id": data.dispatch_id, "request_id": data.request_id, "debtor_id": data.debtor_id,
+                "channel": data.channel, "to": data.to, "template_key": data.template.key,
+                "template_version": data.template.version, "locale": data.locale, "variant": data.template.variant,
+                "content": content, "render_error": error, "dispatched_at": event.time,
+            }
         table = DispatchContentRow.__table__
         assert isinstance(table, Table)
+        insert = pg_insert if self.ctx.db.is_postgres else sqlite_insert
         async with self.ctx.db.transaction() as session:
-            fresh = await first_times(session, [(self.consumer, event.id) for event in events])
-            recorded = set((await session.execute(select(table.c.dispatch_id).where(
-                table.c.dispatch_id.in_([event.data.dispatch_id for event in events])))).scalars())
-            rows = []
-            for event, (content, error) in zip(events, contents, strict=True):
-                data = event.data
-                if (self.consumer, event.id) not in fresh or data.dispatch_id in recorded:
-                    continue
-                fresh.discard((self.consumer, event.id))  # a repeat within the fetch is a duplicate too
-                recorded.add(data.dispatch_id)
-                rows.append({
-                    "dispatch_id": data.dispatch_id, "request_id": data.request_id, "debtor_id": data.debtor_id,
-                    "channel": data.channel, "to": data.to, "template_key": data.template.key,
-                    "template_version": data.template.version, "locale": data.locale,
-                    "variant": data.template.variant, "content": content, "render_error": error,
-                    "dispatched_at": event.time,
-                })
-            if rows:
-                await session.execute(insert(table), rows)
+            await session.execute(insert(table).on_conflict_do_nothing(index_elements=["dispatch_id"]),
+                                  list(rows.values()))
 
     async def one(self, event: AnyEvent, meta: RecordMeta) -> None:
         await self([(event, meta)])
