@@ -104,3 +104,21 @@ def test_statuses_only_move_forward_and_map_to_the_policy_vocabulary() -> None:
     assert ledger_outcome("voice", "dispatched") == "sent"  # a placed call counts until told otherwise
     assert ledger_outcome("sms", "read") == "delivered"
     assert ledger_outcome("email", "bounced") == "failed"
+
+
+def test_json_columns_read_with_orjson_decode_as_the_json_module_does_and_fall_back_for_what_it_refuses() -> None:
+    import json
+    import math
+
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from services.orchestrator.runtime.repository import _FastJSON
+
+    read = _FastJSON().process_result_value
+    text = json.dumps({"debtor": {"name": "Ana Pérez", "phone": None}, "balance": 1234.5, "n": [1, 2, True]})
+    assert read(text, sqlite.dialect()) == json.loads(text)
+    assert read("null", sqlite.dialect()) is None and read(None, sqlite.dialect()) is None
+    # The json module writes NaN for a float that is not a number; orjson refuses it.
+    assert math.isnan(read('{"x": NaN}', sqlite.dialect())["x"])
+    # A driver that decodes JSON itself hands over the value: kept as it is.
+    assert read({"a": 1}, postgresql.dialect()) == {"a": 1}
