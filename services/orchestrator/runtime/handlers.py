@@ -153,9 +153,8 @@ async def apply_batch(rt: Runtime, items: Sequence[tuple[CloudEvent, RecordMeta 
                 mark = (route.consumer, event.id)
                 fresh.append(mark in fresh_marks)
                 fresh_marks.discard(mark)  # a repeat within the batch is a duplicate too
-                if fresh[-1]:
-                    with scope(event):
-                        await route.needs(b, event, needs)
+                if fresh[-1]:  # (reads and checks only: no log or trace context to enter)
+                    await route.needs(b, event, needs)
                 elif route.consumer == INTAKE:
                     needs.requests.add(event.id)  # answered with the original result
             await b.load(needs.debtors, accounts=needs.accounts, addresses=needs.addresses,
