@@ -297,32 +297,39 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
 
 async def settled_cpu(children: list[Child], before: dict[str, float | None], count: int,
                       limit: float) -> dict[str, Any]:
-    """CPU per request once every service is idle again: work a service put off (a consumer far behind,
-    still applying the closed loop's events) is counted too. Idle is under ``IDLE_CORE`` of a core
-    for two windows of a second in a row; the idle rate of those windows (the polling consumers) is
-    taken off for the time waited, so a longer wait adds no idle CPU."""
+    """CPU per request of each service until it is idle again: work a service put off (a consumer far
+    behind, still applying the closed loop's events) is counted too. A service is idle from the start
+    of two windows of a second in a row under ``IDLE_CORE`` of a core (its consumers polling); its
+    figure stops there, so the time others take to settle adds nothing to it."""
     started = time.monotonic()
-    at = {c.name: c.cpu_seconds() for c in children}
-    since, quiet = time.monotonic(), 0
-    idle: dict[str, float] = {}
-    while quiet < 2 and time.monotonic() - started < limit:
+    at: dict[str, float | None] = {c.name: c.cpu_seconds() for c in children}
+    quiet: dict[str, int] = {c.name: 0 for c in children}
+    quiet_from: dict[str, float | None] = {}
+    settled: dict[str, float | None] = {}
+    since = time.monotonic()
+    while len(settled) < len(children) and time.monotonic() - started < limit:
         await asyncio.sleep(1.0)
         now = {c.name: c.cpu_seconds() for c in children}
         elapsed, since = time.monotonic() - since, time.monotonic()
-        rates = {n: ((now[n] or 0) - (at[n] or 0)) / elapsed for n in now}
+        for name, used in now.items():
+            if name in settled:
+                continue
+            last = at[name]
+            if used is not None and last is not None and (used - last) / elapsed < IDLE_CORE:
+                quiet_from.setdefault(name, last)
+                quiet[name] += 1
+                if quiet[name] >= 2:
+                    settled[name] = quiet_from[name]
+            else:
+                quiet[name] = 0
+                quiet_from.pop(name, None)
         at = now
-        if all(r < IDLE_CORE for r in rates.values()):
-            quiet += 1
-            idle = {n: max(idle.get(n, 0.0), r) for n, r in rates.items()}
-        else:
-            quiet, idle = 0, {}
-    waited = time.monotonic() - started
     per: dict[str, float | None] = {}
     for c in children:
-        used, first = c.cpu_seconds(), before[c.name]
-        per[c.name] = (None if used is None or first is None or not count
-                       else (used - first - idle.get(c.name, 0.0) * waited) * 1000 / count)
-    return {"cpu_ms_per_request_settled": per, "settle_s": waited, "settled": quiet >= 2}
+        used, first = settled.get(c.name, c.cpu_seconds()), before[c.name]
+        per[c.name] = None if used is None or first is None or not count else (used - first) * 1000 / count
+    return {"cpu_ms_per_request_settled": per, "settle_s": time.monotonic() - started,
+            "settled": len(settled) == len(children)}
 
 
 #: Below this share of a core a service counts as idle (its consumers polling, nothing to apply).
