@@ -119,6 +119,8 @@ class AuditComponent:
             name="audit", service="orchestrator", topics=[ctx.topics.dispatch(c) for c in CHANNELS],
             group_id=intake.consumer, kafka=ctx.settings.kafka, handler=intake.one, batch_handler=intake,
             producer=ctx.producer, accept_types={"cadencia.contact.dispatched.v1"},
+            # what it records is read on request, never on the decision path: a fetch may wait half a second
+            idle=True,
         )
         await runner.start()
         stack.push_async_callback(runner.stop)

@@ -256,6 +256,8 @@ class WebhooksComponent:
             name="webhooks", service="orchestrator", topics=[ctx.topics.contact_status, ctx.topics.contact_outcomes],
             group_id=intake.consumer, kafka=ctx.settings.kafka, handler=intake.one, batch_handler=intake,
             producer=ctx.producer, accept_types=set(EVENT_TYPES),
+            # the dispatcher posts once a second (``webhooks.interval``): a fetch may wait half a second too
+            idle=True,
         )
         await runner.start()
         stack.push_async_callback(runner.stop)
