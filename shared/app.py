@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.config import ServiceSettings
@@ -104,13 +109,129 @@ class TraceContextMiddleware:
             await self.app(scope, receive, send)
 
 
-def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> FastAPI:
+Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class DirectRoute(APIRoute):
+    """The route of a hot provider callback (one or two per message): its endpoint is called with the
+    request and its query parameters (strings) and makes its own response. FastAPI's dependency
+    solving and response handling are skipped; OpenAPI documents the route from the endpoint's
+    signature as any other, and errors (``Problem``) answer as anywhere.
+
+    An app that serves the route's router with :meth:`ServiceApp.serve_directly` also skips
+    Starlette's routing and FastAPI's own middleware for it (see :class:`ServiceApp`)."""
+
+    def get_route_handler(self) -> Endpoint:
+        endpoint = self.endpoint
+        names = [(p.name, p.alias) for p in self.dependant.query_params]
+
+        async def handle(request: Request) -> Response:
+            query = request.query_params
+            response: Response = await endpoint(request, **{name: query.get(alias) for name, alias in names})
+            return response
+
+        return handle
+
+
+_DIRECT_ROUTE = "cadencia.direct_route"
+
+
+class ServiceApp(FastAPI):
+    """A FastAPI app whose :class:`DirectRoute` routes (registered with :meth:`serve_directly`) are
+    answered by a short ASGI chain of their own instead of the full stack:
+
+    the same error answer for an unexpected exception (``ServerErrorMiddleware`` with the app's
+    handler: problem+json 500, logged), the app's own middleware (``add_middleware``: HTTP metrics,
+    trace context, body limit — new instances of the same classes, counting in the same series),
+    the app's exception handlers (``Problem`` → problem+json), then the route's endpoint. Skipped:
+    Starlette's routing (an exact method and path lookup instead), FastAPI's native OpenTelemetry
+    middleware and its app-wide body limit (neither is configured by any service: traces are
+    ``shared.tracing``'s, body limits ``BodyLimit``'s) and its exit stack for dependencies with
+    ``yield`` (a direct route solves no dependencies). Behind a ``root_path`` every request takes
+    the full stack."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._direct_routes: dict[tuple[str, str], DirectRoute] = {}
+        self._direct_stack: ASGIApp | None = None
+
+    def serve_directly(self, router: APIRouter) -> None:
+        """Answer ``router``'s direct routes (included without a prefix) by the short chain."""
+        for route in router.routes:
+            if isinstance(route, DirectRoute) and not route.param_convertors:
+                for method in route.methods or ():
+                    self._direct_routes[(method, route.path)] = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._direct_routes and not self.root_path and not scope.get("root_path"):
+            route = self._direct_routes.get((scope["method"], scope["path"]))
+            if route is not None:
+                scope["app"] = self
+                scope[_DIRECT_ROUTE] = route
+                if self._direct_stack is None:
+                    self._direct_stack = self._build_direct_stack()
+                await self._direct_stack(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _build_direct_stack(self) -> ASGIApp:
+        error_handler = None
+        handlers: dict[Any, Callable[..., Any]] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                handlers[key] = value
+        app: ASGIApp = _DirectEndpoint(handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
+
+
+class _DirectEndpoint:
+    """The innermost part of a direct route's chain: the endpoint, and the app's exception handlers
+    for what it raises (as Starlette's ``ExceptionMiddleware`` looks them up)."""
+
+    def __init__(self, handlers: dict[Any, Callable[..., Any]]) -> None:
+        self.handlers = handlers
+        self.endpoints: dict[int, Endpoint] = {}  # by id(route): routes are not hashable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Routed here, as Starlette's router would (a 413 refused before it counts as unmatched).
+        route: DirectRoute = scope[_DIRECT_ROUTE]
+        scope.update(router=scope["app"].router, route=route, endpoint=route.endpoint, path_params={})
+        endpoint = self.endpoints.get(id(route))
+        if endpoint is None:
+            endpoint = self.endpoints[id(route)] = route.get_route_handler()
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                raise
+            if is_async_callable(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+        await response(scope, receive, send)
+
+    def _handler_for(self, exc: Exception) -> Callable[..., Any] | None:
+        if isinstance(exc, StarletteHTTPException) and exc.status_code in self.handlers:
+            return self.handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls in self.handlers:
+                return self.handlers[cls]
+        return None
+
+
+def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> ServiceApp:
     """A FastAPI app with /health, /ready, /metrics (HTTP request metrics included), problem+json
     errors and API keys on state.
 
     Services register readiness probes by appending to ``app.state.ready_checks`` in their lifespan.
     """
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app = ServiceApp(title=title, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.api_keys = settings.api_key_identities()
     app.state.ready_checks = []

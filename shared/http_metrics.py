@@ -8,21 +8,34 @@ do not become label values; unmatched paths count as ``<unmatched>``.
 from __future__ import annotations
 
 import time
+from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
 
+#: One pair of instruments per registry: an app's direct routes (``shared.app.DirectRoute``) have a
+#: middleware chain of their own, counted in the same series as the rest of the app.
+_INSTRUMENTS: WeakKeyDictionary[CollectorRegistry, tuple[Counter, Histogram]] = WeakKeyDictionary()
+
+
+def _instruments(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    found = _INSTRUMENTS.get(registry)
+    if found is None:
+        requests = Counter("cadencia_http_requests", "HTTP requests by method, route and status",
+                           ["method", "route", "status"], registry=registry)
+        latency = Histogram("cadencia_http_request_seconds", "HTTP request latency (to the last byte sent)",
+                            ["method", "route"], registry=registry,
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        found = _INSTRUMENTS[registry] = (requests, latency)
+    return found
+
 
 class HttpMetrics:
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
-        self.requests = Counter("cadencia_http_requests", "HTTP requests by method, route and status",
-                                ["method", "route", "status"], registry=registry)
-        self.latency = Histogram("cadencia_http_request_seconds", "HTTP request latency (to the last byte sent)",
-                                 ["method", "route"], registry=registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self.requests, self.latency = _instruments(registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -103,6 +103,8 @@ def create_message_app(
             yield
 
     app = build_app(settings, title, lifespan)
-    app.include_router(twilio_webhooks())
+    webhooks = twilio_webhooks()
+    app.include_router(webhooks)
+    app.serve_directly(webhooks)  # the status callbacks, two per message: the short ASGI chain
     app.include_router(parked_outbox_router(lambda request: request.app.state.db))
     return app

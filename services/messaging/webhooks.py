@@ -14,18 +14,18 @@ transaction is committed (a crash before it: no 2xx, the provider retries).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.messaging_response import MessagingResponse
 
 from services.messaging.keywords import KeywordClassifier
+from shared.app import DirectRoute
 from shared.channels.callbacks import ChannelWebhookContext, SendLogIndex, by_context, new_receipts
 from shared.channels.models import SendLogRecord, bare_address
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
@@ -232,22 +232,8 @@ def _stage_inbound(ctx: WebhookContext, outbox: OutboxBatch, row: SendLogRecord 
     return f"inbound_{message.kind}"
 
 
-class CallbackRoute(APIRoute):
-    """The route of a provider callback that comes twice per message: its endpoint is called with the
-    request and its query parameters (strings) and makes its own response. FastAPI's dependency
-    solving and response handling, a third of a callback's CPU, are skipped; OpenAPI documents the
-    route from the endpoint's signature as any other, and errors (``Problem``) answer as anywhere."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-        names = [(p.name, p.alias) for p in self.dependant.query_params]
-
-        async def handle(request: Request) -> Response:
-            query = request.query_params
-            response: Response = await endpoint(request, **{name: query.get(alias) for name, alias in names})
-            return response
-
-        return handle
+class CallbackRoute(DirectRoute):
+    """The route of a provider callback that comes twice per message (see ``DirectRoute``)."""
 
 
 def twilio_webhooks() -> APIRouter:

@@ -6,14 +6,16 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from services.sms.settings import Settings as SmsSettings
-from shared.app import build_app
+from shared.app import DirectRoute, ServiceApp, build_app
 from shared.config import ServiceSettings, TwilioSettings, is_public_https
-from shared.http import EditorDep, ViewerDep
+from shared.http import EditorDep, Problem, ViewerDep
+from shared.tracing import current
 
 
 class DemoSettings(ServiceSettings):
@@ -134,3 +136,53 @@ async def test_roles_and_problem_bodies(app: FastAPI) -> None:
         assert (await client.get("/health")).json()["status"] == "ok"
         assert (await client.get("/ready")).status_code == 200
         assert (await client.get("/missing")).headers["content-type"] == "application/problem+json"
+
+
+def _callback_app(direct: bool) -> ServiceApp:
+    """An app with one callback route (a ``DirectRoute``), served directly or through the full stack."""
+    app = build_app(DemoSettings(max_body_bytes=1_000), "demo")
+    router = APIRouter()
+
+    async def callback(request: Request, kind: str | None = None) -> Response:
+        body = await request.body()
+        if kind == "refused":
+            raise Problem(403, "Forbidden", "invalid or missing X-Twilio-Signature", "/problems/signature")
+        if kind == "bug":
+            raise RuntimeError("a bug")
+        trace = current()
+        return JSONResponse({"kind": kind, "size": len(body), "trace": trace.trace_id if trace else None})
+
+    router.add_api_route("/callback", callback, methods=["POST"], route_class_override=DirectRoute)
+    app.include_router(router)
+    if direct:
+        app.serve_directly(router)
+    return app
+
+
+async def test_a_direct_route_answers_as_the_full_stack_does() -> None:
+    trace = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    requests = [
+        ("/callback?kind=ok&traceparent=" + trace, b"x=1"),
+        ("/callback?kind=refused", b"x=1"),
+        ("/callback?kind=bug", b"x=1"),
+        ("/callback?kind=big", b"x" * 2_000),
+    ]
+    answers, metrics = [], []
+    apps = [_callback_app(direct=False), _callback_app(direct=True)]
+    for app in apps:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            seen = []
+            for url, body in requests:
+                r = await client.post(url, content=body)
+                seen.append((r.status_code, r.headers.get("content-type"), r.json()))
+            answers.append(seen)
+            text = (await client.get("/metrics")).text
+            counted = (line for line in text.splitlines() if line.startswith("cadencia_http_requests_total"))
+            metrics.append(sorted(counted))
+    assert answers[0] == answers[1]
+    assert [status for status, _, _ in answers[1]] == [200, 403, 500, 413]
+    assert answers[1][0][2]["trace"] == "a" * 32
+    assert answers[1][1][2]["type"] == "/problems/signature"
+    assert metrics[0] == metrics[1] and any('route="/callback",status="403"' in line for line in metrics[1])
+    assert apps[1]._direct_stack is not None and apps[0]._direct_stack is None  # the short chain answered
