@@ -141,10 +141,15 @@ class _Watchdog:
         self.limits, self.template = limits, template
         # CPU time of this thread, not wall time: a runaway template burns CPU, while a busy machine
         # (or a first load of a locale's CLDR data from disk) must not fail a legitimate render.
+        # The thread's CPU clock is a system call; the wall clock is not, and a thread cannot have
+        # used more CPU than the time that passed: until ``time_limit`` of wall time has passed the
+        # CPU limit cannot have been reached, so the CPU clock is read only after that.
+        # (The wall clock is read first, so the CPU time counted from ``deadline``'s start is within it.)
+        self.wall_deadline = time.perf_counter() + limits.time_limit
         self.deadline = time.thread_time() + limits.time_limit
 
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if time.thread_time() > self.deadline:
+        if time.perf_counter() > self.wall_deadline and time.thread_time() > self.deadline:
             raise TemplateLimitError(f"rendering took longer than {self.limits.time_limit}s", self._line(frame))
         for value in frame.f_locals.values():
             if isinstance(value, str) and len(value) > self.limits.max_output_chars:
