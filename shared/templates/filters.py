@@ -24,8 +24,12 @@ from shared.templates.models import DEFAULT_LOCALE
 CURRENCY_PATTERNS: dict[str, str] = {"es_CO": "¤ #,##0.00"}
 
 
+@lru_cache(maxsize=256)
 def babel_locale(locale: str | None) -> Locale:
-    """``es-CO`` → ``Locale('es', 'CO')``; unknown or empty locales fall back to ``DEFAULT_LOCALE``."""
+    """``es-CO`` → ``Locale('es', 'CO')``; unknown or empty locales fall back to ``DEFAULT_LOCALE``.
+
+    Cached: parsing a locale (and loading its data into a new ``Locale``) on every amount and date
+    was most of a render's filter time. The ``Locale`` is shared; nothing changes it."""
     try:
         return Locale.parse((locale or DEFAULT_LOCALE).replace("-", "_"))
     except (UnknownLocaleError, ValueError):
@@ -85,8 +89,9 @@ def format_money(amount: Any, currency: str, locale: str | None) -> str:
     digits = minor_units(code)
     if value != value.quantize(Decimal(1).scaleb(-digits)):
         raise ValueError(f"{value} has more decimals than {code} allows ({digits}); refusing to round an amount owed")
-    pattern = _currency_pattern(str(babel_locale(locale)), digits)
-    return _normalise_spaces(pattern.apply(value, babel_locale(locale), currency=code, currency_digits=False))
+    loc = babel_locale(locale)
+    pattern = _currency_pattern(str(loc), digits)
+    return _normalise_spaces(pattern.apply(value, loc, currency=code, currency_digits=False))
 
 
 def _as_date(value: Any) -> date:
