@@ -17,6 +17,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+GSM7 = GSM7_BASIC | GSM7_EXTENSION
 
 GSM7_SINGLE, GSM7_MULTI = 160, 153
 UCS2_SINGLE, UCS2_MULTI = 70, 67
@@ -55,15 +56,25 @@ def _pack(text: str, encoding: Encoding, limit: int) -> int:
 
 def sms_segments(text: str) -> SmsSegments:
     """Encoding, unit count and segment count of ``text`` as an SMS."""
-    non_gsm = tuple(dict.fromkeys(ch for ch in text if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION))
-    encoding: Encoding = "UCS-2" if non_gsm else "GSM-7"
-    single, multi = (GSM7_SINGLE, GSM7_MULTI) if encoding == "GSM-7" else (UCS2_SINGLE, UCS2_MULTI)
-    units = sum(_char_cost(ch, encoding) for ch in text)
+    # Set operations over the distinct characters, not a Python step per character (every SMS is
+    # counted when it is rendered); only a message longer than one segment is packed char by char.
+    chars = set(text)
+    outside = chars - GSM7
+    non_gsm = tuple(dict.fromkeys(ch for ch in text if ch in outside)) if outside else ()
+    if non_gsm:
+        encoding: Encoding = "UCS-2"
+        single, multi = UCS2_SINGLE, UCS2_MULTI
+        wide = [ch for ch in chars if ord(ch) > 0xFFFF]
+    else:
+        encoding, single, multi = "GSM-7", GSM7_SINGLE, GSM7_MULTI
+        wide = list(chars & GSM7_EXTENSION)
+    units = len(text) + sum(text.count(ch) for ch in wide)  # a wide character costs two units
     if units == 0:
         return SmsSegments(encoding, 0, 0, single, non_gsm)
     if units <= single:
         return SmsSegments(encoding, units, 1, single, non_gsm)
-    return SmsSegments(encoding, units, _pack(text, encoding, multi), multi, non_gsm)
+    segments = _pack(text, encoding, multi) if wide else -(-units // multi)
+    return SmsSegments(encoding, units, segments, multi, non_gsm)
 
 
 #: Characters outside GSM-7 that have a faithful GSM-7 spelling (Spanish accents first). Characters
