@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import Any, ClassVar, Unpack
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -23,6 +23,9 @@ from shared.providers.http import ClientOptions, ProviderHttpClient
 from shared.providers.twilio.errors import classify_response
 
 API_VERSION = "2010-04-01"
+
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class TwilioMessages(ProviderHttpClient):
@@ -58,7 +61,10 @@ class TwilioMessages(ProviderHttpClient):
         return fetched
 
     async def _send(self, form: dict[str, str] | list[tuple[str, str]]) -> Accepted:
-        return classify_response(*await self._post(self.url, data=form))
+        # Encoded here as aiohttp's ``FormData`` would encode it (the same bytes and content type),
+        # without the multipart writer it builds for every form.
+        body = urlencode(form, doseq=True).encode()
+        return classify_response(*await self._post(self.url, data=body, headers=_FORM))
 
 
 class TwilioCalls(TwilioMessages):
