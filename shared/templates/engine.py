@@ -12,11 +12,12 @@ import operator
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from types import FrameType
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, nodes
+from jinja2 import StrictUndefined, Template, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -130,11 +131,39 @@ def parse_template(source: str, *, html: bool = False, limits: Limits = DEFAULT_
     return environment(html, limits).parse(source)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What the watchdog needs to know of a template's source: whether it is straight-line, and the
+    context names its code resolves."""
+
+    straight: bool
+    names: frozenset[str]
+
+
+#: The only statements of a straight-line template: text and ``{{ … }}`` output, ``{% if %}``.
+_STRAIGHT_STATEMENTS = (nodes.Output, nodes.If)
+
+
+@lru_cache(maxsize=1024)
+def _shape(source: str, html: bool, limits: Limits) -> _Shape:
+    ast = parse_template(source, html=html, limits=limits)
+    straight = all(isinstance(node, _STRAIGHT_STATEMENTS) for node in ast.find_all(nodes.Stmt))
+    return _Shape(straight, frozenset(meta.find_undeclared_variables(ast)))
+
+
 class _Watchdog:
     """Stops template code that runs too long or holds an oversized string, via a trace function.
 
     Only frames compiled from templates (``<template>``) are traced line by line, so the cost falls
     on template code alone; the previous trace function (a debugger, coverage) is restored after.
+
+    A straight-line template (:func:`_shape`: no loop, macro, call block, filter block or ``set``)
+    is not traced: each line of its code runs at most once, and the strings its frame holds are the
+    context values it resolves (no ``set``, so nothing it builds is kept in a variable) — checked
+    before it runs, as the trace would find them on its first line. Its time is checked at every
+    chunk it yields instead of every line, and its output as for any template. The trace could not
+    stop it anywhere else: inside one expression (a filter, a call) no template line runs, so the
+    trace function is not called there either.
     """
 
     def __init__(self, limits: Limits, template: Template) -> None:
@@ -167,9 +196,10 @@ class _Watchdog:
             return self._local(frame, event, arg)
         return None
 
-    def run(self, chunks: Iterator[str]) -> str:
+    def run(self, chunks: Iterator[str], *, traced: bool = True) -> str:
         previous = sys.gettrace()
-        sys.settrace(self._global)
+        if traced:
+            sys.settrace(self._global)
         try:
             out: list[str] = []
             size = 0
@@ -177,10 +207,20 @@ class _Watchdog:
                 size += len(chunk)
                 if size > self.limits.max_output_chars:
                     raise TemplateLimitError(f"output is longer than {self.limits.max_output_chars} characters")
+                if not traced and time.perf_counter() > self.wall_deadline and time.thread_time() > self.deadline:
+                    raise TemplateLimitError(f"rendering took longer than {self.limits.time_limit}s")
                 out.append(chunk)
             return "".join(out)
         finally:
-            sys.settrace(previous)
+            if traced:
+                sys.settrace(previous)
+
+    def check_context(self, context: Mapping[str, Any], names: frozenset[str]) -> None:
+        """What the trace finds on a template's first line: a resolved context value over the limit."""
+        for name in names:
+            value = context.get(name)
+            if isinstance(value, str) and len(value) > self.limits.max_output_chars:
+                raise TemplateLimitError("a string larger than the output limit was built", 1)
 
 
 def render_source(
@@ -188,8 +228,12 @@ def render_source(
 ) -> str:
     """Render one field. Raises ``TemplateLimitError`` when stopped, ``TemplateError`` for any other failure."""
     template = compile_template(source, html=html, limits=limits)
+    shape = _shape(source, html, limits)
     try:
-        return _Watchdog(limits, template).run(template.generate(dict(context)))
+        watchdog = _Watchdog(limits, template)
+        if shape.straight:
+            watchdog.check_context(context, shape.names)
+        return watchdog.run(template.generate(dict(context)), traced=not shape.straight)
     except TemplateError:
         raise
     except SecurityError as exc:

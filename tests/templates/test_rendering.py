@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import date
 from decimal import Decimal
 
@@ -224,3 +225,27 @@ def test_render_dispatch_renders_every_field_of_the_channel() -> None:
 def test_sample_context_uses_the_locale_currency() -> None:
     assert sample_context("es-CO")["account"]["currency"] == "COP"
     assert sample_context("en-US")["account"]["currency"] == "USD"
+
+
+class _Slow:
+    """A context object whose attribute burns CPU: a straight-line template (no loop) that reads it
+    often runs past the time limit one expression at a time."""
+
+    @property
+    def value(self) -> str:
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:
+            pass
+        return "x"
+
+
+def test_a_straight_line_template_is_still_held_to_every_limit() -> None:
+    # Straight-line templates (no loop, macro or set) run without the line trace; their limits hold.
+    limits = Limits(time_limit=0.2, max_output_chars=100)
+    with pytest.raises(TemplateLimitError, match="took longer"):
+        render_source("{{ slow.value }}" * 40, {"slow": _Slow()}, limits=limits)
+    with pytest.raises(TemplateLimitError, match="output is longer"):
+        render_source("{{ note }}{{ note }}", {"note": "x" * 60}, limits=limits)
+    with pytest.raises(TemplateLimitError, match="string larger"):
+        render_source("{% if note %}yes{% endif %}", {"note": "x" * 101}, limits=limits)
+    assert render_source("{% if note %}{{ note | upper }}{% endif %}", {"note": "ok"}, limits=limits) == "OK"
