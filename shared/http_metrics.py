@@ -8,6 +8,7 @@ do not become label values; unmatched paths count as ``<unmatched>``.
 from __future__ import annotations
 
 import time
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -36,6 +37,9 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
         self.app = app
         self.requests, self.latency = _instruments(registry)
+        #: The labelled children already used: ``labels()`` validates and locks on every call.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,5 +59,13 @@ class HttpMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             method = scope.get("method", "GET")
-            self.requests.labels(method, route, str(status)).inc()
-            self.latency.labels(method, route).observe(time.perf_counter() - started)
+            counted = (method, route, str(status))
+            counter = self._counters.get(counted)
+            if counter is None:
+                counter = self._counters[counted] = self.requests.labels(*counted)
+            counter.inc()
+            timed = (method, route)
+            timer = self._timers.get(timed)
+            if timer is None:
+                timer = self._timers[timed] = self.latency.labels(*timed)
+            timer.observe(time.perf_counter() - started)
