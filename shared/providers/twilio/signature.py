@@ -39,19 +39,25 @@ class TwilioSignature:
         """``url`` is the full public URL Twilio called (with its query string)."""
         if not signature:
             return False
-        multi = _Params({k: [v] if isinstance(v, str) else list(v) for k, v in params.items()})
         # Twilio signs the URL it called; that URL is one of the two spellings (with and without the
         # port) the library tries, so a match here is a match there, at one HMAC instead of two.
-        if hmac.compare_digest(self._digest(url, multi), signature.strip()):
+        if hmac.compare_digest(self._digest(url, params), signature.strip()):
             return True
+        multi = _Params({k: [v] if isinstance(v, str) else list(v) for k, v in params.items()})
         valid: Any = self._validator.validate(url, multi, signature)
         return bool(valid)
 
-    def _digest(self, url: str, params: Mapping[str, list[str]]) -> str:
+    def _digest(self, url: str, params: Mapping[str, str | Sequence[str]]) -> str:
         """What ``RequestValidator.compute_signature`` computes (HMAC-SHA1), with the keyed state reused."""
         parts = [url]
         for name in sorted(params):
-            parts.extend(name + value for value in sorted(set(params[name])))
+            values = params[name]
+            if isinstance(values, str):
+                parts.append(name + values)
+            elif len(values) == 1:
+                parts.append(name + values[0])
+            else:
+                parts.extend(name + value for value in sorted(set(values)))
         mac = self._mac.copy()
         mac.update("".join(parts).encode("utf-8"))
         return base64.b64encode(mac.digest()).decode("ascii")
