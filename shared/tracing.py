@@ -111,11 +111,14 @@ def continued(context: TraceContext | None) -> Iterator[TraceContext | None]:
         yield None
         return
     token = _current.set(context)
-    with structlog.contextvars.bound_contextvars(trace_id=context.trace_id, span_id=context.span_id):
-        try:
-            yield context
-        finally:
-            _current.reset(token)
+    # Bound and reset by token, as ``_current`` is: ``bound_contextvars`` copies the whole context
+    # to find what it restores, and this runs per event and per callback.
+    bound = structlog.contextvars.bind_contextvars(trace_id=context.trace_id, span_id=context.span_id)
+    try:
+        yield context
+    finally:
+        structlog.contextvars.reset_contextvars(**bound)
+        _current.reset(token)
 
 
 def stamped(event: E) -> E:
