@@ -178,7 +178,8 @@ class DispatchHandler:
     async def _known(self, dispatch_ids: list[str]) -> set[str]:
         """The dispatches of ``dispatch_ids`` already in the send log (one read, no lock)."""
         async with self.db.read_sessions() as session:
-            stmt = select(SendLogRecord.dispatch_id).where(SendLogRecord.dispatch_id.in_(dispatch_ids))
+            # Core, not an ORM select: once per batch, and small batches are the whole system's normal case.
+            stmt = select(SEND_LOG.c.dispatch_id).where(SEND_LOG.c.dispatch_id.in_(dispatch_ids))
             return set((await session.execute(stmt)).scalars())
 
     async def _prepare(self, event: ContactDispatchedEvent) -> _Prepared:
