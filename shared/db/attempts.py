@@ -2,17 +2,20 @@
 
 One row per (group, topic, partition): the first offset of the records in hand, the attempts at
 them as a batch and the attempts at that first record alone. The consumer runner writes it before
-handling a batch (one small transaction per fetch, for all its partitions), so the count survives a crash or a
-SIGKILL: after a restart it sees that the same records were already attempted, handles them one
-at a time to find the one that crashes it, and dead-letters that one on its next attempt (see
-``ConsumerRunner``).
+handling a batch (one statement in one small transaction per fetch, for all its partitions), so the
+count survives a crash or a SIGKILL: after a restart it sees that the same records were already
+attempted, handles them one at a time to find the one that crashes it, and dead-letters that one on
+its next attempt (see ``ConsumerRunner``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, delete, select, tuple_
+from sqlalchemy import BigInteger, DateTime, Integer, String, Table, case, delete, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.database import Base, Database
@@ -44,46 +47,41 @@ class ConsumerAttempts:
         Returns, for a batch, its attempts so far including this one plus the attempts at its first
         record alone (1 = nothing crashed here before); for a record alone, its attempts alone.
         """
-        async with self.db.sessions() as session, session.begin():
-            row = await session.get(ConsumerAttempt, (group, topic, partition), with_for_update=True)
-            if row is None:
-                row = ConsumerAttempt(group_id=group, topic=topic, partition=partition, first_offset=offset,
-                                      attempts=0, alone_attempts=0)
-                session.add(row)
-            elif row.first_offset != offset:
-                row.first_offset, row.attempts, row.alone_attempts = offset, 0, 0
-            row.updated_at = utcnow()
-            if alone:
-                row.alone_attempts += 1
-                return row.alone_attempts
-            row.attempts += 1
-            return row.attempts + row.alone_attempts
+        return (await self._record(group, {(topic, partition): offset}, alone))[(topic, partition)]
 
     async def begin_batch(self, group: str, firsts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """:meth:`begin` for every partition of one fetch (``(topic, partition) → first offset``), in one
-        transaction: one read of their rows, one commit, instead of a write transaction per partition."""
+        transaction: one statement, one commit, instead of a write transaction per partition."""
         if not firsts:
             return {}
-        counts: dict[tuple[str, int], int] = {}
-        async with self.db.sessions() as session, session.begin():
-            stmt = (select(ConsumerAttempt).where(
-                ConsumerAttempt.group_id == group,
-                tuple_(ConsumerAttempt.topic, ConsumerAttempt.partition).in_(list(firsts)),
-            ).order_by(ConsumerAttempt.topic, ConsumerAttempt.partition).with_for_update())
-            rows = {(r.topic, r.partition): r for r in (await session.execute(stmt)).scalars()}
-            now = utcnow()
-            for (topic, partition), offset in sorted(firsts.items()):
-                row = rows.get((topic, partition))
-                if row is None:
-                    row = ConsumerAttempt(group_id=group, topic=topic, partition=partition, first_offset=offset,
-                                          attempts=0, alone_attempts=0)
-                    session.add(row)
-                elif row.first_offset != offset:
-                    row.first_offset, row.attempts, row.alone_attempts = offset, 0, 0
-                row.updated_at = now
-                row.attempts += 1
-                counts[(topic, partition)] = row.attempts + row.alone_attempts
-        return counts
+        return await self._record(group, firsts, alone=False)
+
+    async def _record(self, group: str, firsts: dict[tuple[str, int], int], alone: bool) -> dict[tuple[str, int], int]:
+        """One upsert (SQLAlchemy Core, in partition order) on the write connection: a row that is at
+        the same first offset counts one attempt more, any other starts again at this attempt."""
+        table = cast(Table, ConsumerAttempt.__table__)
+        now = utcnow()
+        rows = [{"group_id": group, "topic": topic, "partition": partition, "first_offset": offset,
+                 "attempts": 0 if alone else 1, "alone_attempts": 1 if alone else 0, "updated_at": now}
+                for (topic, partition), offset in sorted(firsts.items())]
+        insert = pg_insert if self.db.is_postgres else sqlite_insert
+        stmt = insert(table)
+        same = table.c.first_offset == stmt.excluded.first_offset
+        counted = table.c.alone_attempts if alone else table.c.attempts
+        kept = table.c.attempts if alone else table.c.alone_attempts
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.group_id, table.c.topic, table.c.partition],
+            set_={
+                "first_offset": stmt.excluded.first_offset,
+                counted.name: case((same, counted + 1), else_=1),
+                kept.name: case((same, kept), else_=0),
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        result = table.c.alone_attempts if alone else table.c.attempts + table.c.alone_attempts
+        async with self.db.engine.begin() as conn:
+            returned = (await conn.execute(stmt.returning(table.c.topic, table.c.partition, result), rows)).all()
+        return {(topic, partition): int(count) for topic, partition, count in returned}
 
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
         if not partitions:
