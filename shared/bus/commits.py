@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import UnknownMemberIdError
 
-from shared.bus.producer import read_cluster
+from shared.bus.producer import ConnectionWatch, read_cluster
 
 
 def commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) -> None:
@@ -21,19 +21,31 @@ def commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) ->
     empty (Tansu) even takes the old member's commit. Positions read from the old broker would land
     on the new one and the records before them would never be read. Refused, the commit fails as
     after a rebalance (``CommitFailedError``) and the next owner re-reads (the inboxes dedupe). The
-    coordinator is private to aiokafka (no public hook): without it, nothing is changed."""
+    coordinator is private to aiokafka (no public hook): without it, nothing is changed.
+
+    The cluster is asked (a metadata request) only when the consumer's connections changed since it
+    last answered ``cluster_id`` (:class:`ConnectionWatch`): over the same open connections the
+    commit can only reach the broker that answered. Nothing is awaited between that check and the
+    commit's send, so the connection the commit goes out on is the one checked."""
     coordinator = getattr(consumer, "_coordinator", None)
     send = getattr(coordinator, "_do_commit_offsets", None)
     client = getattr(consumer, "_client", None)
     if coordinator is None or send is None or client is None:
         return
 
+    watch = ConnectionWatch(client)
+
     async def as_member(assignment: Any, offsets: Any) -> Any:
         if coordinator.generation < 0:
             raise UnknownMemberIdError("not a member of the group's current generation; not committing")
-        now, _ = await read_cluster(client, ())
-        if cluster_id is not None and now is not None and now != cluster_id:
-            raise UnknownMemberIdError(f"the broker is another cluster ({now!r}); not committing")
+        if not watch.unchanged():
+            now, _ = await read_cluster(client, ())
+            if cluster_id is not None and now is not None and now != cluster_id:
+                watch.forget()
+                raise UnknownMemberIdError(f"the broker is another cluster ({now!r}); not committing")
+            watch.mark()
+            if coordinator.generation < 0:  # lost while the broker answered
+                raise UnknownMemberIdError("not a member of the group's current generation; not committing")
         return await send(assignment, offsets)
 
     coordinator._do_commit_offsets = as_member

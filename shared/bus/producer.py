@@ -36,6 +36,46 @@ async def read_cluster(client: Any, topics: Iterable[str] | None = None) -> tupl
     return getattr(response, "cluster_id", None), present
 
 
+class ConnectionWatch:
+    """Whether an aiokafka client still talks over the very connections it had when the cluster was
+    last confirmed (:meth:`mark`), each still open.
+
+    A broker restarted on the same address is reached only over a new connection: an open TCP
+    connection cannot pass to another process. So while every connection is the one marked and still
+    open, what the client sends or reads goes to the broker processes that were confirmed, and the
+    confirming metadata request can be skipped; any new, closed or dropped connection means asking
+    again. The connections are private to aiokafka (no public hook): without them, always ask."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._seen: dict[Any, Any] | None = None
+
+    def _connections(self) -> dict[Any, Any] | None:
+        conns = getattr(self._client, "_conns", None)
+        return conns if isinstance(conns, dict) else None
+
+    def mark(self) -> None:
+        """The cluster was just confirmed over the connections the client has now."""
+        conns = self._connections()
+        ok = conns is not None and all(_open(conn) for conn in conns.values())
+        self._seen = dict(conns) if ok and conns is not None else None
+
+    def forget(self) -> None:
+        self._seen = None
+
+    def unchanged(self) -> bool:
+        """Every connection is the one seen at :meth:`mark`, still open, and none was added."""
+        conns, seen = self._connections(), self._seen
+        if conns is None or seen is None or conns.keys() != seen.keys():
+            return False
+        return all(conn is seen[key] and _open(conn) for key, conn in conns.items())
+
+
+def _open(conn: Any) -> bool:
+    connected = getattr(conn, "connected", None)
+    return bool(connected()) if callable(connected) else False
+
+
 class BrokerChanged(RuntimeError):
     """The broker reached now is not the cluster this process started on, or lacks our topics."""
 
@@ -57,11 +97,16 @@ class EventProducer:
         self.cluster_id: str | None = None
         #: Cadencia's topics the broker had at start: a broker without one of them lost it.
         self.known_topics: set[str] = set()
+        #: Topics the last confirmation found, and whether the broker reached since is still that one.
+        self._confirmed: set[str] = set()
+        self._watch = ConnectionWatch(self._producer.client)
 
     async def start(self) -> None:
         await self._producer.start()
         self._started = True
         self.cluster_id, self.known_topics = await self.cluster(Topics(self.settings.topic_prefix).all())
+        self._confirmed = set(self.known_topics)
+        self._watch.mark()
 
     async def stop(self) -> None:
         if self._started:
@@ -109,8 +154,15 @@ class EventProducer:
     async def confirm(self, topics: Iterable[str]) -> set[str]:
         """The topics of ``topics`` the broker does not have; raises :class:`BrokerChanged` when the
         broker is not the cluster this producer started on or lost a topic it had then, and the
-        broker's KafkaError when it cannot be reached."""
+        broker's KafkaError when it cannot be reached.
+
+        Asks the broker (a metadata request) unless every topic of ``topics`` was there at the last
+        confirmation and the producer still talks over the same open connections
+        (:class:`ConnectionWatch`): then it is the same broker, which had them."""
         wanted = set(topics)
+        if wanted <= self._confirmed and self._watch.unchanged():
+            return set()
+        self._watch.forget()
         cluster_id, present = await asyncio.wait_for(
             self.cluster(self.known_topics | wanted), timeout=self.settings.request_timeout_ms / 1000)
         if self.changed(cluster_id):
@@ -118,6 +170,8 @@ class EventProducer:
         lost = sorted(self.known_topics - present)
         if lost:
             raise BrokerChanged(f"the broker lost {len(lost)} of our topics, e.g. {lost[0]} (a new, empty broker?)")
+        self._confirmed = present
+        self._watch.mark()
         return wanted - present
 
     async def ping(self) -> None:
