@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -108,6 +109,9 @@ class OutboxBatch:
         return count
 
 
+#: A committed row the relay read (its id, topic, key, value, event_id and attempts): a Core row.
+Pending = Row[*tuple[Any, ...]]
+
 #: Where an event is staged: the caller's session (one ORM row) or a batch (one bulk insert later).
 Outbox = AsyncSession | OutboxBatch
 
@@ -145,6 +149,10 @@ class OutboxRelay:
 
             self._parked_counter = Counter("outbox_parked", "Outbox rows parked after failing to publish",
                                            registry=metrics)
+        #: SQLite: whether the file holds a parked row (None: not read yet). Only this relay parks rows
+        #: there (one relay per file) and nothing else adds one, so once a read found none, no pass
+        #: needs to look for parked keys until this relay parks a row.
+        self._any_parked: bool | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -205,9 +213,12 @@ class OutboxRelay:
         # publish, then settle in a short write transaction, so writers never wait on broker acks.
         async with self.db.read_sessions() as session:
             rows = await self._pending(session)
-            held = await self._parked_keys(session, rows)
-        if not rows:
-            return 0
+            if not rows:
+                return 0
+            if self._any_parked is None:
+                self._any_parked = await session.scalar(
+                    select(OutboxRecord.id).where(OutboxRecord.parked_at.is_not(None)).limit(1)) is not None
+            held = await self._parked_keys(session, rows) if self._any_parked else {}
         outcome = await self._publish(rows, held)
         async with self.db.sessions() as session, session.begin():
             await self._settle(session, rows, outcome)
@@ -227,12 +238,14 @@ class OutboxRelay:
             await self._settle(session, rows, outcome)
         return len(outcome.published)
 
-    async def _pending(self, session: AsyncSession) -> Sequence[OutboxRecord]:
-        stmt = (select(OutboxRecord).where(OutboxRecord.parked_at.is_(None))
-                .order_by(OutboxRecord.id).limit(self.batch_size))
-        return (await session.execute(stmt)).scalars().all()
+    async def _pending(self, session: AsyncSession) -> Sequence[Pending]:
+        # Core rows, not ORM objects: nothing of them is changed through the session.
+        table = cast(Table, OutboxRecord.__table__)
+        stmt = (select(table.c.id, table.c.topic, table.c.key, table.c.value, table.c.event_id, table.c.attempts)
+                .where(table.c.parked_at.is_(None)).order_by(table.c.id).limit(self.batch_size))
+        return (await session.execute(stmt)).all()
 
-    async def _parked_keys(self, session: AsyncSession, rows: Sequence[OutboxRecord]) -> dict[str, int]:
+    async def _parked_keys(self, session: AsyncSession, rows: Sequence[Pending]) -> dict[str, int]:
         """Keys of ``rows`` that already have a parked row (key → that row's id): their rows wait."""
         keys = {r.key for r in rows if r.key is not None}
         if not keys:
@@ -241,7 +254,7 @@ class OutboxRelay:
                 .where(OutboxRecord.parked_at.is_not(None), OutboxRecord.key.in_(keys)))
         return {key: row_id for key, row_id in (await session.execute(stmt)).all() if key is not None}
 
-    async def _publish(self, rows: Sequence[OutboxRecord], blocked: dict[str, int]) -> _Outcome:
+    async def _publish(self, rows: Sequence[Pending], blocked: dict[str, int]) -> _Outcome:
         """Publish ``rows``; raises (every row kept, no attempt counted) when the broker is not the
         cluster the producer started on or lost our topics (``EventProducer.confirm``), before the
         sends and again after the acks: a fresh, empty broker acknowledges records it then does not
@@ -250,7 +263,7 @@ class OutboxRelay:
         missing = await self.producer.confirm(topics)
         outcome = _Outcome()
         blocked = dict(blocked)
-        queued: list[tuple[OutboxRecord, asyncio.Future[Any]]] = []
+        queued: list[tuple[Pending, asyncio.Future[Any]]] = []
         for row in rows:
             if row.key is not None and row.key in blocked:
                 outcome.held[row.id] = blocked[row.key]
@@ -280,7 +293,7 @@ class OutboxRelay:
                 raise BrokerChanged(f"the broker lost topic {sorted(gone)[0]} while the relay published to it")
         return outcome
 
-    async def _settle(self, session: AsyncSession, rows: Sequence[OutboxRecord], outcome: _Outcome) -> None:
+    async def _settle(self, session: AsyncSession, rows: Sequence[Pending], outcome: _Outcome) -> None:
         if outcome.published:
             await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_(outcome.published)))
             self.published += len(outcome.published)
@@ -308,6 +321,7 @@ class OutboxRelay:
                     parked_at=now, last_error=f"waiting behind parked outbox row {blocker} of the same key"))
                 parked_now[row_id] = "held"
         if parked_now:
+            self._any_parked = True
             self.parked += len(parked_now)
             if self._parked_counter is not None:
                 self._parked_counter.inc(len(parked_now))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from shared.bus import EventProducer, ensure_topics
 from shared.config import DatabaseSettings, KafkaSettings
@@ -11,6 +11,7 @@ from shared.db import Database, OutboxRecord, OutboxRelay, add_to_outbox, first_
 from shared.db.migrate import upgrade
 from shared.events import Topics
 from shared.events.contracts import PromiseBroken, PromiseBrokenEvent
+from shared.events.envelope import utcnow
 from tests.helpers import TopicReader, wait_for
 
 
@@ -100,4 +101,31 @@ async def test_outbox_resumes_after_restart(db: Database, kafka_settings: KafkaS
             assert {e.id for e in reader.events} == {e.id for e in pending}
     finally:
         await relay.stop()
+        await producer.stop()
+
+
+async def test_a_relay_holds_the_rows_behind_a_row_parked_before_it_started(
+    db: Database, kafka_settings: KafkaSettings
+) -> None:
+    await ensure_topics(kafka_settings)
+    topic = Topics(kafka_settings.topic_prefix).account_events
+    first, second, other = _event(0), _event(3), _event(1)  # deb-0, deb-0, deb-1
+    # A row parked by an earlier process (the relay that parked it is gone), then more rows.
+    async with db.transaction() as session:
+        add_to_outbox(session, topic, first)
+    async with db.transaction() as session:
+        await session.execute(update(OutboxRecord).values(parked_at=utcnow(), attempts=5, last_error="refused"))
+        add_to_outbox(session, topic, second)
+        add_to_outbox(session, topic, other)
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    relay = OutboxRelay(db, producer)
+    try:
+        assert await relay.relay_once() == 1  # the other debtor's row only
+        assert await relay.relay_once() == 0
+        async with db.sessions() as session:
+            parked = (await session.execute(select(OutboxRecord.event_id).where(
+                OutboxRecord.parked_at.is_not(None)).order_by(OutboxRecord.id))).scalars().all()
+        assert parked == [first.id, second.id]  # the debtor's order holds: the later row waits behind
+    finally:
         await producer.stop()
