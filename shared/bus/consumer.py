@@ -19,6 +19,8 @@
   while the consumer is not a member of the group's current generation (an expired session, a
   broker restarted empty): the broker would take it as a standalone consumer's commit
   (:func:`shared.bus.commits.commit_only_as_member`).
+* A consumer whose polls find nothing long-polls ``kafka.quiet_fetch_max_wait_ms`` until records
+  come again, then ``kafka.fetch_max_wait_ms``: an idle consumer is cheap, a busy one quick.
 * Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
   (:mod:`shared.bus.deadletter`), so publishing one can never fail for its size.
 * The runner never dies silently: an exception escaping its loop is logged with its traceback and
@@ -160,14 +162,17 @@ class ConsumerRunner:
         #: Why the runner stopped, when it crashed.
         self.failure: BaseException | None = None
         self._in_hand: dict[tuple[str, int], int] = {}
+        # ``idle``: a topic of rare records whose latency does not matter (dead letters) long-polls longer.
+        self._fetch_wait_ms = max(kafka.fetch_max_wait_ms, kafka.idle_fetch_max_wait_ms if idle else 0)
+        self._quiet_wait_ms = kafka.quiet_fetch_max_wait_ms
+        self._quieted = False
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=group_id,
             client_id=f"{kafka.client_id}-{name}",
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
-            # ``idle``: a topic of rare records whose latency does not matter (dead letters) long-polls longer.
-            fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, kafka.idle_fetch_max_wait_ms if idle else 0),
+            fetch_max_wait_ms=self._fetch_wait_ms,
             max_poll_records=kafka.max_poll_records_for(name),
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             session_timeout_ms=kafka.session_timeout_ms,
@@ -242,7 +247,9 @@ class ConsumerRunner:
                 await asyncio.sleep(0.5)
                 continue
             if not batches:
+                self._quiet(True)
                 continue
+            self._quiet(False)
             self.metrics.batch(batches)
             async with self._batch_lock:
                 if self.batch_handler is not None:
@@ -251,6 +258,18 @@ class ConsumerRunner:
                     await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 await self._commit_done(None)
                 self._in_hand.clear()
+
+    def _quiet(self, quiet: bool) -> None:
+        """Long-poll ``kafka.quiet_fetch_max_wait_ms`` while polls find nothing, the configured wait
+        again once records come. aiokafka reads its fetcher's wait for each fetch it sends; the
+        attribute is private (no public setter): without it, the wait stays as configured."""
+        if quiet == self._quieted or self._quiet_wait_ms <= self._fetch_wait_ms:
+            return
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+            return
+        fetcher._fetch_max_wait_ms = self._quiet_wait_ms if quiet else self._fetch_wait_ms
+        self._quieted = quiet
 
     async def _as_batch(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Batch mode: one call of the batch handler for every partition's admitted records."""

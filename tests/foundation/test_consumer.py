@@ -282,3 +282,33 @@ async def test_batch_mode_applies_a_batch_whole_and_isolates_a_poison_record_by_
     reasons = [letter.data.error for letter in dlq.events]
     assert "JSONDecodeError" in reasons[0] and "cannot be applied" in reasons[1]
     assert runner.batches >= 1
+
+
+async def test_a_quiet_consumer_long_polls_longer_and_still_takes_the_next_record(
+    kafka_settings: KafkaSettings,
+) -> None:
+    await ensure_topics(kafka_settings)
+    topic = Topics(kafka_settings.topic_prefix).account_events
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    handled: list[tuple[str, int]] = []
+
+    def fetch_wait() -> int:  # what each fetch the consumer sends asks the broker to wait
+        return int(runner._consumer._fetcher._fetch_max_wait_ms)
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        handled.append((event.id, fetch_wait()))
+
+    runner = ConsumerRunner(name="t", service="test", topics=[topic], group_id=f"g-{uuid.uuid4()}",
+                            kafka=kafka_settings, handler=handle, producer=producer)
+    try:
+        await runner.start()
+        await wait_for(lambda: fetch_wait() == kafka_settings.quiet_fetch_max_wait_ms, what="the quiet wait")
+        first = _event(1)
+        await producer.publish(topic, first)
+        # Taken after the quiet spell, and handled with the short wait back: records came again.
+        await wait_for(lambda: handled, what="the record after the quiet spell")
+        assert handled == [(first.id, kafka_settings.fetch_max_wait_ms)]
+    finally:
+        await runner.stop()
+        await producer.stop()
