@@ -1,14 +1,78 @@
-"""Offset commits only from the group member and cluster a consumer joined (a broker restarted empty
-must never receive the old broker's positions)."""
+"""A consumer runner's offset commits: what its batches finished, committed one commit at a time and
+in order, in line or in the background; and only from the group member and cluster the consumer
+joined (a broker restarted empty must never receive the old broker's positions)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import UnknownMemberIdError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError, UnknownMemberIdError
+from aiokafka.structs import OffsetAndMetadata
 
 from shared.bus.producer import ConnectionWatch, read_cluster
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+Offsets = dict[TopicPartition, OffsetAndMetadata]
+
+
+class OffsetCommits:
+    """The next offset to commit per partition (``done``), committed after the commit in flight."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, name: str) -> None:
+        self.consumer, self.name = consumer, name
+        #: Partition → the offset after the last record whose effects are durable.
+        self.done: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit what is done (of ``only``'s partitions), after the commit in flight."""
+        await self.settled()
+        await self._commit(self._take(only))
+
+    def commit_soon(self) -> None:
+        """Commit what is done in the background, after the commit in flight. The runner fetches the
+        next batch and records its attempt meanwhile, and awaits :meth:`settled` before any of its
+        records takes effect: a batch is still committed before the next one is handled."""
+        offsets = self._take(None)
+        if offsets:
+            self._task = asyncio.create_task(self._after(self._task, offsets), name=f"commit-{self.name}")
+
+    async def settled(self, quiet: bool = False) -> None:
+        """Wait for the commit in flight; raises what it raised (``quiet``: logs it)."""
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except Exception as exc:
+            if not quiet:
+                raise
+            log.warning("commit failed", consumer=self.name, error=f"{type(exc).__name__}: {exc}"[:500])
+        if self._task is task:
+            self._task = None
+
+    async def _after(self, previous: asyncio.Task[None] | None, offsets: Offsets) -> None:
+        if previous is not None:
+            await previous
+        await self._commit(offsets)
+
+    def _take(self, only: set[TopicPartition] | None) -> Offsets:
+        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self.done.items() if only is None or tp in only}
+        for tp in offsets:
+            del self.done[tp]
+        return offsets
+
+    async def _commit(self, offsets: Offsets) -> None:
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group moved on; whoever gets the partition re-reads and the inbox dedupes.
+            log.warning("commit failed", consumer=self.name, error=str(exc))
 
 
 def commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) -> None:

@@ -1,7 +1,9 @@
 """The consumer runner: decode → validate → handle → commit, with one error boundary.
 
 * ``getmany`` batches, auto-commit off; offsets are committed per partition only after every
-  record of the batch was handled (its effects durable) or dead-lettered.
+  record of the batch was handled (its effects durable) or dead-lettered. The commit runs while the
+  next batch is fetched and its attempt recorded; none of that batch's records takes effect before
+  it is done.
 * Within a partition, records with different keys run concurrently (bounded); records with the
   same key — one debtor — run in order.
 * **Batch mode** (``batch_handler``, docs/internals.md: batches): the records of a ``getmany`` batch that decode and
@@ -45,11 +47,10 @@ from typing import Any, Protocol
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from shared.bus.commits import commit_only_as_member
+from shared.bus.commits import OffsetCommits, commit_only_as_member
 from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.metrics import ConsumerMetrics
 from shared.bus.producer import EventProducer, read_cluster
@@ -117,7 +118,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Wait for the batch in flight, then commit what it finished before the partitions move.
         async with self.runner._batch_lock:
-            await self.runner._commit_done(set(revoked))
+            await self.runner._commits.commit(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.runner.assignments += 1
@@ -180,7 +181,6 @@ class ConsumerRunner:
             request_timeout_ms=kafka.request_timeout_ms,
         )
         self._batch_lock = asyncio.Lock()
-        self._done: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sem = asyncio.Semaphore(max(1, kafka.partition_concurrency))
@@ -188,6 +188,8 @@ class ConsumerRunner:
         self.dead_lettered = 0
         #: Times the group gave this member partitions: 1 while it keeps its place, more after a rebalance.
         self.assignments = 0
+        #: What the batches finished, committed after them (in the background, before the next takes effect).
+        self._commits = OffsetCommits(self._consumer, name)
         #: Batch sizes and lag; a service registers it on its ``/metrics`` registry.
         self.metrics = ConsumerMetrics(name, self._consumer)
 
@@ -239,6 +241,12 @@ class ConsumerRunner:
         return [f"{topic}/{partition}@{offset}" for (topic, partition), offset in sorted(self._in_hand.items())]
 
     async def _loop(self) -> None:
+        try:
+            await self._poll()
+        finally:
+            await self._commits.settled(quiet=True)
+
+    async def _poll(self) -> None:
         while not self._stopping.is_set():
             try:
                 batches = await self._consumer.getmany(timeout_ms=100)
@@ -256,7 +264,7 @@ class ConsumerRunner:
                     await self._as_batch(batches)
                 else:
                     await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
-                await self._commit_done(None)
+                self._commits.commit_soon()
                 self._in_hand.clear()
 
     def _quiet(self, quiet: bool) -> None:
@@ -279,6 +287,7 @@ class ConsumerRunner:
         self._in_hand.update(firsts)
         # Every partition's attempt recorded in one transaction, before any of them is handled.
         attempts = await self._begin_batch(firsts) if self.crash_log is not None else {}
+        await self._commits.settled()  # the previous batch's commit, before any effect of this one
         for tp, records in batches.items():
             attempt = attempts.get((tp.topic, tp.partition), 1)
             if attempt > 1:  # this partition's batch crashed the process before: isolate the culprit
@@ -306,7 +315,7 @@ class ConsumerRunner:
 
             await asyncio.gather(*(run_key(group) for group in by_key.values()))
         for tp, records in whole:
-            self._done[tp] = records[-1].offset + 1
+            self._commits.done[tp] = records[-1].offset + 1
 
     async def _batch_with_retries(self, items: list[tuple[CloudEvent, RecordMeta, Any]]) -> bool:
         """Apply ``items`` through the batch handler; False when it must be handled record by record."""
@@ -332,24 +341,6 @@ class ConsumerRunner:
                 log.warning("batch failed; retrying", consumer=self.name, attempt=attempt, error=_short(exc))
                 await asyncio.sleep(delay)
 
-    async def _commit_done(self, only: set[TopicPartition] | None) -> None:
-        offsets = {
-            tp: OffsetAndMetadata(offset, "")
-            for tp, offset in self._done.items()
-            if only is None or tp in only
-        }
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-            for tp in offsets:
-                self._done.pop(tp, None)
-        except (CommitFailedError, KafkaError) as exc:
-            # The group moved on; whoever gets the partition re-reads and the inbox dedupes.
-            log.warning("commit failed", consumer=self.name, error=str(exc))
-            for tp in offsets:
-                self._done.pop(tp, None)
-
     async def _partition(self, tp: TopicPartition, records: list[Any]) -> None:
         self._in_hand[(tp.topic, tp.partition)] = records[0].offset
         if self.crash_log is not None:
@@ -357,6 +348,7 @@ class ConsumerRunner:
             if attempt > 1:
                 await self._one_by_one(tp, records, attempt)
                 return
+        await self._commits.settled()  # the previous batch's commit, before any effect of this one
         by_key: dict[bytes | None, list[Any]] = defaultdict(list)
         for record in records:
             by_key[record.key].append(record)
@@ -367,7 +359,7 @@ class ConsumerRunner:
                     await self._record(record)
 
         await asyncio.gather(*(run_key(group) for group in by_key.values()))
-        self._done[tp] = records[-1].offset + 1
+        self._commits.done[tp] = records[-1].offset + 1
 
     async def _begin(self, tp: TopicPartition, offset: int, alone: bool = False) -> int:
         """The crash log's attempt count for the records from ``offset``; its write is retried while
@@ -402,6 +394,7 @@ class ConsumerRunner:
         """After a crash: find the record that caused it by committing after each one; a record that
         crashed the consumer while handled alone is dead-lettered on its next attempt."""
         assert self.crash_log is not None
+        await self._commits.settled()  # the previous batch's commit, before any effect of these records
         log.warning("records crashed this consumer before; handling them one at a time", consumer=self.name,
                     topic=tp.topic, partition=tp.partition, offset=records[0].offset, attempt=attempt)
         for record in records:
@@ -414,8 +407,8 @@ class ConsumerRunner:
                 )
             else:
                 await self._record(record)
-            self._done[tp] = record.offset + 1
-            await self._commit_done({tp})
+            self._commits.done[tp] = record.offset + 1
+            await self._commits.commit({tp})
 
     async def _admit(self, record: Any) -> CloudEvent | None:
         """The record's event, or None when it was dead-lettered (too large, undecodable, unexpected)."""
