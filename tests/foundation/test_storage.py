@@ -129,3 +129,20 @@ async def test_a_relay_holds_the_rows_behind_a_row_parked_before_it_started(
         assert parked == [first.id, second.id]  # the debtor's order holds: the later row waits behind
     finally:
         await producer.stop()
+
+
+async def test_a_connection_back_in_the_pool_with_a_transaction_open_is_rolled_back(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SQLite's pool resets only connections with a transaction open")
+    # A transaction opened under SQLAlchemy's feet: the pool must still roll it back, or the single
+    # write connection would come back holding the write lock.
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        await raw.driver_connection.execute(  # type: ignore[union-attr]
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ('c', 'left-open', '2026-01-01')")
+    async with db.transaction() as session:
+        assert await first_time(session, "c", "committed")
+    async with db.sessions() as session:
+        marks = (await session.execute(text("SELECT event_id FROM inbox WHERE consumer = 'c'"))).scalars().all()
+    assert marks == ["committed"]
