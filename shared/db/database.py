@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util import await_
 
 from shared.config import DatabaseSettings
 
@@ -100,7 +101,14 @@ class Database:
         @event.listens_for(sync_engine, "begin")
         def _begin(connection: Any) -> None:
             mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-            connection.exec_driver_sql(f"BEGIN {mode}")
+            # One round trip to aiosqlite's thread (its execute_fetchall) where a statement through
+            # SQLAlchemy's cursor takes three (open the cursor, execute, close it): every transaction
+            # starts here. A BEGIN that fails is tried again the usual way, so that its error (busy,
+            # a lost connection) reaches the caller as SQLAlchemy's, which retries are decided on.
+            try:
+                await_(connection.connection.driver_connection.execute_fetchall(f"BEGIN {mode}"))
+            except Exception:  # noqa: BLE001 - raised again below, wrapped, if it persists
+                connection.exec_driver_sql(f"BEGIN {mode}")
 
         @event.listens_for(sync_engine, "reset")
         def _reset(dbapi_connection: Any, _: Any, state: Any) -> None:
