@@ -16,10 +16,13 @@ provider delays). Measured, in this order:
    callbacks loading it at the same time; reported with its ratio to the single-hop limit.
 4. **whole system** — ``cadencia serve`` of the orchestrator, SMS, email and the sandbox on fresh
    databases, from contact request published to ``delivered`` on the status topic:
-   a closed-loop run of ``--requests`` (all published at once: the max sustained rate, and its ratio
-   to the chain limit), then open-loop runs at 50% and 80% of that rate (published at a fixed rate
-   whatever completes) with p50/p95/p99 latency request→dispatched and request→delivered, timed from
-   the publish to this process consuming the status event (what a backend sees).
+   a closed-loop run of ``--requests`` (all published at once: the max rate — requests over the time
+   until the last is delivered — and its ratio to the chain limit), then open-loop runs at 50% and
+   80% of that rate (published at a fixed rate whatever completes) with p50/p95/p99 latency
+   request→dispatched and request→delivered, timed from the publish to this process consuming the
+   status event (what a backend sees). The closed loop's 10–90% window of deliveries is reported as
+   well but is not the max: deliveries bunch once the dispatch backlog is through, so that window
+   runs up to twice the rate the system keeps up with when requests arrive steadily.
 
 Requests dispatch at once: MX debtors (contact 07:00-22:00 any day) in a time zone where it is about
 13:00 now, with a mobile number whose range spans many zones (so the policy uses the debtor's zone),
@@ -156,8 +159,10 @@ async def system_run(producer: EventProducer, topics: Topics, progress: Progress
 
 
 def max_rate(closed: dict[str, Any]) -> float:
-    """The closed loop's sustained delivered rate (its whole-run rate when the run was too short)."""
-    rate = closed.get("sustained_delivered_rate") or closed.get("delivered_rate")
+    """The closed loop's delivered rate over the whole run: what the system delivers, start to end,
+    when it has more than it can do. Not the 10–90% window of deliveries, which catches the burst of
+    outcomes after the dispatch backlog (0.8 of that window was more than the system sustains)."""
+    rate = closed.get("delivered_rate")
     if not rate:
         raise BenchError("the closed-loop run delivered nothing: no rate to load the open loop with")
     return float(rate)
@@ -396,7 +401,7 @@ def table(r: dict[str, Any]) -> str:
             s["latency_dispatched_s"], s["latency_delivered_s"])
         row("  → dispatched", s["requests"], s["dispatched_rate"])
         sustained = _rate(s.get("sustained_delivered_rate")), _rate(s.get("sustained_dispatched_rate"))
-        lines.append(f"  sustained (10-90% of completions; the open loop's max): delivered {sustained[0]}/s, "
+        lines.append(f"  10-90% of completions: delivered {sustained[0]}/s, "
                      f"dispatched {sustained[1]}/s"
                      + (f"; not delivered: {s['not_delivered']}" if s["not_delivered"] else ""))
         if cpu := {k: v for k, v in (s.get("cpu_ms_per_request") or {}).items() if v is not None}:
