@@ -89,10 +89,16 @@ BatchHandler = Callable[[Sequence[tuple[AnyEvent, RecordMeta]]], Awaitable[None]
 def event_scope(event: CloudEvent) -> Iterator[None]:
     """Logs and traces of the block belong to ``event``: its ids bound to the log context, its trace
     current (so what the block stages on the outbox continues it). Batch handlers enter it per event."""
-    with structlog.contextvars.bound_contextvars(
+    # Bound and reset by token (as ``tracing.continued``): ``bound_contextvars`` copies the whole log
+    # context to find what to restore, and this runs for every event of every batch.
+    bound = structlog.contextvars.bind_contextvars(
         event_id=event.id, event_type=event.type, correlation_id=event.correlationid or event.id
-    ), continued(context_of(event)):
-        yield
+    )
+    try:
+        with continued(context_of(event)):
+            yield
+    finally:
+        structlog.contextvars.reset_contextvars(**bound)
 
 
 class CrashLog(Protocol):

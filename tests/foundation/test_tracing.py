@@ -94,3 +94,27 @@ def test_json_logs_carry_the_trace_id(capsys: pytest.CaptureFixture[str]) -> Non
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == "dispatch sent" and line["trace_id"] == digits and line["span_id"] == "1234567890123456"
     assert line["to"] != "+525512345678"
+
+
+def test_an_event_scope_binds_its_ids_and_trace_and_restores_what_was_bound_before() -> None:
+    from shared.bus.consumer import event_scope
+
+    outer, inner = event("req-1", PARENT), event("req-2")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(event_id="before", service="sms")
+    try:
+        with event_scope(outer):
+            fields = structlog.contextvars.get_contextvars()
+            assert (fields["event_id"], fields["correlation_id"], fields["trace_id"]) == (outer.id, "req-1", TRACE)
+            with event_scope(inner):
+                fields = structlog.contextvars.get_contextvars()
+                assert (fields["event_id"], fields["correlation_id"]) == (inner.id, "req-2")
+                assert fields["trace_id"] == trace_id_for("req-2")
+            fields = structlog.contextvars.get_contextvars()
+            assert (fields["event_id"], fields["trace_id"]) == (outer.id, TRACE)  # the outer scope's again
+        assert structlog.contextvars.get_contextvars() == {"event_id": "before", "service": "sms"}
+        with pytest.raises(RuntimeError), event_scope(outer):
+            raise RuntimeError("the handler failed")
+        assert structlog.contextvars.get_contextvars() == {"event_id": "before", "service": "sms"}
+    finally:
+        structlog.contextvars.clear_contextvars()
