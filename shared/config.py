@@ -65,6 +65,12 @@ class KafkaSettings(BaseModel):
     #: reaching a consumer that was idle waits at most this long before it is fetched.
     quiet_fetch_max_wait_ms: int = Field(default=40, ge=0)
     max_poll_records: int = 500
+    #: A batch consumer whose fetch brought fewer than ``batch_linger_below`` records waits this long
+    #: once for more before handling them (0: never). Each batch pays fixed work (its crash-log write,
+    #: reads, claim and group commits, the offset commit); records trickling in one producer batch at
+    #: a time otherwise pay it every few records. Adds at most this much latency, to small batches only.
+    batch_linger_ms: int = Field(default=0, ge=0, le=1_000)
+    batch_linger_below: int = Field(default=64, ge=1)
     #: Records per batch by consumer name (``{"voice-dispatch": 75}``); ``max_poll_records`` for the others.
     #: A consumer whose records take long (paced calls) gets batches it finishes well within
     #: ``max_poll_interval_ms``.

@@ -173,6 +173,8 @@ class ConsumerRunner:
         self._fetch_wait_ms = max(kafka.fetch_max_wait_ms, kafka.idle_fetch_max_wait_ms if idle else 0)
         self._quiet_wait_ms = kafka.quiet_fetch_max_wait_ms
         self._quieted = False
+        self._linger_s, self._linger_below = kafka.batch_linger_ms / 1000, kafka.batch_linger_below
+        self._max_records = kafka.max_poll_records_for(name)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=group_id,
@@ -180,7 +182,7 @@ class ConsumerRunner:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             fetch_max_wait_ms=self._fetch_wait_ms,
-            max_poll_records=kafka.max_poll_records_for(name),
+            max_poll_records=self._max_records,
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=kafka.heartbeat_interval_ms,
@@ -264,6 +266,8 @@ class ConsumerRunner:
                 self._quiet(True)
                 continue
             self._quiet(False)
+            if self.batch_handler is not None and self._linger_s:
+                await self._fill(batches)
             self.metrics.batch(batches)
             async with self._batch_lock:
                 if self.batch_handler is not None:
@@ -272,6 +276,23 @@ class ConsumerRunner:
                     await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 self._commits.commit_soon()
                 self._in_hand.clear()
+
+    async def _fill(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """A small fetch takes the records that come within ``kafka.batch_linger_ms`` of it, until it
+        holds ``kafka.batch_linger_below``: per partition, the records that follow the ones in hand
+        (aiokafka's positions), so each partition's order is kept."""
+        count = sum(len(records) for records in batches.values())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger_s
+        while count < self._linger_below and (left := deadline - loop.time()) > 0:
+            try:
+                more = await self._consumer.getmany(timeout_ms=max(1, int(left * 1000)),
+                                                    max_records=self._max_records - count)
+            except KafkaError:
+                return  # the records in hand are handled; the next poll reports the failure
+            for tp, records in more.items():
+                batches.setdefault(tp, []).extend(records)
+                count += len(records)
 
     def _quiet(self, quiet: bool) -> None:
         """Long-poll ``kafka.quiet_fetch_max_wait_ms`` while polls find nothing, the configured wait

@@ -11,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 
@@ -312,3 +313,52 @@ async def test_a_quiet_consumer_long_polls_longer_and_still_takes_the_next_recor
     finally:
         await runner.stop()
         await producer.stop()
+
+
+@pytest.mark.parametrize("linger_ms", [0, 1500])
+async def test_a_small_fetch_lingers_once_for_the_records_that_follow_it(
+    kafka_settings: KafkaSettings, linger_ms: int
+) -> None:
+    """With ``kafka.batch_linger_ms`` a batch handler gets a fetch of one record together with the
+    records published while it lingered, in partition order; without it, the record alone."""
+    kafka = kafka_settings.model_copy(update={"batch_linger_ms": linger_ms})
+    await ensure_topics(kafka)
+    topic = Topics(kafka.topic_prefix).account_events
+    producer = EventProducer(kafka)
+    await producer.start()
+    batches: list[list[str]] = []
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        batches.append([event.id])
+
+    async def handle_batch(items: list[tuple[AnyEvent, RecordMeta]]) -> None:
+        batches.append([event.id for event, _ in items])
+
+    runner = ConsumerRunner(name="t", service="test", topics=[topic], group_id=f"g-{uuid.uuid4()}",
+                            kafka=kafka, handler=handle, producer=producer, batch_handler=handle_batch)
+
+    async def fetched() -> int:  # records the consumer has taken from the topic, over its partitions
+        return sum([await runner._consumer.position(tp) for tp in runner.assignment])
+
+    try:
+        await runner.start()
+        await wait_for(lambda: runner.assignment, what="partitions assigned")
+        before = await fetched()
+        first, *rest = [_event(i) for i in range(3)]  # one debtor: one partition, in this order
+        await producer.publish(topic, first)
+        async def first_fetched() -> bool:
+            return await fetched() > before
+
+        await wait_for(first_fetched, what="the first record fetched")
+        for event in rest:  # published after the first was fetched: while it lingers, if it does
+            await producer.publish(topic, event)
+        await wait_for(lambda: sum(map(len, batches)) == 3, what="all three handled")
+    finally:
+        await runner.stop()
+        await producer.stop()
+    ids = [e.id for e in (first, *rest)]
+    assert [i for batch in batches for i in batch] == ids, (batches, ids)
+    if linger_ms:
+        assert batches == [ids], batches  # one batch: the first record and the two that followed it
+    else:
+        assert batches[0] == ids[:1], batches  # the first record alone
