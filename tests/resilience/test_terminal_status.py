@@ -22,6 +22,7 @@ from tests.channel_harness import (
     dispatch_event,
     free_port,
     running_service,
+    sandbox_messages,
     service_settings,
     template_cached,
     template_event,
@@ -104,8 +105,8 @@ async def test_a_message_with_no_final_status_is_finalised_unknown_after_the_giv
                                 group=group)
     settings = settings.model_copy(update={
         "public_url": f"http://127.0.0.1:{free_port()}",
-        "sending": SendingSettings(request_timeout_s=2.0, connect_timeout_s=1.0, reconcile_after_s=0.3,
-                                   reconcile_interval_s=0.2, give_up_after_s=1.0),
+        "sending": SendingSettings(request_timeout_s=2.0, connect_timeout_s=1.0, reconcile_after_s=1.0,
+                                   reconcile_interval_s=0.2, give_up_after_s=2.0),
     })
     await publisher.template(template_event("reminder", "sms"))
     to = unique_number("0001")
@@ -113,9 +114,13 @@ async def test_a_message_with_no_final_status_is_finalised_unknown_after_the_giv
     async with running_service(SMS, settings) as service:
         await template_cached(service, "reminder")
         await publisher.dispatch(event)
-        await wait_for(lambda: "accepted" in statuses(outcomes, event.data.dispatch_id), what="accepted")
-        # From now on the provider cannot be asked (every API request fails) and callbacks are lost.
+        # As soon as the message reaches the provider (not once its outcome has come round through the
+        # outbox and the topic: on a loaded machine that took longer than ``reconcile_after_s``, and the
+        # reconciler had already learnt the final status from the provider), the provider cannot be
+        # asked any more (every API request fails); its callbacks go to a port nobody listens on.
+        await wait_for(lambda: sandbox_messages(sandbox, to), interval=0.01, what="the message at the provider")
         await sandbox.set_faults(provider="twilio", error_rate=1.0)
+        await wait_for(lambda: "accepted" in statuses(outcomes, event.data.dispatch_id), what="accepted")
         await wait_for(lambda: "unknown" in statuses(outcomes, event.data.dispatch_id), timeout=20,
                        what="finalised unknown")
     [unknown] = [e.data for e in outcomes.of_type(DELIVERY)
