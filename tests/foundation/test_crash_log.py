@@ -3,24 +3,12 @@ transaction, with the counts that recording them one at a time gives."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
-from shared.config import DatabaseSettings
 from shared.db import Database
 from shared.db.attempts import ConsumerAttempts
-from shared.db.migrate import upgrade
-
-
-@pytest.fixture
-async def db(database_settings: DatabaseSettings) -> AsyncIterator[Database]:
-    database = Database(database_settings)
-    await upgrade(database, "foundationtest")
-    yield database
-    await database.dispose()
 
 
 def count_commits(db: Database) -> list[int]:

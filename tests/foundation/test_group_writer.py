@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.config import DatabaseSettings
 from shared.db import (
     Database,
     GroupWriter,
@@ -22,18 +21,9 @@ from shared.db import (
     WriterStopped,
     mark_processed,
 )
-from shared.db.migrate import upgrade
 from shared.events import parse_event
 from shared.events.contracts import PromiseBroken, PromiseBrokenEvent
 from shared.tracing import continued, new_trace, parse_traceparent
-
-
-@pytest.fixture
-async def db(database_settings: DatabaseSettings) -> AsyncIterator[Database]:
-    database = Database(database_settings)
-    await upgrade(database, "foundationtest")
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

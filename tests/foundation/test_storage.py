@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from shared.bus import EventProducer, ensure_topics
-from shared.config import DatabaseSettings, KafkaSettings
+from shared.config import KafkaSettings
 from shared.db import Database, OutboxRecord, OutboxRelay, add_to_outbox, first_time
 from shared.db.migrate import upgrade
 from shared.events import Topics
@@ -17,14 +17,6 @@ from tests.helpers import TopicReader, wait_for
 
 def _event(n: int) -> PromiseBrokenEvent:
     return PromiseBrokenEvent(subject=f"deb-{n % 3}", data=PromiseBroken(debtor_id=f"deb-{n % 3}", account_id=f"a{n}"))
-
-
-@pytest.fixture
-async def db(database_settings: DatabaseSettings):
-    database = Database(database_settings)
-    await upgrade(database, "foundationtest")
-    yield database
-    await database.dispose()
 
 
 async def test_migrations_are_idempotent(db: Database) -> None:
