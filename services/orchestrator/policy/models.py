@@ -196,6 +196,12 @@ class ProposedContact:
         )
 
 
+#: The longest minimum gap an operator may set (a gap longer than a year is not a cadence), and the
+#: most contacts a daily or weekly cap may allow. Both bound what the engine looks back over.
+MAX_MIN_GAP = timedelta(days=366)
+MAX_CAP = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class StrategyLimits:
     """Operator limits on top of the law (all off by default). They bind ``collection`` contacts only.

@@ -58,6 +58,11 @@ class Policy:
     _cache: dict[str, CompiledPack] = field(default_factory=dict, repr=False)
     _strategy_cache: dict[StrategyLimits, tuple[TimeRule, ...]] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        # the simulation API accepts contacts up to two years from the ends of the calendar
+        if not 1 <= self.horizon_days <= 366:
+            raise ValueError(f"horizon_days must be between 1 and 366, not {self.horizon_days}")
+
     def chain(self, jurisdiction: str) -> tuple[str, ...]:
         """Pack ids applied to a jurisdiction, country first; ``default`` when none matches."""
         j = jurisdiction.strip().upper()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from typing import Literal
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.orchestrator.policy.models import (
+    MAX_CAP,
+    MAX_MIN_GAP,
     AccountState,
     Allow,
     DebtorContext,
@@ -86,6 +88,12 @@ class SuppressionIn(_Wire):
     at: AwareUtcInstant | None = None
 
 
+#: The instants a contact may be evaluated at: the engine looks back over the longest gap and
+#: forward over its horizon, so two years from either end of the calendar stay out of reach.
+EARLIEST_CONTACT = datetime(3, 1, 1, tzinfo=UTC)
+LATEST_CONTACT = datetime(9997, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 class ContactIn(_Wire):
     channel: ChannelName
     at: AwareUtcInstant
@@ -95,11 +103,24 @@ class ContactIn(_Wire):
     address: str | None = None
     expires_at: AwareUtcInstant | None = None
 
+    @field_validator("at")
+    @classmethod
+    def _within_reach(cls, value: datetime) -> datetime:
+        if not EARLIEST_CONTACT <= value <= LATEST_CONTACT:
+            raise ValueError(
+                f"must be between {EARLIEST_CONTACT:%Y-%m-%d} and {LATEST_CONTACT:%Y-%m-%d}: the policy "
+                "looks back over the history and forward over its horizon from it"
+            )
+        return value
+
+
+Cap = Annotated[int, Field(ge=0, le=MAX_CAP)]
+
 
 class StrategyIn(_Wire):
-    min_gap_minutes: int | None = Field(default=None, ge=0)
-    daily_caps: dict[ChannelName, int] = Field(default_factory=dict)
-    weekly_caps: dict[ChannelName, int] = Field(default_factory=dict)
+    min_gap_minutes: int | None = Field(default=None, ge=0, le=MAX_MIN_GAP // timedelta(minutes=1))
+    daily_caps: dict[ChannelName, Cap] = Field(default_factory=dict)
+    weekly_caps: dict[ChannelName, Cap] = Field(default_factory=dict)
 
 
 class EvaluateRequest(_Wire):

@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.orchestrator.policy.models import MAX_CAP, MAX_MIN_GAP
 from shared.events.contracts import CHANNELS, Account, Channel
+
+Cap = Annotated[int, Field(ge=0, le=MAX_CAP)]
 
 DEFAULT_PATH = Path(__file__).with_name("strategy.yaml")
 
@@ -26,9 +29,9 @@ class Plan(_Strict):
     channels: list[Channel] | None = None
     variant: str | None = None
     template_suffix: str | None = None
-    min_gap_hours: float | None = Field(None, ge=0)
-    daily_caps: dict[Channel, int] | None = None
-    weekly_caps: dict[Channel, int] | None = None
+    min_gap_hours: float | None = Field(None, ge=0, le=MAX_MIN_GAP / timedelta(hours=1))
+    daily_caps: dict[Channel, Cap] | None = None
+    weekly_caps: dict[Channel, Cap] | None = None
     no_answer_fallback_after: int | None = Field(None, ge=1)
     #: Record this segment's calls; the opening script then starts with the jurisdiction's notice.
     record_calls: bool | None = None

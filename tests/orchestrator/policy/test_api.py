@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.orchestrator.policy import load_policy
+from services.orchestrator.policy.schemas import EARLIEST_CONTACT, LATEST_CONTACT
 from services.orchestrator.policy.views import router
 
 
@@ -124,6 +126,13 @@ async def test_time_zones_are_optional_and_derived_from_the_phone(client) -> Non
         (lambda b: b["debtor"].update(time_zones=["Mars/Olympus"]), "debtor.time_zones"),
         (lambda b: b["account"].update(status="lost"), "account.status"),
         (lambda b: b.pop("contact"), "contact"),
+        (lambda b: b["contact"].update(at="0001-01-01T00:00:00Z"), "contact.at"),
+        (lambda b: b["contact"].update(at="0002-12-31T23:59:59.999999Z"), "contact.at"),
+        (lambda b: b["contact"].update(at="9999-12-31T23:59:59Z"), "contact.at"),
+        (lambda b: b.update(strategy={"min_gap_minutes": 120627793533178880}), "strategy.min_gap_minutes"),
+        (lambda b: b.update(strategy={"min_gap_minutes": 366 * 24 * 60 + 1}), "strategy.min_gap_minutes"),
+        (lambda b: b.update(strategy={"daily_caps": {"sms": -1}}), "strategy.daily_caps.sms"),
+        (lambda b: b.update(strategy={"weekly_caps": {"email": 1001}}), "strategy.weekly_caps.email"),
     ],
 )
 async def test_invalid_input_is_a_422_problem(client, mutate, field: str) -> None:
@@ -140,6 +149,29 @@ async def test_invalid_input_is_a_422_problem(client, mutate, field: str) -> Non
         assert any(e["field"] == field or e["field"].startswith(field + ".") for e in data["errors"])
     else:
         assert field.split(".")[-1] in r.text
+
+
+@pytest.mark.parametrize("at", [EARLIEST_CONTACT, LATEST_CONTACT], ids=["earliest", "latest"])
+async def test_every_pack_and_channel_evaluates_at_the_ends_of_the_accepted_range(client, at) -> None:
+    """The engine looks back over the longest gap and forward over its horizon from the contact: at the
+    first and last instant the API accepts, with the largest limits, that stays within the calendar."""
+    c, _ = client
+    answers = []
+    for jurisdiction in sorted(load_policy().specs):
+        for channel in ("voice", "sms", "email", "whatsapp"):
+            payload = body(strategy={"min_gap_minutes": 366 * 24 * 60, "daily_caps": {channel: 0},
+                                     "weekly_caps": {channel: 1000}})
+            payload["debtor"].update(jurisdiction=jurisdiction, time_zones=None)
+            payload["history"][0]["at"] = _iso(at)
+            payload["contact"].update(channel=channel, at=_iso(at))
+            r = await c.post("/v1/policy/evaluate", json=payload)
+            assert r.status_code == 200, (jurisdiction, channel, r.text)
+            answers.append(r.json()["decision"])
+    assert set(answers) <= {"allow", "defer", "deny"} and len(answers) >= 4 * 5
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 async def test_without_app_state_the_shipped_packs_are_loaded() -> None:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from services.orchestrator.runtime import validation
 from services.orchestrator.runtime.operations import STATUS_RANK, channel_order, ledger_outcome
@@ -84,6 +85,19 @@ segments:
     assert strategy.plan(account(10, "9000")).segment == "default"  # no score: a risk band cannot match
     mortgage = strategy.plan(account(10, product="mortgage"))
     assert (mortgage.segment, mortgage.variant) == ("mortgage", "B")
+
+
+@pytest.mark.parametrize("plan", [
+    "min_gap_hours: 1e20", "min_gap_hours: 8785", "min_gap_hours: -1",
+    "daily_caps: {sms: -1}", "weekly_caps: {voice: 1001}",
+])
+def test_a_strategy_with_limits_the_engine_cannot_look_back_over_fails_at_start_up(tmp_path: Path, plan: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(f"defaults: {{channels: [sms], {plan}}}\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="defaults"):
+        Strategy.load(path)
+    path.write_text("defaults: {channels: [sms], min_gap_hours: 8784, daily_caps: {sms: 0}}\n", encoding="utf-8")
+    assert Strategy.load(path).plan(account(5)).min_gap == timedelta(days=366)
 
 
 def test_auto_channel_order_follows_preference_and_authorisation() -> None:
