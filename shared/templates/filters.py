@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import NumberPattern, parse_pattern
+from babel.numbers import NumberPattern, get_currency_symbol, parse_pattern
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
@@ -67,12 +67,25 @@ def minor_units(currency: str) -> int:
 
 
 @lru_cache(maxsize=256)
-def _currency_pattern(locale: str, digits: int) -> NumberPattern:
+def _currency_pattern(locale: str, digits: int, currency: str) -> tuple[NumberPattern, bool]:
+    """The locale's currency pattern with ``digits`` fraction digits, and whether it still needs the
+    currency at each call. Babel's ``apply`` looks the currency's name (with plural rules) and symbol
+    up on every call, for a pattern that only ever uses the symbol: put the symbol in once instead."""
     loc = babel_locale(locale)
     override = CURRENCY_PATTERNS.get(str(loc))
     pattern = copy.copy(parse_pattern(override) if override else loc.currency_formats["standard"])
     pattern.frac_prec = (digits, digits)
-    return pattern
+    affixes = (*pattern.prefix, *pattern.suffix)
+    if any("¤¤¤" in a for a in affixes):  # the currency's name depends on the amount (plural forms)
+        return pattern, True
+    symbol = get_currency_symbol(currency, loc)
+
+    def fill(affix: str) -> str:
+        return affix.replace("¤¤", currency).replace("¤", symbol)
+
+    pattern.prefix = (fill(pattern.prefix[0]), fill(pattern.prefix[1]))
+    pattern.suffix = (fill(pattern.suffix[0]), fill(pattern.suffix[1]))
+    return pattern, False
 
 
 def format_money(amount: Any, currency: str, locale: str | None) -> str:
@@ -90,8 +103,8 @@ def format_money(amount: Any, currency: str, locale: str | None) -> str:
     if value != value.quantize(Decimal(1).scaleb(-digits)):
         raise ValueError(f"{value} has more decimals than {code} allows ({digits}); refusing to round an amount owed")
     loc = babel_locale(locale)
-    pattern = _currency_pattern(str(loc), digits)
-    return _normalise_spaces(pattern.apply(value, loc, currency=code, currency_digits=False))
+    pattern, per_call = _currency_pattern(str(loc), digits, code)
+    return _normalise_spaces(pattern.apply(value, loc, currency=code if per_call else None, currency_digits=False))
 
 
 def _as_date(value: Any) -> date:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from shared.templates.models import DEFAULT_LOCALE
 
 
+@lru_cache(maxsize=1024)  # a handful of locales, asked for on every decision
 def _norm(locale: str) -> str:
     parts = locale.replace("_", "-").split("-")
     return "-".join([parts[0].lower(), *(p.upper() for p in parts[1:])])
