@@ -35,10 +35,38 @@ def _text(raw: str) -> str:
     return text
 
 
+#: E.164 results of :func:`canonical_phone` → their parsed number as ``phonenumbers.parse`` reads the
+#: E.164 text (no extension, no raw input), bounded, oldest first out. A request's number is parsed
+#: once at intake; the lookup key (``address_key``) and the policy's time zones (``parsed_e164``) then
+#: reuse it instead of parsing and validating the E.164 text again.
+_VALID_E164: dict[str, phonenumbers.PhoneNumber] = {}
+_VALID_E164_MAX = 65536
+
+
+def _remember(e164: str, number: phonenumbers.PhoneNumber) -> None:
+    if len(_VALID_E164) >= _VALID_E164_MAX:
+        try:
+            del _VALID_E164[next(iter(_VALID_E164))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread evicted it first
+            pass
+    # What parsing the E.164 text gives: country code, national number and its leading zeros only.
+    _VALID_E164[e164] = phonenumbers.PhoneNumber(
+        country_code=number.country_code, national_number=number.national_number,
+        italian_leading_zero=number.italian_leading_zero, number_of_leading_zeros=number.number_of_leading_zeros)
+
+
+def parsed_e164(e164: str) -> phonenumbers.PhoneNumber | None:
+    """The parsed number of an E.164 text :func:`canonical_phone` returned recently; None otherwise."""
+    return _VALID_E164.get(e164)
+
+
 @lru_cache(maxsize=65536)
 def canonical_phone(raw: str, region: str | None = None) -> str:
     """The E.164 form of a phone number written any usual way; a national number is read as one of
     ``region`` (the debtor's country). Raises :class:`AddressError` when it is not a valid number."""
+    if raw in _VALID_E164:
+        # Already canonical (and valid): a "+" number is read the same whatever the region.
+        return raw
     text = _text(raw)
     try:
         number = phonenumbers.parse(text, region)
@@ -46,7 +74,9 @@ def canonical_phone(raw: str, region: str | None = None) -> str:
         raise AddressError(f"not a phone number: {exc}") from exc
     if not phonenumbers.is_valid_number(number):
         raise AddressError("not a valid phone number" + ("" if text.startswith("+") else f" in {region or '?'}"))
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    _remember(e164, number)
+    return e164
 
 
 def canonical_email(raw: str) -> str:

@@ -10,6 +10,8 @@ import holidays
 import phonenumbers
 from phonenumbers.timezone import time_zones_for_number
 
+from shared.addresses import parsed_e164
+
 # A number mapping to more zones than this is not geographic (toll-free, some mobile ranges):
 # its "zones" say nothing about where the debtor is, so the jurisdiction's defaults apply.
 MAX_PHONE_ZONES = 3
@@ -27,10 +29,13 @@ def zone(name: str) -> ZoneInfo:
 @lru_cache(maxsize=65536)
 def phone_zones(phone: str) -> tuple[str, ...]:
     """IANA zones of a phone number's geography; empty when unknown or not geographic."""
-    try:
-        number = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return ()
+    # The number intake already parsed and validated, when it is one (the E.164 text it produced).
+    number = parsed_e164(phone)
+    if number is None:
+        try:
+            number = phonenumbers.parse(phone, None)
+        except phonenumbers.NumberParseException:
+            return ()
     names = tuple(z for z in time_zones_for_number(number) if z != "Etc/Unknown")
     return names if len(names) <= MAX_PHONE_ZONES else ()
 
