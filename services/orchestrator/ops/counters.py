@@ -108,12 +108,18 @@ def note_agent(session: AsyncSession, campaign: str | None, status: str, talk_ti
 class _Tally:
     def __init__(self) -> None:
         self.counts: Tally[tuple[str, datetime, str, str, str]] = Tally()
+        # The buckets of the last instant added: a status fact adds six or more counts at its one
+        # instant, and a batch's facts mostly share theirs.
+        self._at: datetime | None = None
+        self._hour = self._minute = datetime.min
 
     def add(self, at: datetime, metric: str, dim: str, key: str | None, *, minutes: bool = False, n: int = 1) -> None:
         key = (key or NONE)[:200]
-        self.counts[("h", hour(at), metric, dim, key)] += n
+        if at is not self._at:
+            self._at, self._hour, self._minute = at, hour(at), minute(at)
+        self.counts[("h", self._hour, metric, dim, key)] += n
         if minutes:
-            self.counts[("m", minute(at), metric, dim, key)] += n
+            self.counts[("m", self._minute, metric, dim, key)] += n
 
 
 def _request_tags(request: ContactRequestRow) -> dict[str, str | None]:
