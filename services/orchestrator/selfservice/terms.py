@@ -114,9 +114,11 @@ def parse_amount(text: str, currency: str) -> Decimal:
     cleaned = cleaned.replace(",", "")
     try:
         amount = Decimal(cleaned)
+        # quantize raises, not rounds, for a number of more digits than the context holds (28)
+        exact = amount.is_finite() and amount == amount.quantize(quantum(currency))
     except InvalidOperation as exc:
         raise TermsError("amount", "amount_invalid") from exc
-    if not amount.is_finite() or amount != amount.quantize(quantum(currency)):
+    if not exact:
         raise TermsError("amount", "amount_invalid")
     return amount
 

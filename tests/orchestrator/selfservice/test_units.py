@@ -75,6 +75,9 @@ def test_limits_follow_the_strategy_and_plans_split_the_balance_exactly() -> Non
     for amount, day, field, code in (("100", "2025-03-20", "amount", "amount_range"),
                                      ("2000", "2025-03-20", "amount", "amount_range"),
                                      ("1.005", "2025-03-20", "amount", "amount_invalid"),
+                                     # more digits than a decimal context holds: quantize raised (a 500)
+                                     ("9" * 40, "2025-03-20", "amount", "amount_invalid"),
+                                     ("1" + "0" * 27, "2025-03-20", "amount", "amount_invalid"),
                                      ("500", "2025-03-12", "date", "date_range"),
                                      ("500", "2025-04-12", "date", "date_range"),
                                      ("500", "mañana", "date", "date_invalid")):
