@@ -113,9 +113,14 @@ def account_state(account: AccountRow, kind: str = "collection") -> policy_port.
         # The answer to the debtor's own promise is not paused by that promise (hours and caps still bind).
         return policy_port.AccountState(id=account.id, status="active")
     # A promise "for the 14th" lets the debtor pay all of the 14th: pause until the 15th starts locally.
-    until = account.promise_date + timedelta(days=1) if account.promise_date else account.promise_until
+    # A promise for the calendar's last day (a valid ``promise_made``) has no next day: it pauses to its start.
+    until = _day_after(account.promise_date) if account.promise_date else account.promise_until
     return policy_port.AccountState(id=account.id, status=account.status, promise_until=until,  # type: ignore[arg-type]
                                     represented=account.attorney is not None)
+
+
+def _day_after(day: date) -> date:
+    return day + timedelta(days=1) if day < date.max else day
 
 
 def set_status(account: AccountRow, status: str, now: datetime, promise_until: datetime | date | None = None) -> None:

@@ -149,6 +149,30 @@ async def test_payment_cancels_deferred_contacts_and_a_promise_defers_until_brok
         assert sms["results"][0]["status"] == "rejected" and "ceased" in sms["results"][0]["reason"]
 
 
+async def test_a_promise_for_the_last_day_of_the_calendar_pauses_the_account_and_intake_still_answers(
+    orchestrator: Orchestrator,
+) -> None:
+    """A valid ``promise_made`` due 9999-12-31 has no next day to pause until: intake answered 500 for every
+    later request of the account (date overflow), and the consumer failed on its deferrals the same way."""
+    t = orchestrator.topics
+    for debtor, due in (("deb-e1", date.max), ("deb-e2", date.min)):
+        await orchestrator.publish(t.account_events, PromiseMadeEvent(
+            subject=debtor, data=PromiseMade(debtor_id=debtor, account_id=f"acc-{debtor}", due_date=due)))
+
+        async def promised(debtor: str = debtor) -> bool:
+            view = await debtor_view(orchestrator, debtor)
+            return bool(view) and view["accounts"][0]["status"] == "promised"
+
+        await wait_for(promised, what=f"account of {debtor} promised")
+        answer = await orchestrator.submit(request_event(debtor, days_past_due=0))
+        assert answer.status_code == 202, answer.text
+        [result] = answer.json()["results"]
+        if due == date.max:  # paused beyond the horizon: refused, naming the promise
+            assert result["status"] == "rejected" and "core.promise_to_pay" in result["reason"], result
+        else:  # a promise long past pauses nothing
+            assert result["status"] == "dispatched", result
+
+
 async def test_stop_on_sms_suppresses_sms_but_not_email_and_confirms_once(
     orchestrator: Orchestrator, kafka_settings
 ) -> None:
