@@ -102,9 +102,10 @@ def _fresh(value: dict[str, Any]) -> dict[str, Any]:
     return {**value, "id": str(uuid.uuid4())}
 
 
-OTHER_TYPES = st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=False), st.booleans(),
-                        st.none(), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
-                                                                                        st.integers(), max_size=2))
+#: Integers a record can carry: orjson (which writes the records) refuses any outside 64 bits, nested too.
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+OTHER_TYPES = st.one_of(INT64, st.floats(allow_nan=False), st.booleans(), st.none(), st.lists(INT64, max_size=3),
+                        st.dictionaries(st.text(max_size=5), INT64, max_size=2))
 
 
 def malformed(base: dict[str, Any]) -> st.SearchStrategy[tuple[str, bytes]]:

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from hypothesis import given, settings
 
 import services.whatsapp.app
 import services.whatsapp.settings
@@ -50,7 +52,7 @@ from tests.e2e.harness import System, system
 from tests.e2e.test_pipeline import next_lawful_noon, phone, request
 from tests.email.harness import address, email_template
 from tests.helpers import TopicReader, wait_for
-from tests.reliability.hostile import EVALUATED, draw, hostile_for
+from tests.reliability.hostile import EVALUATED, OTHER_TYPES, draw, hostile_for
 from tests.voice.test_voice import voice_dispatch, voice_template
 
 RECORDS = int(os.environ.get("CADENCIA_HOSTILE_RECORDS", "10"))
@@ -243,3 +245,11 @@ async def _delivered(s: System, good: dict[str, str]) -> None:
     for channel in ("sms", "email", "voice", "whatsapp"):
         await wait_for(lambda c=channel: s.outcomes_of(good[c]), timeout=60, what=f"the good {channel} dispatch")
     assert not any(s.outcomes_of(good[c]) == ["failed"] for c in ("sms", "email"))
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(OTHER_TYPES)
+def test_every_wrong_type_value_can_be_written_as_a_record(value: object) -> None:
+    """Drawing the plan failed (orjson: "Integer exceeds 64-bit range") on a >64-bit integer inside a
+    generated list or dict, before the first record was sent."""
+    assert orjson.dumps({"value": value}).startswith(b'{"value":')
