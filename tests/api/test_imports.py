@@ -16,6 +16,7 @@ import uvicorn
 
 from services.orchestrator.app import create_app
 from services.orchestrator.imports.client import run_import
+from services.orchestrator.imports.rows import read_rows
 from shared.config import KafkaSettings
 from tests.helpers import wait_for
 from tests.orchestrator.conftest import FakeClock, make_settings, running
@@ -125,3 +126,15 @@ async def test_the_cli_uploads_a_file_draws_progress_and_lists_refused_rows(serv
     assert "] 100.0%" in text and "5 rows · 2 accepted · 3 refused" in text
     assert "line 3: account.balance" in text and "line 4:" in text and "line 8:" in text
     assert await asyncio.to_thread(run_import, str(tmp_path / "x.txt"), server, "editor-key", io.StringIO()) == 1
+
+
+def test_a_json_line_nested_too_deep_or_with_a_huge_integer_is_a_row_error_and_the_next_rows_are_read() -> None:
+    """``json.loads`` raises RecursionError and ValueError (not JSONDecodeError) for these: the whole job
+    failed on one such line instead of refusing it and reading on."""
+    good = {"debtor": {"id": "imp-j9", "jurisdiction": "US", "phone": "+12125550127"},
+            "account": {"id": "acc-j9", "balance": "5", "currency": "USD", "days_past_due": 1}, "template": "reminder"}
+    lines = [b"[" * 100_000 + b"]" * 100_000, b'{"debtor": ' + b"1" * 5000 + b"}", json.dumps(good).encode()]
+    rows = list(read_rows(io.BytesIO(b"\n".join(lines) + b"\n"), "jsonl"))
+    assert [(r.line, r.request is not None) for r in rows] == [(1, False), (2, False), (3, True)]
+    assert rows[0].errors == ["json: nested too deep"]
+    assert rows[1].errors == ["json: Exceeds the limit (4300 digits) for integer string conversion"]

@@ -113,6 +113,10 @@ def _jsonl_rows(text: IO[str]) -> Iterator[Row]:
         except json.JSONDecodeError as exc:
             yield Row(line, errors=[f"json: {exc.msg} at column {exc.colno}"])
             continue
+        except (ValueError, RecursionError) as exc:  # an integer of 4300+ digits; arrays nested too deep
+            reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+            yield Row(line, errors=[f"json: {reason}"])
+            continue
         yield _validated(line, data)
 
 
