@@ -100,7 +100,11 @@ def format_money(amount: Any, currency: str, locale: str | None) -> str:
         raise ValueError(f"money needs a finite amount, got {value}")
     code = currency.upper()
     digits = minor_units(code)
-    if value != value.quantize(Decimal(1).scaleb(-digits)):
+    try:
+        exact = value == value.quantize(Decimal(1).scaleb(-digits))
+    except InvalidOperation as exc:  # quantize raises, not rounds, past the context's 28 digits
+        raise ValueError(f"money needs an amount of at most 28 digits, got {value}") from exc
+    if not exact:
         raise ValueError(f"{value} has more decimals than {code} allows ({digits}); refusing to round an amount owed")
     loc = babel_locale(locale)
     pattern, per_call = _currency_pattern(str(loc), digits, code)

@@ -71,6 +71,14 @@ def test_money_renders_exactly_the_amount_it_is_given(pair: tuple[str, str], cen
     assert _parse_rendered(format_money(amount, currency, locale), locale) == amount
 
 
+@pytest.mark.parametrize("amount", ["1e40", "9" * 40, "1" + "0" * 27])
+def test_money_refuses_an_amount_of_more_digits_than_it_can_check_with_a_value_error(amount: str) -> None:
+    """``Decimal.quantize`` raised InvalidOperation (not a ValueError) for these: the template error read
+    ``InvalidOperation: [<class 'decimal.InvalidOperation'>]``."""
+    with pytest.raises(ValueError, match="at most 28 digits"):
+        format_money(amount, "USD", "en-US")
+
+
 @pytest.mark.parametrize(("amount", "currency"), [("1.005", "USD"), ("99.901", "COP"), ("150000.5", "CLP")])
 def test_money_refuses_to_round_an_amount_it_cannot_state(amount: str, currency: str) -> None:
     with pytest.raises(ValueError, match="more decimals"):
