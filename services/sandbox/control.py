@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -47,8 +47,10 @@ def _since(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # an instant without an offset is UTC, whatever this machine's zone (and so never out of range)
+        return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError) as exc:
         raise Problem(400, "Invalid since", "since is an ISO 8601 instant or epoch seconds") from exc
 
 

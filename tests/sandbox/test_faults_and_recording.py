@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -95,6 +96,13 @@ async def test_request_and_callback_records_filter_and_reset(sandbox: SandboxHan
     assert [r["form"]["Body"] for r in await sandbox.requests(to=first)] == ["uno"]
     assert [r["form"]["Body"] for r in await sandbox.requests(provider="twilio", since=mark)] == ["dos"]
     assert await sandbox.requests(provider="sendgrid") == []
+    # ``since`` as an instant: without an offset it is UTC (so the ends of the calendar are in range)
+    iso = datetime.fromtimestamp(mark, UTC).replace(tzinfo=None).isoformat()
+    for since, bodies in ((iso, ["dos"]), (iso + "Z", ["dos"]), ("0001-01-01T00:00:00", ["uno", "dos"]),
+                          ("9999-12-31T23:59:59", [])):
+        answer = await sandbox.http.get("/sandbox/requests", params={"provider": "twilio", "since": since})
+        assert answer.status_code == 200 and [r["form"]["Body"] for r in answer.json()] == bodies, since
+    assert (await sandbox.http.get("/sandbox/requests", params={"since": "yesterday"})).status_code == 400
     await receiver.wait("/a", 2)
     sent = await sandbox.callbacks(kind="message-status", to=first)
     assert [c["status"] for c in sent] == [204, 204]
