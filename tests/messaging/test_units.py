@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from urllib.parse import urlencode
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from shared.channels.sendlog import COLUMNS, SEND_LOG
 from shared.config import TwilioSettings
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response
+from shared.providers.twilio.client import form_body
 
 
 @pytest.mark.parametrize(
@@ -125,6 +127,24 @@ def _response(status: int, body: object, headers: dict[str, str] | None = None) 
 
 def test_the_set_based_send_log_entry_has_exactly_the_tables_columns() -> None:
     assert sorted(COLUMNS) == sorted(column.key for column in SEND_LOG.columns)
+
+
+def test_the_form_body_is_what_urlencode_writes() -> None:
+    rng = random.Random(12)
+    planes = [(0, 0x80), (0x80, 0x800), (0x800, 0xD800), (0xE000, 0x10000), (0x10000, 0x110000)]
+
+    def text() -> str:
+        return "".join(chr(rng.randrange(*rng.choice(planes))) for _ in range(rng.randrange(0, 24)))
+
+    forms: list[dict[str, str] | list[tuple[str, str]]] = [
+        {"To": "+15551234567", "From": "+15557654321", "StatusCallback": "https://x.example/s/01J?a=b&c=d e",
+         "Body": "Hola María, 1.234,56 € ~ 100% _ok_. Responda STOP"},
+        [("StatusCallbackEvent", "initiated"), ("StatusCallbackEvent", "ringing"), ("Url", "")],
+        {},
+        *({text(): text() for _ in range(rng.randrange(1, 5))} for _ in range(3000)),
+    ]
+    for form in forms:
+        assert form_body(form) == urlencode(form, doseq=True).encode()
 
 
 def test_twilio_responses_are_classified() -> None:

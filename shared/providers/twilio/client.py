@@ -27,6 +27,27 @@ API_VERSION = "2010-04-01"
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
+#: Each byte as ``urllib.parse.quote_plus(…, safe="")`` writes it: letters, digits and ``_.-~`` as they
+#: are, a space as ``+``, every other byte as ``%XX``.
+_QUOTED = [
+    chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_.-~") else "+" if b == 0x20 else f"%{b:02X}"
+    for b in range(256)
+]
+
+
+def form_body(form: Mapping[str, str] | list[tuple[str, str]]) -> bytes:
+    """``urlencode(form).encode()``, the same bytes (a unit test holds the two together), in about half
+    the time: each byte is looked up in a table instead of going through ``quote_plus``'s per-byte
+    Python quoter. The form's text (the message body, the callback URL) is mostly not safe as it is."""
+    items = form.items() if isinstance(form, Mapping) else form
+    quoted = _QUOTED.__getitem__
+    try:
+        return "&".join(
+            "".join(map(quoted, key.encode())) + "=" + "".join(map(quoted, value.encode())) for key, value in items
+        ).encode()
+    except AttributeError:  # a value that is not text (the form is typed as text): as urlencode writes it
+        return urlencode(form, doseq=True).encode()
+
 
 class TwilioMessages(ProviderHttpClient):
     """Creates messages through ``POST /2010-04-01/Accounts/{sid}/Messages.json`` on one aiohttp session.
@@ -63,8 +84,7 @@ class TwilioMessages(ProviderHttpClient):
     async def _send(self, form: dict[str, str] | list[tuple[str, str]]) -> Accepted:
         # Encoded here as aiohttp's ``FormData`` would encode it (the same bytes and content type),
         # without the multipart writer it builds for every form.
-        body = urlencode(form, doseq=True).encode()
-        return classify_response(*await self._post(self.url, data=body, headers=_FORM))
+        return classify_response(*await self._post(self.url, data=form_body(form), headers=_FORM))
 
 
 class TwilioCalls(TwilioMessages):
