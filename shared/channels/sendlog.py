@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
+from itertools import starmap
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, select, update
@@ -27,6 +29,8 @@ MUTABLE = (
     "resume",
 )
 
+#: The parameters of ``_UPDATE``: the row's key, then its ``MUTABLE`` columns in that order.
+_UPDATE_KEYS = ("key_dispatch_id", *(f"new_{column}" for column in MUTABLE))
 _UPDATE = (
     update(SEND_LOG)
     .where(SEND_LOG.c.dispatch_id == bindparam("key_dispatch_id"))
@@ -68,6 +72,10 @@ class SendLogEntry:
 
 #: The ``send_log`` columns, in :class:`SendLogEntry` order (a unit test keeps the two the same).
 COLUMNS = tuple(f.name for f in fields(SendLogEntry))
+# attrgetter reads the fields in C: the per-row snapshot of every batch and group.
+_mutable = attrgetter(*MUTABLE)
+#: The table's columns in :class:`SendLogEntry` order: a result row is the entry's positional arguments.
+_SELECT = select(*(SEND_LOG.c[name] for name in COLUMNS))
 
 
 class SendLogRows:
@@ -75,14 +83,13 @@ class SendLogRows:
 
     def __init__(self, rows: Iterable[SendLogEntry]) -> None:
         self.rows = list(rows)
-        self._read = {id(row): _mutable(row) for row in self.rows}
+        self._read = dict(zip(map(id, self.rows), map(_mutable, self.rows), strict=True))
 
     @classmethod
     async def select(cls, session: AsyncSession, *conditions: ColumnElement[bool]) -> SendLogRows:
         """The rows matching ``conditions``, locked in dispatch id order (concurrent writers never deadlock)."""
-        stmt = select(SEND_LOG).where(*conditions).order_by(SEND_LOG.c.dispatch_id).with_for_update()
-        found = (await session.execute(stmt)).mappings().all()
-        return cls(SendLogEntry(**values) for values in found)
+        stmt = _SELECT.where(*conditions).order_by(SEND_LOG.c.dispatch_id).with_for_update()
+        return cls(starmap(SendLogEntry, (await session.execute(stmt)).tuples()))
 
     @classmethod
     async def by_dispatch(cls, session: AsyncSession, dispatch_ids: Iterable[str]) -> SendLogRows:
@@ -95,21 +102,21 @@ class SendLogRows:
         return iter(self.rows)
 
     def changed(self) -> list[SendLogEntry]:
-        return [row for row in self.rows if _mutable(row) != self._read[id(row)]]
+        return [row for row, _ in self._changed()]
+
+    def _changed(self) -> list[tuple[SendLogEntry, tuple[Any, ...]]]:
+        """The changed rows, each with its mutable columns as they are now."""
+        read = self._read
+        return [(row, now) for row in self.rows if (now := _mutable(row)) != read[id(row)]]
 
     async def save(self, session: AsyncSession) -> int:
         """Write back the changed rows (one ``executemany``); returns how many."""
-        changed = self.changed()
+        changed = self._changed()
         if not changed:
             return 0
-        values: list[dict[str, Any]] = [
-            {"key_dispatch_id": row.dispatch_id, **{f"new_{c}": getattr(row, c) for c in MUTABLE}} for row in changed
-        ]
+        values = [dict(zip(_UPDATE_KEYS, (row.dispatch_id, *now), strict=True)) for row, now in changed]
         await session.execute(_UPDATE, values)
-        for row in changed:
-            self._read[id(row)] = _mutable(row)
+        for row, now in changed:
+            self._read[id(row)] = now
         return len(changed)
 
-
-def _mutable(row: SendLogEntry) -> tuple[Any, ...]:
-    return tuple(getattr(row, column) for column in MUTABLE)
