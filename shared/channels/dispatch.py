@@ -35,6 +35,7 @@ isolate a poison record) is a batch of one.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -89,6 +90,9 @@ class _Prepared:
     event: ContactDispatchedEvent
     message: OutboundMessage | None = None
     unsent: _Unsent | None = None
+    #: The context ``_prepare`` composed the message in (the event's log scope and trace): its send
+    #: runs in it, without binding the scope again.
+    scope: contextvars.Context | None = None
 
     @property
     def dispatch_id(self) -> str:
@@ -205,7 +209,7 @@ class DispatchHandler:
                 raise PermanentError(str(exc)) from exc
             except httpx.HTTPError as exc:  # the orchestrator's template API is unreachable: retry the event
                 raise TransientError(f"template lookup failed: {exc}") from exc
-        return _Prepared(event, message=message)
+            return _Prepared(event, message=message, scope=contextvars.copy_context())
 
     async def _claim_and_send(self, redelivered: list[ContactDispatchedEvent], prepared: list[_Prepared]) -> None:
         """Claim, send and record. The first claim transaction also replays the redeliveries and ends
@@ -247,7 +251,7 @@ class DispatchHandler:
                 for p in claimed:
                     open_claims += 1
                     debtor = p.event.data.debtor_id
-                    task = asyncio.create_task(self._send_one(p, last_of.get(debtor), released))
+                    task = asyncio.create_task(self._send_one(p, last_of.get(debtor), released), context=p.scope)
                     task.add_done_callback(sent)
                     last_of[debtor] = task
                     sends.append(task)
@@ -271,26 +275,27 @@ class DispatchHandler:
     async def _send_one(
         self, prepared: _Prepared, after: asyncio.Task[Any] | None, released: list[str]
     ) -> asyncio.Future[Any] | None:
-        """Send one claimed dispatch (after its debtor's previous one); the future of its recorded result."""
+        """Send one claimed dispatch (after its debtor's previous one); the future of its recorded result.
+
+        Runs in the event's scope (its task is created in ``prepared.scope``)."""
         if after is not None:
             await asyncio.wait([after])
         event, message = prepared.event, prepared.message
         assert message is not None
-        with event_scope(event):
-            if self._stopping.is_set():
-                released.append(event.data.dispatch_id)  # claimed, never requested: the next owner sends it
-                return None
-            async with self._slots:
-                result = await self.attempts.send(event.data, message)
-            if result.kind == "stopped":
-                await self._release([event.data.dispatch_id])
-                raise TransientError("stopping between retries; the dispatch was not sent")
-            if result.kind == "retry":
-                result = replace(result, resume=resume_record(event, message))
-                log.info("send deferred to the durable retry path", dispatch_id=event.data.dispatch_id,
-                         attempts=result.attempts)
-            self.results[result.kind] = self.results.get(result.kind, 0) + 1
-            return self.writer.submit(self.recorder.record, (event, result))
+        if self._stopping.is_set():
+            released.append(event.data.dispatch_id)  # claimed, never requested: the next owner sends it
+            return None
+        async with self._slots:
+            result = await self.attempts.send(event.data, message)
+        if result.kind == "stopped":
+            await self._release([event.data.dispatch_id])
+            raise TransientError("stopping between retries; the dispatch was not sent")
+        if result.kind == "retry":
+            result = replace(result, resume=resume_record(event, message))
+            log.info("send deferred to the durable retry path", dispatch_id=event.data.dispatch_id,
+                     attempts=result.attempts)
+        self.results[result.kind] = self.results.get(result.kind, 0) + 1
+        return self.writer.submit(self.recorder.record, (event, result))
 
     def _new_row(self, event: ContactDispatchedEvent, state: str, sender: str) -> SendLogEntry:
         d = event.data
