@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import orjson
 import pytest
+from starlette.requests import Request
 
 from services.messaging.keywords import KeywordClassifier
 from services.messaging.settings import KeywordSettings, shipped_keywords
@@ -18,6 +19,7 @@ from shared.config import TwilioSettings
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
 from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response
 from shared.providers.twilio.client import form_body
+from shared.providers.twilio.signature import signed_url
 
 
 @pytest.mark.parametrize(
@@ -203,3 +205,22 @@ def test_signature_round_trip() -> None:
     assert not signer.verify(url.replace("d1", "d2"), params, signature)
     assert not signer.verify(url, params, None)
     assert not TwilioSignature("other").verify(url, params, signature)
+
+
+def test_the_signed_url_is_the_public_url_with_the_requests_path_and_query() -> None:
+    rng = random.Random(7)
+    alphabet = "/?#\\\t\r\n %&=+.:;@ab09é"
+    paths = ["/webhooks/twilio/status", "//x", "x", "", "/a?b", "/a#b", "/a\\b", "/a\tb", " /a", "/é/%2F",
+             *("".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(3000))]
+    queries = [b"", b"dispatch=d1", b"dispatch=d1&traceparent=00-ab", b"a=b#c", b"a=\tb", b"a=%C3%A9",
+               "é".encode(), b"x", b" y", b"a\\b",
+               *("".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))).encode() for _ in range(3000))]
+    for path, query in zip(paths, queries, strict=True):
+        for server in (("127.0.0.1", 8000), None):
+            headers = [(b"host", b"sms.internal:8002")] if server is None and rng.random() < 0.5 else []
+            request = Request({"type": "http", "method": "POST", "scheme": "http", "server": server, "path": path,
+                               "query_string": query, "headers": headers})
+            expected = "https://sms.example" + request.url.path
+            if request.url.query:
+                expected += "?" + request.url.query
+            assert signed_url("https://sms.example/", request) == expected, (path, query, server)
