@@ -29,7 +29,7 @@ from shared.events.contracts import (
     TemplatePublishedEvent,
     TemplateRef,
 )
-from tests.helpers import wait_for
+from tests.helpers import fresh, wait_for
 
 SMS_BODY = (
     "Hola {{ debtor | first_name }}, tu saldo es {{ account.balance | money }}. Paga en {{ account | payment_link }}"
@@ -62,7 +62,7 @@ async def serve_app(app: FastAPI, sock: socket.socket) -> AsyncIterator[uvicorn.
 
 def unique_number(suffix: str) -> str:
     """A fresh Mexican mobile number ending in ``suffix`` (the sandbox's outcome rules key on the last 4)."""
-    return f"+52155{uuid.uuid4().int % 100_000:05d}{suffix}"
+    return f"+52155{fresh(100_000):05d}{suffix}"
 
 
 def service_settings(

@@ -1,12 +1,15 @@
-"""Test helpers: wait on a condition with a deadline (never sleep for a result), read topics."""
+"""Test helpers: wait on a condition with a deadline (never sleep for a result), read topics, and
+draw addresses that no other test of the run uses."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
+import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,6 +18,19 @@ from shared.config import KafkaSettings
 from shared.events import AnyEvent, parse_event
 
 T = TypeVar("T")
+
+_SEQUENCES: dict[int, Iterator[int]] = {}
+
+
+def fresh(space: int) -> int:
+    """A number in ``range(space)`` not handed out before in this process (until ``space`` of them
+    were): a counter from a random start. Tests build phone numbers from a few random digits and then
+    ask the shared sandbox what reached a number; two tests (or two debtors of one test) drawing the
+    same digits would each see the other's messages."""
+    sequence = _SEQUENCES.get(space)
+    if sequence is None:
+        sequence = _SEQUENCES[space] = itertools.count(random.randrange(space))
+    return next(sequence) % space
 
 
 async def wait_for(

@@ -29,7 +29,7 @@ from shared.events.contracts import Account, ContactRequested, ContactRequestedE
 from tests.browser import ARGS, CHROMIUM, screenshot_path
 from tests.channel_harness import free_socket, running_service, serve_app
 from tests.e2e.harness import SharedClock
-from tests.helpers import wait_for
+from tests.helpers import fresh, wait_for
 from tests.voice.test_voice import Voice, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -80,7 +80,7 @@ class System:
 async def system(kafka_settings: KafkaSettings, tmp_path: Path) -> AsyncIterator[System]:
     clock = SharedClock(next_noon())
     prefix = kafka_settings.topic_prefix
-    agent = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    agent = f"+1555{fresh(10**7):07d}"
     async with AsyncExitStack() as stack:
         sandbox = await stack.enter_async_context(running_sandbox(clock=clock))
         sock = free_socket()
@@ -105,7 +105,7 @@ async def test_the_dashboard_and_the_timeline_show_connected_and_abandoned_calls
     from playwright.async_api import async_playwright
 
     await system.sandbox.set_scenario(system.agent, answer="human", talk_s=95)
-    talks, hangs_up = (late_call(f"+5255{uuid.uuid4().int % 10**8:08d}") for _ in range(2))
+    talks, hangs_up = (late_call(f"+5255{fresh(10**8):08d}") for _ in range(2))
     await system.sandbox.set_scenario(hangs_up.data.debtor.phone or "", answer="human", hangup_after_s=2)
     answer = await system.http.post("/v1/contact-requests",
                                     json={"requests": [r.model_dump(mode="json") for r in (talks, hangs_up)]})

@@ -16,7 +16,7 @@ from tests.channel_harness import (
     service_settings,
     template_cached,
 )
-from tests.helpers import TopicReader, wait_for
+from tests.helpers import TopicReader, fresh, wait_for
 from tests.messaging.test_sms import SMS
 from tests.orchestrator.conftest import FakeClock, make_settings, request_event, running
 
@@ -28,9 +28,8 @@ DELIVERY = "cadencia.contact.delivery_updated.v1"
 
 def unique_number(suffix: str) -> str:
     """A valid US number (the sandbox delivers to these last four digits); unique per test run."""
-    import uuid
 
-    return f"+1212{uuid.uuid4().int % 300 + 200:03d}{suffix}"
+    return f"+1212{fresh(300) + 200:03d}{suffix}"
 
 
 async def test_a_test_send_goes_through_the_sms_service_is_logged_limited_and_never_to_a_debtor(

@@ -12,7 +12,7 @@ import pytest
 from shared.config import KafkaSettings
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor, StatusChangedEvent
 from tests.e2e.harness import EDITOR, System, requests_to, system
-from tests.helpers import wait_for
+from tests.helpers import fresh, wait_for
 
 MEXICO = ZoneInfo("America/Mexico_City")
 
@@ -43,7 +43,7 @@ async def test_two_spellings_one_number_one_baja_for_every_debtor(
     kafka_settings: KafkaSettings, tmp_path: Path
 ) -> None:
     # A fresh Mexico City mobile number, written two ways by two debtors' backends.
-    local = f"55 {uuid.uuid4().int % 9000 + 1000:04d} {uuid.uuid4().int % 10000:04d}"
+    local = f"55 {fresh(9000) + 1000:04d} {fresh(10_000):04d}"
     e164 = "+52" + local.replace(" ", "")
     punctuated = f"+52 ({local[:2]}) {local[3:7]}-{local[8:]}"
     tag = uuid.uuid4().hex[:6]

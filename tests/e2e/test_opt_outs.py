@@ -19,7 +19,7 @@ import pytest
 from shared.config import KafkaSettings
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor, StatusChangedEvent
 from tests.e2e.harness import EDITOR, System, requests_to, system
-from tests.helpers import wait_for
+from tests.helpers import fresh, wait_for
 
 MEXICO = ZoneInfo("America/Mexico_City")
 PHRASES = ["ya no me escriban", "No más mensajes!", "stop please", "Bájá", "BAJA por favor", "STOP", "quit",
@@ -33,7 +33,7 @@ def next_noon() -> datetime:
 
 
 def number() -> str:
-    return f"+5255{uuid.uuid4().int % 10**8:08d}"
+    return f"+5255{fresh(10**8):08d}"
 
 
 def contact(debtor_id: str, channel: str, *, phone: str | None = None, email: str | None = None,

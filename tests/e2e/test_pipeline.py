@@ -7,7 +7,6 @@ contact whatever time the suite runs; every other part runs on real time.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +23,7 @@ from shared.config import DatabaseSettings, KafkaSettings
 from shared.events import Topics
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor
 from tests.channel_harness import free_socket, running_service, service_settings
-from tests.helpers import TopicReader, wait_for
+from tests.helpers import TopicReader, fresh, wait_for
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}
 MEXICO = ZoneInfo("America/Mexico_City")
@@ -55,7 +54,7 @@ async def _twilio(sandbox: Any, to: str, count: int) -> list[dict[str, Any]] | N
 
 
 def phone(suffix: str) -> str:
-    return f"+5255{uuid.uuid4().int % 10_000:04d}{suffix}"
+    return f"+5255{fresh(10_000):04d}{suffix}"
 
 
 @pytest.mark.e2e

@@ -18,7 +18,7 @@ from services.orchestrator.runtime.operations import load_ledger
 from shared.config import KafkaSettings
 from shared.events.contracts import Account, ContactRequested, ContactRequestedEvent, Debtor, StatusChangedEvent
 from tests.e2e.harness import EDITOR, requests_to, system
-from tests.helpers import wait_for
+from tests.helpers import fresh, wait_for
 
 BOGOTA, SANTIAGO = ZoneInfo("America/Bogota"), ZoneInfo("America/Santiago")
 
@@ -35,7 +35,7 @@ def request(jurisdiction: str, zone: str, phone: str, locale: str) -> ContactReq
 
 
 def unique_phone(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().int % 10_000:04d}"
+    return f"{prefix}{fresh(10_000):04d}"
 
 
 @pytest.mark.e2e

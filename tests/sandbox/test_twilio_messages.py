@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from twilio.base.exceptions import TwilioRestException
@@ -11,6 +10,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from services.sandbox.testing import SandboxHandle
+from tests.helpers import fresh
 from tests.sandbox.conftest import Receiver, twilio_valid
 
 FROM = "+15005550006"
@@ -18,7 +18,7 @@ FROM = "+15005550006"
 
 def number(last4: str = "0000") -> str:
     """A unique E.164 number ending in ``last4`` (the default rules key on the last four digits)."""
-    return f"+52155{uuid.uuid4().int % 10**6:06d}{last4}"
+    return f"+52155{fresh(10**6):06d}{last4}"
 
 
 async def test_official_client_creates_and_fetches_a_message(sandbox: SandboxHandle, receiver: Receiver) -> None:
