@@ -101,9 +101,6 @@ class SendLogRows:
     def __iter__(self) -> Iterator[SendLogEntry]:
         return iter(self.rows)
 
-    def changed(self) -> list[SendLogEntry]:
-        return [row for row, _ in self._changed()]
-
     def _changed(self) -> list[tuple[SendLogEntry, tuple[Any, ...]]]:
         """The changed rows, each with its mutable columns as they are now."""
         read = self._read
