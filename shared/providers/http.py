@@ -18,6 +18,11 @@ import aiohttp
 
 from shared.providers.base import Ambiguous, Retryable
 
+#: The codes of failures before the provider answered (no HTTP status): the connection could not be
+#: made (the request never left), no answer came in time (it left), or the connection broke (it may
+#: have left). Metrics and the send log show them where a provider's own code would be.
+CONNECT_FAILED, NO_ANSWER, CONNECTION_LOST = "connect_failed", "no_answer", "connection_lost"
+
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds: delta-seconds or an HTTP date; ``None`` when absent or unreadable."""
@@ -107,7 +112,11 @@ class ProviderHttpClient:
                 body = await response.read()
                 return response.status, response.headers, body, response.reason or ""
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # Read timeout, dropped connection, protocol error: the request may have been processed.
-            raise Ambiguous(f"{type(exc).__name__}: {exc}") from exc
+            raise Retryable(f"{type(exc).__name__}: {exc}", code=CONNECT_FAILED) from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            # Sent, no answer in time: the provider has it, or is still working on it.
+            raise Ambiguous(f"{type(exc).__name__}: {exc}", code=NO_ANSWER) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # Dropped connection, protocol error (a kept-alive connection the provider had closed
+            # among them): the request may or may not have reached it, so it may have been processed.
+            raise Ambiguous(f"{type(exc).__name__}: {exc}", code=CONNECTION_LOST) from exc

@@ -17,6 +17,7 @@ from shared.channels.retry import backoff_delay
 from shared.channels.sendlog import COLUMNS, SEND_LOG
 from shared.config import TwilioSettings
 from shared.providers.base import Accepted, Ambiguous, Rejected, Retryable
+from shared.providers.http import CONNECT_FAILED, CONNECTION_LOST, NO_ANSWER
 from shared.providers.twilio import TwilioMessages, TwilioSignature, classify_response
 from shared.providers.twilio.client import form_body
 from shared.providers.twilio.signature import signed_url
@@ -177,8 +178,32 @@ async def test_a_dropped_connection_is_ambiguous() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         async with TwilioMessages(TwilioSettings(base_url=f"http://127.0.0.1:{port}")) as client:
-            with pytest.raises(Ambiguous):
+            with pytest.raises(Ambiguous) as lost:
                 await client.create({"To": "+15005550006", "From": "+15005550001", "Body": "x"})
+        assert lost.value.code == CONNECTION_LOST and lost.value.status is None
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_no_answer_in_time_is_ambiguous_with_its_own_code() -> None:
+    import asyncio
+
+    arrived = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        arrived.set()
+        await reader.read()  # holds the connection, never answers, until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with TwilioMessages(TwilioSettings(base_url=f"http://127.0.0.1:{port}"), timeout=0.2) as client:
+            with pytest.raises(Ambiguous) as late:
+                await client.create({"To": "+15005550006", "From": "+15005550001", "Body": "x"})
+        assert arrived.is_set() and late.value.code == NO_ANSWER
     finally:
         server.close()
         await server.wait_closed()
@@ -191,8 +216,9 @@ async def test_connection_refused_is_retryable() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     async with TwilioMessages(TwilioSettings(base_url=f"http://127.0.0.1:{port}"), connect_timeout=1) as client:
-        with pytest.raises(Retryable):
+        with pytest.raises(Retryable) as refused:
             await client.create({"To": "+15005550006", "From": "+15005550001", "Body": "x"})
+    assert refused.value.code == CONNECT_FAILED and refused.value.status is None
 
 
 def test_signature_round_trip() -> None:
