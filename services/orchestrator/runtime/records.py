@@ -27,6 +27,9 @@ def _record_class(model: type[Base]) -> type[Any]:
     # keyword-only, every column defaulting to None: a generated __init__ is as fast as a hand-written one
     source = (f"def __init__(self, *, {', '.join(f'{c}=None' for c in columns)}):\n"
               + "".join(f"    self.{c} = {c}\n" for c in columns))
+    # from a row of the table's columns in table order (what repository._select reads): no mapping built
+    source += ("def from_row(row):\n    self = new(cls)\n"
+               f"    ({', '.join(f'self.{c}' for c in columns)},) = row\n    return self\n")
     namespace: dict[str, Any] = {}
     exec(source, namespace)  # noqa: S102 - code built from our own column names only
 
@@ -34,8 +37,11 @@ def _record_class(model: type[Base]) -> type[Any]:
         return f"{type(self).__name__}(id={getattr(self, 'id', None)!r})"
 
     name = model.__name__.removesuffix("Row") + "Record"
-    return type(name, (), {"__slots__": columns, "__init__": namespace["__init__"], "__repr__": __repr__,
-                           "model": model, "columns": columns})
+    cls = type(name, (), {"__slots__": columns, "__init__": namespace["__init__"], "__repr__": __repr__,
+                          "model": model, "columns": columns})
+    namespace["new"], namespace["cls"] = object.__new__, cls
+    cls.from_row = staticmethod(namespace["from_row"])  # type: ignore[attr-defined]
+    return cls
 
 
 if TYPE_CHECKING:

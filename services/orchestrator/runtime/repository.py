@@ -43,9 +43,9 @@ def table_of(cls: type[Base]) -> Table:
 
 
 def _rows(cls: type[Row], result: Any) -> list[Row]:
-    """Plain records (:mod:`.records`) of the mapped class ``cls``: no session tracks them."""
-    record = RECORDS[cls]
-    return [record(**r._mapping) for r in result]
+    """Plain records (:mod:`.records`) of the mapped class ``cls``: no session tracks them. ``result``'s
+    rows hold the table's columns in table order (:func:`_columns`)."""
+    return list(map(RECORDS[cls].from_row, result))
 
 
 class _FastJSON(TypeDecorator[Any]):
