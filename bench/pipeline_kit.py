@@ -279,12 +279,32 @@ class Child:
     process: subprocess.Popen[bytes]
 
     def cpu_seconds(self) -> float | None:
-        """CPU time (user + system) the process used so far, its reaped children's included (Linux)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        """CPU time (user + system) the process and its descendants used so far, live ones (the workers
+        of ``--workers``) and reaped ones alike (Linux)."""
+        stats = _proc_stats()
+        if self.process.pid not in stats:
             return None
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        children: dict[int, list[int]] = {}
+        for pid, fields in stats.items():
+            children.setdefault(int(fields[1]), []).append(pid)
+        total, todo = 0, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            total += sum(int(x) for x in stats[pid][11:15])  # its own time and its reaped children's
+            todo.extend(children.get(pid, ()))
+        return total / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> dict[int, list[str]]:
+    """Every process's ``/proc/PID/stat`` fields after the command name (state, ppid, …)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+    return stats
 
 
 class Processes:
