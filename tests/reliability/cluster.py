@@ -39,9 +39,13 @@ SERVICES = ("orchestrator", "sms", "email", "voice")
 #: Provider delays (SMS sent 0.5 s, delivered 1.5 s; calls ring 1 s…) divided by this.
 SANDBOX_SPEED = 1000.0
 #: The sandbox retries a webhook its receiver refused or never answered, as SendGrid does for 72 hours:
-#: 0.5 s × 2^n provider seconds (so about 16 s of real time at ``SANDBOX_SPEED``), long enough for
-#: a killed service to be back. Twilio does not retry status callbacks; SMS and voice reconcile.
-CALLBACK_RETRIES = 14
+#: after 0.5 s × 2^n provider seconds, n = 0, 1, …, so 19 retries span 0.5 × (2^19 - 1) s ≈ 72.8 hours,
+#: about 262 s of real time at ``SANDBOX_SPEED``. A killed service is back long before that, however
+#: slowly it starts on a loaded machine, and an event sent while it was down arrives at most about as
+#: long again after it is back. (With 14 retries the span was 8 s, and an email service that took
+#: longer to restart lost its SendGrid events: its dispatches stayed ``accepted``.) Twilio does not
+#: retry status callbacks; SMS and voice reconcile.
+CALLBACK_RETRIES = 19
 
 
 @dataclass
