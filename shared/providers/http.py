@@ -113,7 +113,7 @@ class ProviderHttpClient:
                 return response.status, response.headers, body, response.reason or ""
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise Retryable(f"{type(exc).__name__}: {exc}", code=CONNECT_FAILED) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except TimeoutError as exc:  # aiohttp's read timeouts among them (ServerTimeoutError is one)
             # Sent, no answer in time: the provider has it, or is still working on it.
             raise Ambiguous(f"{type(exc).__name__}: {exc}", code=NO_ANSWER) from exc
         except (aiohttp.ClientError, OSError) as exc:
