@@ -4,6 +4,8 @@
   record of the batch was handled (its effects durable) or dead-lettered. The commit runs while the
   next batch is fetched and its attempt recorded; none of that batch's records takes effect before
   it is done.
+* A batch takes a share of every partition with records buffered (aiokafka alone drains one
+  partition's buffer after another): a backlog on one topic never holds back another's records.
 * Within a partition, records with different keys run concurrently (bounded); records with the
   same key — one debtor — run in order.
 * **Batch mode** (``batch_handler``, docs/internals.md: batches): the records of a ``getmany`` batch that decode and
@@ -175,6 +177,7 @@ class ConsumerRunner:
         self._quieted = False
         self._linger_s, self._linger_below = kafka.batch_linger_ms / 1000, kafka.batch_linger_below
         self._max_records = kafka.max_poll_records_for(name)
+        self._next_partition = 0
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=group_id,
@@ -257,7 +260,7 @@ class ConsumerRunner:
     async def _poll(self) -> None:
         while not self._stopping.is_set():
             try:
-                batches = await self._consumer.getmany(timeout_ms=100)
+                batches = await self._fetch()
             except KafkaError as exc:
                 log.warning("fetch failed", consumer=self.name, error=str(exc))
                 await asyncio.sleep(0.5)
@@ -276,6 +279,42 @@ class ConsumerRunner:
                     await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 self._commits.commit_soon()
                 self._in_hand.clear()
+
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """A batch with a share of every partition that has records buffered, ``max_poll_records`` in all.
+
+        aiokafka's ``getmany`` drains its buffered partitions one after another, and refetches a
+        partition only once its buffer is empty: behind a backlog on one topic (a morning's contact
+        requests, up to ``max_partition_fetch_bytes`` buffered per partition) the records of another
+        (their delivery outcomes) waited until the whole backlog was through, and a consumer that
+        reads several topics worked through them one at a time. Taken in rounds of an equal share per
+        partition, starting each batch one partition further on, every partition with records moves
+        in every batch. Order within a partition is kept: each round takes the records that follow.
+        With nothing buffered it waits for the first records as before."""
+        consumer, budget = self._consumer, self._max_records
+        partitions = sorted(consumer.assignment())
+        if len(partitions) > 1:
+            start = self._next_partition % len(partitions)
+            self._next_partition += 1
+            partitions = partitions[start:] + partitions[:start]
+            batches: dict[TopicPartition, list[Any]] = {}
+            while budget > 0:
+                share, taken = max(1, budget // len(partitions)), 0
+                for tp in partitions:
+                    got = (await consumer.getmany(tp, timeout_ms=0, max_records=min(share, budget))).get(tp)
+                    if got:
+                        batches.setdefault(tp, []).extend(got)
+                        taken += len(got)
+                        budget -= len(got)
+                        if budget <= 0:
+                            break
+                if not taken:
+                    break
+            if batches:
+                return batches
+        waited: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=100,
+                                                                          max_records=self._max_records)
+        return waited
 
     async def _fill(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """A small fetch takes the records that come within ``kafka.batch_linger_ms`` of it, until it

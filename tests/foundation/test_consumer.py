@@ -18,7 +18,7 @@ from sqlalchemy import text
 from shared.bus import ConsumerRunner, EventProducer, PermanentError, RecordMeta, ensure_topics
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database
-from shared.events import AnyEvent, Topics
+from shared.events import AnyEvent, Topics, encode_event
 from shared.events.contracts import PromiseBroken, PromiseBrokenEvent
 from tests.helpers import TopicReader, wait_for
 
@@ -362,3 +362,63 @@ async def test_a_small_fetch_lingers_once_for_the_records_that_follow_it(
         assert batches == [ids], batches  # one batch: the first record and the two that followed it
     else:
         assert batches[0] == ids[:1], batches  # the first record alone
+
+
+async def test_a_backlog_on_one_topic_does_not_hold_back_the_records_of_another(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """A consumer of several topics takes from every partition that has records in each batch: the
+    records of a topic published behind a large backlog on another (delivery outcomes behind a
+    morning's contact requests, an opt-out reply among them) are handled in the next batch, not
+    after the whole backlog. Every record is still handled once, each partition in order."""
+    await ensure_topics(kafka_settings)
+    topics = Topics(kafka_settings.topic_prefix)
+    backlog_topic, other_topic = topics.account_events, topics.contact_outcomes
+    producer = EventProducer(kafka_settings)
+    await producer.start()
+    backlog = [_event(i, debtor=f"deb-{i % 40}") for i in range(3000)]
+    others = [_event(10_000 + i, debtor=f"deb-{i}") for i in range(6)]
+    handled: list[tuple[str, str, int, int]] = []  # (topic, event id, partition, offset)
+    first_batch_in = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        handled.append((meta.topic, event.id, meta.partition, meta.offset))
+
+    async def handle_batch(items: list[tuple[AnyEvent, RecordMeta]]) -> None:
+        if not first_batch_in.is_set():  # hold the first batch until the other topic's records are fetched
+            first_batch_in.set()
+            await go_on.wait()
+        handled.extend((meta.topic, event.id, meta.partition, meta.offset) for event, meta in items)
+
+    futures = [await producer.send_raw(backlog_topic, encode_event(e), e.key) for e in backlog]
+    await asyncio.gather(*futures)
+    runner = ConsumerRunner(name="t", service="test", topics=[backlog_topic, other_topic],
+                            group_id=f"g-{uuid.uuid4()}", kafka=kafka_settings, handler=handle,
+                            producer=producer, batch_handler=handle_batch)
+
+    def buffered_topics() -> set[str]:  # what the consumer has fetched and not yet handed out
+        return {tp.topic for tp in runner._consumer._fetcher._records}
+
+    try:
+        await runner.start()
+        await wait_for(first_batch_in.is_set, what="the first batch of the backlog")
+        for event in others:
+            await producer.publish(other_topic, event)
+        await wait_for(lambda: other_topic in buffered_topics(), what="the other topic's records fetched")
+        go_on.set()
+        await wait_for(lambda: len(handled) == len(backlog) + len(others), what="every record")
+    finally:
+        go_on.set()
+        await runner.stop()
+        await producer.stop()
+    position = {event_id: n for n, (_, event_id, _, _) in enumerate(handled)}
+    last_other = max(position[e.id] for e in others)
+    # The backlog still had thousands of records buffered when the others came: they went in the
+    # batch after the held one (or the one after, if they were fetched in two parts).
+    assert last_other < 3 * kafka_settings.max_poll_records, (last_other, len(handled))
+    assert sorted(position) == sorted(e.id for e in (*backlog, *others))  # each once
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    for topic, _, partition, offset in handled:
+        by_partition.setdefault((topic, partition), []).append(offset)
+    assert all(offsets == sorted(offsets) for offsets in by_partition.values())
