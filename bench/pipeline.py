@@ -33,6 +33,7 @@ orchestrator seeds. A warm-up request must come back ``delivered`` before the cl
     .venv/bin/python bench/pipeline.py --messages 300 --requests 300 --open-seconds 5   # smoke
     .venv/bin/python bench/pipeline.py --postgres postgresql://postgres@127.0.0.1:5432/postgres --workers 2
     .venv/bin/python bench/pipeline.py --json var/bench/pipeline.json
+    .venv/bin/python bench/pipeline.py --phases system --requests 3000 --open-rates 140 --open-seconds 40  # A/B
 
 Child processes log to a temporary folder, printed (with the logs' tails) when the run fails.
 """
@@ -199,7 +200,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "database": dbs.kind, "workers": args.workers,
         "cpus": os.cpu_count(), "load_before": list(os.getloadavg()),
         "params": {"messages": args.messages, "requests": args.requests, "concurrency": args.concurrency,
-                   "open_seconds": args.open_seconds, "open_loads": args.open_loads,
+                   "open_seconds": args.open_seconds, "open_loads": args.open_loads, "open_rates": args.open_rates,
                    "sandbox_speed": args.sandbox_speed},
     }
     with EmbeddedBroker(log_path=str(tmp / "broker.log")) as broker:
@@ -284,8 +285,9 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
             out["system"] = closed
             peak = max_rate(closed)
             out["open_loop"] = []
-            for n, load in enumerate(args.open_loads):
-                rate = peak * load
+            rates = args.open_rates or [peak * load for load in args.open_loads]
+            for n, rate in enumerate(rates):
+                load = rate / peak
                 count = max(1, round(rate * args.open_seconds))
                 print(f"whole system, open loop at {load:.0%} ({rate:,.1f}/s for {args.open_seconds:.0f}s)…",
                       file=sys.stderr, flush=True)
@@ -427,6 +429,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--open-seconds", type=float, default=60.0, help="length of each open-loop run")
     parser.add_argument("--open-loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 0.8],
                         help="open-loop loads as fractions of the measured max rate (default 0.5,0.8)")
+    parser.add_argument("--open-rates", type=lambda s: [float(x) for x in s.split(",")], default=None,
+                        help="open-loop rates in requests/s instead of --open-loads: the same offered load for "
+                             "an A/B pair whatever each closed loop measured")
     parser.add_argument("--postgres", metavar="ADMIN_DSN",
                         help="PostgreSQL admin DSN: a throwaway database per service (dropped at the end)")
     parser.add_argument("--workers", type=int, default=1,
