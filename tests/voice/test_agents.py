@@ -36,12 +36,17 @@ async def test_bridged_to_an_agent_a_busy_agent_offers_a_callback_and_a_hang_up_
     agent, busy_agent = unique_number("0001"), unique_number("0001")
     await sandbox.set_scenario(agent, answer="human", talk_s=12)
     await sandbox.set_scenario(busy_agent, answer="busy")
-    queue = AgentQueue(name=f"q-{uuid.uuid4().hex[:6]}", dial=agent, agents=2, wait_s=10)
-    busy_queue = AgentQueue(name=f"q-{uuid.uuid4().hex[:6]}", dial=busy_agent, agents=1, wait_s=10)
+    queue = AgentQueue(name=f"q-{uuid.uuid4().hex[:6]}", dial=agent, agents=2, wait_s=10,
+                       campaign_id=f"c-{uuid.uuid4().hex[:6]}")
+    busy_queue = AgentQueue(name=f"q-{uuid.uuid4().hex[:6]}", dial=busy_agent, agents=1, wait_s=10,
+                            campaign_id=f"c-{uuid.uuid4().hex[:6]}")
     pressed_2 = to_queue(voice_dispatch(unique_number("2012"), "reminder"), queue)  # key 2: an agent now
     waited = to_queue(voice_dispatch(unique_number("0001"), "reminder"), queue)  # no key: bridged after the menu
     no_agent = to_queue(voice_dispatch(unique_number("0001"), "reminder"), busy_queue)
-    hung_up = to_queue(voice_dispatch(unique_number("0001"), "reminder"), queue)
+    # Same queue, its own campaign: one abandoned call of one answered is past the 3% cap, and a campaign at
+    # the cap places its next calls as plain IVR calls; the calls above may well be placed after it ends.
+    hung_up = to_queue(voice_dispatch(unique_number("0001"), "reminder"),
+                       queue.model_copy(update={"campaign_id": f"c-{uuid.uuid4().hex[:6]}"}))
     await sandbox.set_scenario(hung_up.data.to, answer="human", hangup_after_s=2)
     async with running_service(Voice, settings) as service:
         await template_cached(service, "reminder")
