@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.util import await_
 
 from shared.config import DatabaseSettings
+from shared.db.sqlite_cursor import one_trip_cursors
 
 #: Driver errors of a connection the server closed (``pg_terminate_backend``, a restart, a failover) or
 #: left unusable mid-operation, by class name (asyncpg's, without importing the driver).
@@ -88,6 +89,7 @@ class Database:
 
         @event.listens_for(sync_engine, "connect")
         def _connect(dbapi_connection: Any, _: Any) -> None:
+            one_trip_cursors(dbapi_connection)  # a statement in one round trip to aiosqlite's thread
             # Let SQLAlchemy own transactions so every write transaction starts with BEGIN IMMEDIATE:
             # concurrent writers then queue on busy_timeout instead of failing to upgrade a read lock.
             dbapi_connection.isolation_level = None
