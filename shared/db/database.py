@@ -103,10 +103,10 @@ class Database:
         @event.listens_for(sync_engine, "begin")
         def _begin(connection: Any) -> None:
             mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-            # One round trip to aiosqlite's thread (its execute_fetchall) where a statement through
-            # SQLAlchemy's cursor takes three (open the cursor, execute, close it): every transaction
-            # starts here. A BEGIN that fails is tried again the usual way, so that its error (busy,
-            # a lost connection) reaches the caller as SQLAlchemy's, which retries are decided on.
+            # One round trip to aiosqlite's thread (its execute_fetchall), as every statement takes
+            # since ``sqlite_cursor``: every transaction starts here. A BEGIN that fails is tried again
+            # the usual way, so that its error (busy, a lost connection) reaches the caller as
+            # SQLAlchemy's, which retries are decided on.
             try:
                 await_(connection.connection.driver_connection.execute_fetchall(f"BEGIN {mode}"))
             except Exception:  # noqa: BLE001 - raised again below, wrapped, if it persists
