@@ -12,7 +12,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.util import await_
 
 from shared.config import DatabaseSettings
 from shared.db.sqlite_cursor import one_trip_cursors
@@ -103,14 +102,7 @@ class Database:
         @event.listens_for(sync_engine, "begin")
         def _begin(connection: Any) -> None:
             mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-            # One round trip to aiosqlite's thread (its execute_fetchall), as every statement takes
-            # since ``sqlite_cursor``: every transaction starts here. A BEGIN that fails is tried again
-            # the usual way, so that its error (busy, a lost connection) reaches the caller as
-            # SQLAlchemy's, which retries are decided on.
-            try:
-                await_(connection.connection.driver_connection.execute_fetchall(f"BEGIN {mode}"))
-            except Exception:  # noqa: BLE001 - raised again below, wrapped, if it persists
-                connection.exec_driver_sql(f"BEGIN {mode}")
+            connection.exec_driver_sql(f"BEGIN {mode}")  # one round trip, as every statement (sqlite_cursor)
 
         @event.listens_for(sync_engine, "reset")
         def _reset(dbapi_connection: Any, _: Any, state: Any) -> None:
