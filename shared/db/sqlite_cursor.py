@@ -90,17 +90,16 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._description, self._rowcount, self._lastrowid, rows = outcome
         self._rows = collections.deque(rows) if rows is not None else collections.deque()
 
-    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+    async def _run(self, fn: Any, operation: Any, parameters: Any) -> None:
+        """``fn`` (a whole statement) in one round trip, under the connection's mutex."""
         async with self._adapt_connection._execute_mutex:
-            self._keep(await self._connection._execute(
-                _run_one, self._connection, operation, parameters))
-        return None
+            self._keep(await self._connection._execute(fn, self._connection, operation, parameters))
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        await self._run(_run_one, operation, parameters)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
-        async with self._adapt_connection._execute_mutex:
-            self._keep(await self._connection._execute(
-                _run_many, self._connection, operation, seq_of_parameters))
-        return None
+        await self._run(_run_many, operation, seq_of_parameters)
 
     async def _async_soft_close(self) -> None:
         return None  # nothing open: the statement's cursor was closed on the thread
