@@ -159,12 +159,12 @@ async def main() -> None:
     kafka = KafkaSettings(topic_prefix="bench.")
     settings = Settings(kafka=kafka, database=DatabaseSettings(url=url, pool_size=4))
     db = Database(settings.database)
+    producer = EventProducer(kafka)  # never started: the outbox is only written, not relayed
     try:
         await prepare_schema(db, settings.service_name, MIGRATIONS, migrate=True)
         seconds = await seed(db, args.debtors)
         print(f"seeded {args.debtors} debtors in {seconds:.1f}s ({'PostgreSQL' if db.is_postgres else 'SQLite'})",
               flush=True)
-        producer = EventProducer(kafka)  # never started: the outbox is only written, not relayed
         ctx = OrchestratorContext(settings=settings, db=db, producer=producer, relay=OutboxRelay(db, producer),
                                   topics=Topics(kafka.topic_prefix), clock=lambda: NOW)
         policy = policy_port.load(settings.policy_dirs, settings.send_margin_s)
@@ -200,6 +200,7 @@ async def main() -> None:
         print(f"{len(events)} requests, {mode}: {dict(mix)}")
         print(f"{len(events) / elapsed:.0f} decisions/s ({args.debtors} debtors)")
     finally:
+        await producer.stop()
         await db.dispose()
 
 

@@ -109,10 +109,12 @@ class EventProducer:
         self._watch.mark()
 
     async def stop(self) -> None:
+        """Flush and close; a producer that was never started is closed too (aiokafka warns of an
+        unclosed one when it is collected)."""
         if self._started:
             await self._producer.flush()
-            await self._producer.stop()
             self._started = False
+        await self._producer.stop()
 
     async def send_raw(
         self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None

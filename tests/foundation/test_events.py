@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
+
 import pytest
 from pydantic import ValidationError
 
@@ -64,3 +67,15 @@ async def test_topic_bootstrap_is_idempotent(kafka_settings: KafkaSettings) -> N
     second = await ensure_topics(kafka_settings)
     assert set(first) == set(Topics(kafka_settings.topic_prefix).all())
     assert second == []
+
+
+async def test_a_producer_never_started_is_closed_by_stop(kafka_settings: KafkaSettings) -> None:
+    """Tools that only build the context (``bench/orchestrator.py``) stop a producer they never started:
+    no unclosed aiokafka producer is left for the collector to warn about."""
+    producer = EventProducer(kafka_settings)
+    await producer.stop()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del producer
+        gc.collect()
+    assert not [w for w in caught if "Unclosed AIOKafkaProducer" in str(w.message)]
