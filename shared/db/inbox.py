@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import DateTime, Index, String, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,10 +32,7 @@ async def first_time(session: AsyncSession, consumer: str, event_id: str) -> boo
     Call inside the transaction that applies the event's effects, so both commit or neither does.
     """
     values = {"consumer": consumer, "event_id": event_id, "processed_at": utcnow()}
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(InboxRecord).values(**values).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-    result = await session.execute(stmt)
+    result = await session.execute(_mark(_dialect(session)), values)
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
@@ -51,13 +49,8 @@ async def first_times(session: AsyncSession, marks: Iterable[tuple[str, str]]) -
     if not wanted:
         return set()
     now = utcnow()
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (insert(cast(Table, InboxRecord.__table__))
-            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-            .returning(InboxRecord.consumer, InboxRecord.event_id))
     rows = [{"consumer": c, "event_id": e, "processed_at": now} for c, e in wanted]
-    return {(c, e) for c, e in (await session.execute(stmt, rows)).all()}
+    return {(c, e) for c, e in (await session.execute(_mark_returning(_dialect(session)), rows)).all()}
 
 
 async def mark_processed(session: AsyncSession, consumer: str, event_ids: Iterable[str]) -> None:
@@ -67,7 +60,21 @@ async def mark_processed(session: AsyncSession, consumer: str, event_ids: Iterab
               for event_id in dict.fromkeys(event_ids)]
     if not values:
         return
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    await session.execute(_mark(_dialect(session)), values)  # executemany: compiled once, multi-row VALUES
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+# The marks are built once per dialect and run with parameters: every batch marks its events, and
+# building the statement anew cost more than running it (docs/benchmarks.md, tenth round).
+@functools.cache
+def _mark(dialect: str) -> Any:
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(cast(Table, InboxRecord.__table__)).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-    await session.execute(stmt, values)  # executemany: compiled once, sent as multi-row VALUES
+    return insert(cast(Table, InboxRecord.__table__)).on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+
+
+@functools.cache
+def _mark_returning(dialect: str) -> Any:
+    return _mark(dialect).returning(InboxRecord.consumer, InboxRecord.event_id)

@@ -45,13 +45,16 @@ def describe(pause: PauseRow) -> str:
     return f"paused by ops: {what}" + (f" ({pause.reason})" if pause.reason else "")
 
 
+_ALL_PAUSES = select(PauseRow)  # built once: every batch reads it (docs/benchmarks.md, tenth round)
+
+
 async def hold(session: AsyncSession, request: ContactRequestRow, channel: str) -> Hold | None:
     """The hold on ``request``'s dispatch on ``channel`` when a pause covers it (the runtime defers it
     until :data:`HELD_UNTIL`; a held contact does not expire for being held: expiry is judged at resume)."""
     # Read once per transaction (a tiny table): a pause made on any instance holds the very next batch.
     pauses = session.info.get(_PAUSES)
     if pauses is None:
-        pauses = session.info[_PAUSES] = list((await session.execute(select(PauseRow))).scalars())
+        pauses = session.info[_PAUSES] = list((await session.execute(_ALL_PAUSES)).scalars())
     if not pauses:
         return None
     pause = matching(pauses, (request.payload or {}).get("campaign_id"), channel)

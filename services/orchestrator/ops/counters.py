@@ -9,6 +9,7 @@ hundred counter rows instead of scanning the ledger.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter as Tally
 from collections.abc import Sequence
@@ -202,16 +203,21 @@ async def flush(session: AsyncSession, postgres: bool, variants: VariantCache | 
         {"grain": g, "bucket": b, "metric": m, "dim": d, "key": k, "shard": shard, "value": n}
         for (g, b, m, d, k), n in sorted(tally.counts.items())
     ]
+    # executemany, in key order: compiled once and cached, where a multi-row VALUES was compiled per batch
+    await session.execute(_upsert(postgres), rows)
+
+
+@functools.cache
+def _upsert(postgres: bool) -> Any:
+    """Add to the counters: built once (every batch upserts; building it cost more than running it)."""
     insert = pg_insert if postgres else sqlite_insert
     table = CounterRow.__table__
     assert isinstance(table, Table)
     stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["grain", "bucket", "metric", "dim", "key", "shard"],
         set_={"value": table.c.value + stmt.excluded.value},
     )
-    # executemany, in key order: compiled once and cached, where a multi-row VALUES was compiled per batch
-    await session.execute(stmt, rows)
 
 
 async def prune(session: AsyncSession, now: datetime) -> None:

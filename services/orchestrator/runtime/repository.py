@@ -7,6 +7,7 @@ the ORM's per-object bookkeeping stays out of the hot path.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
@@ -77,15 +78,90 @@ def _columns(table: Table) -> list[Any]:
     return found
 
 
-async def _select(session: AsyncSession, cls: type[Row], *where: Any, order: Sequence[Any] = (),
-                  lock: bool = False) -> list[Row]:
-    table = table_of(cls)
-    stmt = select(*_columns(table)).where(*where)
+def _among(column: Any, name: str) -> Any:
+    """``column IN (:name)``, the list given at execution (an expanding parameter)."""
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _select(cls: type[Row], *where: Any, order: Sequence[Any] = (), lock: bool = False) -> Any:
+    """The statement reading ``cls``'s columns where ``where``; built once by each caller's cached builder.
+
+    The hot statements are built once per process and run with parameters: a statement object built
+    anew for every batch cost more in SQLAlchemy's construction and cache-key walk than SQLite took to
+    run it (docs/benchmarks.md, tenth round).
+    """
+    stmt = select(*_columns(table_of(cls))).where(*where)
     if order:
         stmt = stmt.order_by(*order)
     if lock:
         stmt = stmt.with_for_update()
-    return _rows(cls, await session.execute(stmt))
+    return stmt
+
+
+async def _fetch(session: AsyncSession, cls: type[Row], stmt: Any, **params: Any) -> list[Row]:
+    return _rows(cls, await session.execute(stmt, params))
+
+
+@functools.cache
+def _debtors_stmt(lock: bool) -> Any:
+    t = table_of(DebtorRow)
+    return _select(DebtorRow, _among(t.c.id, "ids"), order=[t.c.id], lock=lock)
+
+
+@functools.cache
+def _debtors_insert(postgres: bool) -> Any:
+    insert_ = pg_insert if postgres else sqlite_insert
+    return insert_(table_of(DebtorRow)).on_conflict_do_nothing(index_elements=["id"])
+
+
+@functools.cache
+def _accounts_stmt() -> Any:
+    t = table_of(AccountRow)
+    return _select(AccountRow, or_(_among(t.c.debtor_id, "debtor_ids"), _among(t.c.id, "ids")), order=[t.c.id])
+
+
+@functools.cache
+def _suppressions_stmt(by_address: bool) -> Any:
+    t = table_of(SuppressionRow)
+    who: Any = _among(t.c.debtor_id, "debtor_ids")
+    if by_address:
+        who = or_(who, _among(t.c.address, "addresses"))
+    return _select(SuppressionRow, who, t.c.lifted_at.is_(None), order=[t.c.id])
+
+
+@functools.cache
+def _deferrals_stmt() -> Any:
+    t = table_of(DeferredContactRow)
+    # ``state || ''``: the (state, not_before) index would read every pending deferral of the portfolio;
+    # this way SQLite reads the debtors' own through (debtor_id, created_at)
+    return _select(DeferredContactRow, _among(t.c.debtor_id, "debtor_ids"), t.c.state.concat("") == "pending",
+                   order=[t.c.id])
+
+
+@functools.cache
+def _dispatches_since_stmt() -> Any:
+    t = table_of(DispatchRow)
+    return _select(DispatchRow, _among(t.c.debtor_id, "debtor_ids"), t.c.at >= bindparam("since"),
+                   order=[t.c.at, t.c.id])
+
+
+@functools.cache
+def _dispatches_stmt() -> Any:
+    t = table_of(DispatchRow)
+    return _select(DispatchRow, or_(_among(t.c.id, "ids"), _among(t.c.request_id, "request_ids")),
+                   order=[t.c.request_id, t.c.attempt])
+
+
+@functools.cache
+def _replies_stmt() -> Any:
+    t = table_of(ResponseRow)
+    return (select(t.c.debtor_id, t.c.channel, t.c.occurred_at, t.c.address, t.c.at)
+            .where(_among(t.c.debtor_id, "debtor_ids"), t.c.at >= bindparam("since")).order_by(t.c.id))
+
+
+@functools.cache
+def _requests_stmt() -> Any:
+    return _select(ContactRequestRow, _among(table_of(ContactRequestRow).c.id, "ids"))
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -101,52 +177,38 @@ async def lock_debtors(session: AsyncSession, ids: Collection[str], postgres: bo
     ordered = sorted(set(ids))
     if not ordered:
         return []
-    table = table_of(DebtorRow)
-    insert_ = pg_insert if postgres else sqlite_insert
     # executemany: compiled once and cached (a multi-row VALUES is compiled again for every batch size)
-    await session.execute(insert_(table).on_conflict_do_nothing(index_elements=["id"]), [{"id": i} for i in ordered])
-    return await _select(session, DebtorRow, table.c.id.in_(ordered), order=[table.c.id], lock=postgres)
+    await session.execute(_debtors_insert(postgres), [{"id": i} for i in ordered])
+    return await _fetch(session, DebtorRow, _debtors_stmt(postgres), ids=ordered)
 
 
 async def accounts(session: AsyncSession, debtor_ids: Collection[str], ids: Collection[str]) -> list[AccountRow]:
-    table = table_of(AccountRow)
-    return await _select(session, AccountRow, or_(table.c.debtor_id.in_(list(debtor_ids)), table.c.id.in_(list(ids))),
-                         order=[table.c.id])
+    return await _fetch(session, AccountRow, _accounts_stmt(), debtor_ids=list(debtor_ids), ids=list(ids))
 
 
 async def suppressions(session: AsyncSession, debtor_ids: Collection[str],
                        addresses: Collection[str] = ()) -> list[SuppressionRow]:
     """Active suppressions of the debtors, and of any of the addresses whoever they were recorded for
     (a STOP from a number binds every debtor sharing that number)."""
-    table = table_of(SuppressionRow)
-    who: Any = table.c.debtor_id.in_(list(debtor_ids))
     if addresses:
-        who = or_(who, table.c.address.in_(list(addresses)))
-    return await _select(session, SuppressionRow, who, table.c.lifted_at.is_(None), order=[table.c.id])
+        return await _fetch(session, SuppressionRow, _suppressions_stmt(True), debtor_ids=list(debtor_ids),
+                            addresses=list(addresses))
+    return await _fetch(session, SuppressionRow, _suppressions_stmt(False), debtor_ids=list(debtor_ids))
 
 
 async def pending_deferrals(session: AsyncSession, debtor_ids: Collection[str]) -> list[DeferredContactRow]:
-    table = table_of(DeferredContactRow)
-    # ``state || ''``: the (state, not_before) index would read every pending deferral of the portfolio;
-    # this way SQLite reads the debtors' own through (debtor_id, created_at)
-    return await _select(session, DeferredContactRow, table.c.debtor_id.in_(list(debtor_ids)),
-                         table.c.state.concat("") == "pending", order=[table.c.id])
+    return await _fetch(session, DeferredContactRow, _deferrals_stmt(), debtor_ids=list(debtor_ids))
 
 
 async def dispatches_since(session: AsyncSession, debtor_ids: Collection[str], since: datetime) -> list[DispatchRow]:
     """The debtors' dispatches from ``since`` on: reads only ``(debtor_id, at >= since)`` of the index."""
-    table = table_of(DispatchRow)
-    return await _select(session, DispatchRow, table.c.debtor_id.in_(list(debtor_ids)), table.c.at >= since,
-                         order=[table.c.at, table.c.id])
+    return await _fetch(session, DispatchRow, _dispatches_since_stmt(), debtor_ids=list(debtor_ids), since=since)
 
 
 async def dispatches(session: AsyncSession, ids: Collection[str] = (),
                      request_ids: Collection[str] = ()) -> list[DispatchRow]:
     """Dispatches by id, and every attempt of the given requests."""
-    table = table_of(DispatchRow)
-    return await _select(session, DispatchRow,
-                         or_(table.c.id.in_(list(ids)), table.c.request_id.in_(list(request_ids))),
-                         order=[table.c.request_id, table.c.attempt])
+    return await _fetch(session, DispatchRow, _dispatches_stmt(), ids=list(ids), request_ids=list(request_ids))
 
 
 async def latest_dispatch_on(session: AsyncSession, debtor_id: str, channel: str) -> DispatchRow | None:
@@ -159,16 +221,11 @@ async def latest_dispatch_on(session: AsyncSession, debtor_id: str, channel: str
 
 async def replies_since(session: AsyncSession, debtor_ids: Collection[str], since: datetime) -> list[Any]:
     """``(debtor_id, channel, occurred_at, address, at)`` of the debtors' responses recorded from ``since``."""
-    table = table_of(ResponseRow)
-    return list((await session.execute(
-        select(table.c.debtor_id, table.c.channel, table.c.occurred_at, table.c.address, table.c.at)
-        .where(table.c.debtor_id.in_(list(debtor_ids)), table.c.at >= since).order_by(table.c.id)
-    )).all())
+    return list((await session.execute(_replies_stmt(), {"debtor_ids": list(debtor_ids), "since": since})).all())
 
 
 async def requests(session: AsyncSession, ids: Collection[str]) -> list[ContactRequestRow]:
-    table = table_of(ContactRequestRow)
-    return await _select(session, ContactRequestRow, table.c.id.in_(list(ids)))
+    return await _fetch(session, ContactRequestRow, _requests_stmt(), ids=list(ids))
 
 
 # --- one debtor (tools, tests, the policy simulation) ---------------------------------------------
@@ -217,9 +274,19 @@ def values_of(obj: Base, table: Table) -> dict[str, Any]:
     return values
 
 
+@functools.cache
+def _insert(table: Table) -> Any:
+    return insert(table)
+
+
+@functools.cache
+def _update_by_id(table: Table) -> Any:
+    return update(table).where(table.c.id == bindparam("_id"))
+
+
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(table), list(rows))
+        await session.execute(_insert(table), list(rows))
 
 
 async def update_rows(session: AsyncSession, table: Table, objects: Iterable[Base],
@@ -227,17 +294,20 @@ async def update_rows(session: AsyncSession, table: Table, objects: Iterable[Bas
     """``UPDATE … SET columns WHERE id = …`` for every object, as one ``executemany``."""
     params = [{"_id": obj.id, **{c: getattr(obj, c) for c in columns}} for obj in objects]  # type: ignore[attr-defined]
     if params:
-        stmt = update(table).where(table.c.id == bindparam("_id"))
-        await session.execute(stmt, params)
+        await session.execute(_update_by_id(table), params)
 
 
 async def remember_links(session: AsyncSession, rows: Sequence[dict[str, Any]], postgres: bool) -> None:
     """Self-service link refs, inserted once (``ON CONFLICT DO NOTHING``), in one statement."""
     if not rows:
         return
+    unique = {r["ref"]: r for r in rows}
+    await session.execute(_links_insert(postgres), [unique[k] for k in sorted(unique)])
+
+
+@functools.cache
+def _links_insert(postgres: bool) -> Any:
     from services.orchestrator.selfservice.models import SelfServiceLinkRow
 
     insert_ = pg_insert if postgres else sqlite_insert
-    unique = {r["ref"]: r for r in rows}
-    await session.execute(insert_(table_of(SelfServiceLinkRow)).on_conflict_do_nothing(index_elements=["ref"]),
-                          [unique[k] for k in sorted(unique)])
+    return insert_(table_of(SelfServiceLinkRow)).on_conflict_do_nothing(index_elements=["ref"])

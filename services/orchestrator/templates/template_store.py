@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orchestrator.templates.models import PublishedTemplate, TemplateVersion
@@ -51,10 +51,15 @@ class PublishRefused(Exception):
 
 # --- runtime API -------------------------------------------------------------------------------
 
+# Built once, run with parameters: the runtime asks these of every batch (docs/benchmarks.md, tenth round).
+_KEY_EXISTS = select(PublishedTemplate.key).where(PublishedTemplate.key == bindparam("key")).limit(1)
+_PUBLISHED = select(PublishedTemplate).where(PublishedTemplate.key == bindparam("key"),
+                                             PublishedTemplate.channel == bindparam("channel"))
+
 
 async def key_exists(session: AsyncSession, key: str) -> bool:
     """True if any version of ``key`` has been published (drafts alone do not make a key usable)."""
-    found = await session.scalar(select(PublishedTemplate.key).where(PublishedTemplate.key == key).limit(1))
+    found = await session.scalar(_KEY_EXISTS, {"key": key})
     return found is not None
 
 
@@ -78,9 +83,7 @@ async def resolve(
 
 async def published(session: AsyncSession, key: str, channel: str) -> list[PublishedTemplate]:
     """The live versions of ``key`` on ``channel`` (every locale and variant)."""
-    return list((await session.execute(
-        select(PublishedTemplate).where(PublishedTemplate.key == key, PublishedTemplate.channel == channel)
-    )).scalars().all())
+    return list((await session.execute(_PUBLISHED, {"key": key, "channel": channel})).scalars().all())
 
 
 def pick(
