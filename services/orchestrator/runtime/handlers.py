@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.orchestrator.runtime import events
+from services.orchestrator.runtime import events, templates_port
 from services.orchestrator.runtime.state import ACTIVE, Batch
 from services.orchestrator.runtime.statuses import ACCOUNTS, INTAKE, OUTCOMES
 from services.orchestrator.runtime.unit import IntakeResult, Runtime
@@ -130,6 +130,17 @@ def _no_scope() -> Iterator[None]:
     yield
 
 
+def _template_keys(rt: Runtime, routed: Sequence[tuple[CloudEvent, Route]]) -> set[str]:
+    """The template keys the batch's contact requests may pin: each one's key and its segment's variant."""
+    keys: set[str] = set()
+    for event, _ in routed:
+        if isinstance(event, ContactRequestedEvent):
+            keys.add(event.data.template)
+            if suffix := rt.strategy.plan(event.data.account).template_suffix:
+                keys.add(event.data.template + suffix)
+    return keys
+
+
 async def apply_batch(rt: Runtime, items: Sequence[tuple[CloudEvent, RecordMeta | None]], *,
                       scoped: bool = True) -> list[Any]:
     """Apply ``items`` in order as one transaction; what each event's function answered, in order.
@@ -147,6 +158,7 @@ async def apply_batch(rt: Runtime, items: Sequence[tuple[CloudEvent, RecordMeta 
         session.info[ACTIVE] = b
         try:
             fresh_marks = await first_times(session, [(route.consumer, event.id) for event, route in routed])
+            await templates_port.preload(session, _template_keys(rt, routed))
             fresh: list[bool] = []
             needs = Needs()
             for event, route in routed:

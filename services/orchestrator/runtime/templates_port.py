@@ -7,6 +7,7 @@ of times, and what is published cannot change under a transaction that already r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -23,18 +24,36 @@ def _service() -> Any:
     return template_store
 
 
-_KEYS = "cadencia.templates.keys"
-_PUBLISHED = "cadencia.templates.published"
+_ROWS = "cadencia.templates.rows"
+
+
+async def _published(session: AsyncSession, service: Any, keys: Iterable[str]) -> dict[str, list[Any]]:
+    """The published rows of each key (every channel), read once per transaction: the keys not read yet
+    go in one statement together."""
+    rows: dict[str, list[Any]] = session.info.setdefault(_ROWS, {})
+    missing = set(keys).difference(rows)
+    if missing:
+        for key in missing:
+            rows[key] = []
+        for row in await service.published_of(session, missing):
+            rows[row.key].append(row)
+    return rows
+
+
+async def preload(session: AsyncSession, keys: Iterable[str]) -> None:
+    """Read the published rows of ``keys`` in one statement (a batch names its requests' keys up front,
+    so its checks and picks ask no more queries)."""
+    service = _service()
+    if service is not None:
+        await _published(session, service, keys)
 
 
 async def key_exists(session: AsyncSession, key: str) -> bool:
+    """True if any version of ``key`` is published (drafts alone do not make a key usable)."""
     service = _service()
     if service is None:
         return True
-    known: dict[str, bool] = session.info.setdefault(_KEYS, {})
-    if key not in known:
-        known[key] = bool(await service.key_exists(session, key))
-    return known[key]
+    return bool((await _published(session, service, (key,)))[key])
 
 
 async def resolve(
@@ -49,10 +68,7 @@ async def resolve(
     if service is None:
         return TemplateRef(key=key, version=1, channel=channel, locale=locale, variant=variant)
     weights = {variant: 1.0} if variant else None
-    published: dict[tuple[str, str], Any] = session.info.setdefault(_PUBLISHED, {})
-    rows = published.get((key, channel))
-    if rows is None:
-        rows = published[(key, channel)] = await service.published(session, key, channel)
+    rows = [row for row in (await _published(session, service, (key,)))[key] if row.channel == channel]
     ref: TemplateRef | None = service.pick(rows, key, locale, debtor_id, weights=weights)
     return ref
 

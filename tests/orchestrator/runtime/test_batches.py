@@ -4,13 +4,15 @@ PostgreSQL contending for the same debtors neither exceed a cap nor deadlock."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from services.orchestrator.runtime.handlers import BatchHandler, EventHandlers, apply_batch
 from services.orchestrator.runtime.models import (
@@ -281,3 +283,34 @@ async def test_two_instances_consuming_the_same_debtors_never_exceed_a_cap_nor_d
     assert requests == len(burst) + len(extra)
     assert sent == dict.fromkeys(debtors, 2)  # the daily SMS cap, exactly, for every debtor
 
+
+
+async def test_a_batch_asks_the_same_statements_whatever_its_size(orchestrator: Orchestrator) -> None:
+    """Set-based: a batch of twelve requests runs the statements a batch of two does, and reads the
+    published templates once for both of its keys (the requested key and one nobody published)."""
+    rt, engine = orchestrator.runtime, orchestrator.app.state.ctx.db.engine.sync_engine
+    seen: list[str] = []
+    ours = asyncio.current_task()  # not the relay's or the consumers' statements
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if asyncio.current_task() is ours:  # a batch's rows and ids make a list of its own length
+            seen.append(re.sub(r"VALUES \(.*?\)(, \(.*?\))*|IN \([^()]*\)", "…", " ".join(statement.split())))
+
+    def batch(prefix: str, size: int) -> list[tuple[CloudEvent, None]]:
+        return [(request_event(f"{prefix}-{i}", template="reminder" if i % 2 else "never_published"), None)
+                for i in range(size)]
+
+    counted: dict[int, Counter[str]] = {}
+    await apply_batch(rt, batch("deb-warm", 2), scoped=False)  # the pinned version's content is read once
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for size in (2, 12):
+            seen.clear()
+            results = await apply_batch(rt, batch(f"deb-size{size}", size), scoped=False)
+            assert Counter(r.status for r in results) == {"dispatched": size // 2, "rejected": size // 2}
+            counted[size] = Counter(seen)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert counted[2] == counted[12]
+    reads = [s for s in counted[12].elements() if "FROM template_published" in s]
+    assert len(reads) == 1, reads
