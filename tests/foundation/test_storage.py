@@ -151,7 +151,7 @@ async def test_sqlite_commits_leave_the_wal_checkpoints_to_the_background(tmp_pa
         async with db.transaction() as session:
             assert await session.scalar(text("PRAGMA wal_autocheckpoint")) == 0
             await session.execute(text("CREATE TABLE blobs (n INTEGER PRIMARY KEY, data BLOB)"))
-        for _ in range(40):  # about 5 MB of pages: past SQLite's own threshold of 1,000 pages
+        for n in range(40):  # about 5 MB of pages: past SQLite's own threshold of 1,000 pages
             async with db.transaction() as session:
                 await session.execute(text("INSERT INTO blobs (data) VALUES (randomblob(120000))"))
         assert db.checkpoints is not None
