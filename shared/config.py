@@ -142,9 +142,6 @@ class DatabaseSettings(BaseModel):
     url: str = ""
     echo: bool = False
     pool_size: int = 10
-    #: SQLite: seconds between WAL checkpoints, run in the background after commits instead of inside
-    #: the commit that fills the WAL (``shared.db.database.WalCheckpoints``).
-    wal_checkpoint_interval: float = Field(default=0.5, gt=0)
 
 
 class TwilioSettings(BaseModel):

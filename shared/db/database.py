@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,9 +15,6 @@ from sqlalchemy.orm import DeclarativeBase
 
 from shared.config import DatabaseSettings
 from shared.db.sqlite_cursor import one_trip_cursors
-from shared.logging import get_logger
-
-log = get_logger(__name__)
 
 #: Driver errors of a connection the server closed (``pg_terminate_backend``, a restart, a failover) or
 #: left unusable mid-operation, by class name (asyncpg's, without importing the driver).
@@ -45,56 +40,6 @@ def connection_lost(exc: BaseException) -> bool:
             return True
         orig, seen = orig.__cause__ or orig.__context__, seen + 1
     return False
-
-
-class WalCheckpoints:
-    """SQLite's WAL checkpoints, run in the background instead of inside a commit.
-
-    By default the connection whose commit takes the WAL past 1,000 pages copies the WAL back into the
-    database file, and syncs it, before that commit returns. Under load that was one commit in five of
-    the orchestrator's decision batches, 10–50 ms each, with every other writer queued behind it on
-    the one write connection (docs/benchmarks.md, tenth round). The write connection turns automatic
-    checkpoints off; after a commit, this task runs a ``PASSIVE`` checkpoint (it waits for no reader or
-    writer) on a reader connection, at most once per ``interval`` seconds. Durability does not change:
-    a commit is in the WAL either way.
-    """
-
-    def __init__(self, engine: AsyncEngine, interval: float) -> None:
-        self.engine, self.interval = engine, interval
-        self.runs = 0
-        self._task: asyncio.Task[None] | None = None
-        self._due: asyncio.Event | None = None
-
-    def committed(self) -> None:
-        """A write committed (the write engine's ``commit`` event, on the event loop's thread)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a commit outside an event loop: the next one in a loop starts the task
-            return
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._due = asyncio.Event()
-            self._task = loop.create_task(self._run(self._due), name="sqlite-wal-checkpoints")
-        assert self._due is not None
-        self._due.set()
-
-    async def _run(self, due: asyncio.Event) -> None:
-        while True:
-            await due.wait()
-            due.clear()
-            try:
-                async with self.engine.connect() as conn:  # a deferred BEGIN reads nothing: the PRAGMA runs
-                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-                self.runs += 1
-            except Exception as exc:  # noqa: BLE001 - the next commit tries again
-                log.warning("sqlite WAL checkpoint failed", error=str(exc)[:300])
-            await asyncio.sleep(self.interval)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 class Base(DeclarativeBase):
@@ -128,15 +73,10 @@ class Database:
             ).execution_options(sqlite_begin="DEFERRED")
             self._tune_sqlite(self.engine)
             self._tune_sqlite(self.read_engine)
-            self.checkpoints: WalCheckpoints | None = None
-            if database and database != ":memory:":
-                self.checkpoints = WalCheckpoints(self.read_engine, settings.wal_checkpoint_interval)
-                self._checkpoint_in_background(self.engine, self.checkpoints)
         else:
             kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
             self.engine = create_async_engine(self.url, **kwargs)
             self.read_engine = self.engine
-            self.checkpoints = None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         #: Read-only work (dashboards, listings, the SQLite outbox relay's read).
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
@@ -178,20 +118,6 @@ class Database:
             if open_transaction:
                 dbapi_connection.rollback()
 
-    @staticmethod
-    def _checkpoint_in_background(engine: AsyncEngine, checkpoints: WalCheckpoints) -> None:
-        sync_engine = engine.sync_engine
-
-        @event.listens_for(sync_engine, "connect")
-        def _no_autocheckpoint(dbapi_connection: Any, _: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA wal_autocheckpoint=0")  # the writes' commits never checkpoint
-            cursor.close()
-
-        @event.listens_for(sync_engine, "commit")
-        def _committed(connection: Any) -> None:
-            checkpoints.committed()
-
     def on_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after every successful ``transaction()`` (e.g. wake the outbox relay)."""
         self._after_commit.append(hook)
@@ -209,8 +135,6 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self.checkpoints is not None:
-            await self.checkpoints.stop()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import func, select, text, update
 
 from shared.bus import EventProducer, ensure_topics
-from shared.config import DatabaseSettings, KafkaSettings
+from shared.config import KafkaSettings
 from shared.db import Database, OutboxRecord, OutboxRelay, add_to_outbox, first_time
 from shared.db.migrate import upgrade
 from shared.events import Topics
@@ -140,27 +138,3 @@ async def test_a_connection_back_in_the_pool_with_a_transaction_open_is_rolled_b
     async with db.sessions() as session:
         marks = (await session.execute(text("SELECT event_id FROM inbox WHERE consumer = 'c'"))).scalars().all()
     assert marks == ["committed"]
-
-
-async def test_sqlite_commits_leave_the_wal_checkpoints_to_the_background(tmp_path: Path) -> None:
-    """A commit that fills the WAL does not copy it back into the database file on the write path
-    (SQLite's default, 10–50 ms under load); the background task does, so the WAL is still emptied."""
-    path = tmp_path / "wal.db"
-    db = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}", wal_checkpoint_interval=0.05))
-    try:
-        async with db.transaction() as session:
-            assert await session.scalar(text("PRAGMA wal_autocheckpoint")) == 0
-            await session.execute(text("CREATE TABLE blobs (n INTEGER PRIMARY KEY, data BLOB)"))
-        for n in range(40):  # about 5 MB of pages: past SQLite's own threshold of 1,000 pages
-            async with db.transaction() as session:
-                await session.execute(text("INSERT INTO blobs (data) VALUES (randomblob(120000))"))
-        assert db.checkpoints is not None
-
-        def copied_back() -> bool:  # the rows' pages reached the database file itself
-            return path.stat().st_size >= 40 * 120_000 and db.checkpoints is not None and db.checkpoints.runs > 0
-
-        await wait_for(copied_back, what="the background checkpoint")
-        async with db.read_sessions() as session:
-            assert await session.scalar(text("SELECT count(*) FROM blobs")) == 40
-    finally:
-        await db.dispose()
