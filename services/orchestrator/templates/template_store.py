@@ -51,16 +51,13 @@ class PublishRefused(Exception):
 
 # --- runtime API -------------------------------------------------------------------------------
 
-# Built once, run with parameters: the runtime asks these of every batch (docs/benchmarks.md, tenth round).
-_KEY_EXISTS = select(PublishedTemplate.key).where(PublishedTemplate.key == bindparam("key")).limit(1)
-_PUBLISHED = select(PublishedTemplate).where(PublishedTemplate.key == bindparam("key"),
-                                             PublishedTemplate.channel == bindparam("channel"))
+# Built once, run with parameters: the runtime reads it in every batch (docs/benchmarks.md, tenth round).
 _PUBLISHED_OF = select(PublishedTemplate).where(PublishedTemplate.key.in_(bindparam("keys", expanding=True)))
 
 
 async def key_exists(session: AsyncSession, key: str) -> bool:
     """True if any version of ``key`` has been published (drafts alone do not make a key usable)."""
-    found = await session.scalar(_KEY_EXISTS, {"key": key})
+    found = await session.scalar(select(PublishedTemplate.key).where(PublishedTemplate.key == key).limit(1))
     return found is not None
 
 
@@ -89,7 +86,9 @@ async def published_of(session: AsyncSession, keys: Iterable[str]) -> list[Publi
 
 async def published(session: AsyncSession, key: str, channel: str) -> list[PublishedTemplate]:
     """The live versions of ``key`` on ``channel`` (every locale and variant)."""
-    return list((await session.execute(_PUBLISHED, {"key": key, "channel": channel})).scalars().all())
+    return list((await session.execute(
+        select(PublishedTemplate).where(PublishedTemplate.key == key, PublishedTemplate.channel == channel)
+    )).scalars().all())
 
 
 def pick(
