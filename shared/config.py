@@ -142,6 +142,12 @@ class DatabaseSettings(BaseModel):
     url: str = ""
     echo: bool = False
     pool_size: int = 10
+    #: SQLite: seconds between the WAL checkpoints run in the background after commits, instead of
+    #: inside the commit that fills the WAL (``shared.db.database.WalCheckpoints``).
+    wal_checkpoint_interval: float = Field(default=0.5, gt=0)
+    #: SQLite: the WAL's bound in pages. Past it the background finishes its copy on the write
+    #: connection, so that SQLite starts the WAL over while writers keep appending.
+    wal_bound_pages: int = Field(default=8000, ge=100)
 
 
 class TwilioSettings(BaseModel):
