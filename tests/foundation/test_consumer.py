@@ -280,8 +280,10 @@ async def test_batch_mode_applies_a_batch_whole_and_isolates_a_poison_record_by_
         await producer.stop()
     assert max(batch_sizes) > 1, batch_sizes  # really batched
     assert sorted(applied) == sorted(f"acc-{i}" for i in range(60))  # each applied once, none lost
+    # The two letters come from different partitions: their order on the dead-letter topic is not fixed.
     reasons = [letter.data.error for letter in dlq.events]
-    assert "JSONDecodeError" in reasons[0] and "cannot be applied" in reasons[1]
+    assert len(reasons) == 2
+    assert any("JSONDecodeError" in r for r in reasons) and any("cannot be applied" in r for r in reasons)
     assert runner.batches >= 1
 
 
