@@ -51,6 +51,15 @@ def connection_lost(exc: BaseException) -> bool:
 #: in the pool instead).
 BUSY_TIMEOUT_MS = 30_000
 
+#: ``session.info`` key of the database's :attr:`Database.memo`, in every session it makes.
+MEMO = "cadencia.db.memo"
+
+
+def memo_of(session: AsyncSession) -> dict[Any, Any] | None:
+    """The memo of the database ``session`` belongs to; None for a session made some other way."""
+    memo: dict[Any, Any] | None = session.info.get(MEMO)
+    return memo
+
 
 class WalCheckpoints:
     """SQLite's WAL copied back into the database file in the background, not inside a commit.
@@ -159,6 +168,7 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.is_postgres = self.url.get_backend_name() == "postgresql"
         kwargs: dict[str, Any] = {"echo": settings.echo}
+        self.checkpoints: WalCheckpoints | None = None
         if self.is_sqlite:
             database = self.url.database or ""
             if database and database != ":memory:":
@@ -178,7 +188,6 @@ class Database:
             ).execution_options(sqlite_begin="DEFERRED")
             self._tune_sqlite(self.engine)
             self._tune_sqlite(self.read_engine)
-            self.checkpoints: WalCheckpoints | None = None
             if database and database != ":memory:":
                 self.checkpoints = WalCheckpoints(
                     self.read_engine, self.engine, settings.wal_checkpoint_interval, settings.wal_bound_pages
@@ -188,10 +197,14 @@ class Database:
             kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
             self.engine = create_async_engine(self.url, **kwargs)
             self.read_engine = self.engine
-            self.checkpoints = None
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: What never changes in this database once written (a published template version), kept for the
+        #: process's life. It belongs to the database, not the process: a cache keyed by what it holds
+        #: alone would hand one database's rows to another opened in the same process (tests open many).
+        self.memo: dict[Any, Any] = {}
+        info = {MEMO: self.memo}
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=info)
         #: Read-only work (dashboards, listings, the SQLite outbox relay's read).
-        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, info=info)
         self._after_commit: list[Callable[[], None]] = []
 
     @staticmethod

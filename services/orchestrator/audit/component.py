@@ -57,7 +57,7 @@ async def _content(
     from shared.templates import TemplateError, render_dispatch
 
     ref = event.data.template
-    version = templates_port.cached(ref.key, ref.version)
+    version = templates_port.cached(ctx.db, ref.key, ref.version)
     if version is None:  # read once per version, on a reader: SQLite's one write connection stays free
         async with ctx.db.read_sessions() as session:
             version = await templates_port.pinned(session, ref.key, ref.version)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.database import Database, memo_of
 from shared.events.contracts import TemplateRef
 
 
@@ -73,8 +74,17 @@ async def resolve(
     return ref
 
 
-#: Published versions are immutable, so their content is cached by (key, version).
-_CONTENT: dict[tuple[str, int], Any] = {}
+#: Published versions are immutable, so their content is kept by (key, version) in the database's memo
+#: (``Database.memo``): the same (key, version) in another database opened by the process is another version.
+_VERSIONS = "templates.versions"
+_MEMO_LIMIT = 10_000
+
+
+def _versions(memo: dict[Any, Any] | None) -> dict[tuple[str, int], Any]:
+    if memo is None:  # a session not made by a Database: nothing to keep it in, read every time
+        return {}
+    versions: dict[tuple[str, int], Any] = memo.setdefault(_VERSIONS, {})
+    return versions
 
 
 async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dict[str, Any]) -> str | None:
@@ -108,24 +118,25 @@ async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dic
 _RENDERED = "cadencia.templates.rendered"
 
 
-def cached(key: str, version: int) -> Any | None:
-    """The version's contract payload when :func:`pinned` read it before (no query)."""
-    return _CONTENT.get((key, version))
+def cached(db: Database, key: str, version: int) -> Any | None:
+    """The version's contract payload when :func:`pinned` read it before from ``db`` (no query)."""
+    return _versions(db.memo).get((key, version))
 
 
 async def pinned(session: AsyncSession, key: str, version: int) -> Any | None:
     """A version as the channels render it (``TemplatePublished``), None when there is none; read once
-    per process (a version never changes)."""
-    published = _CONTENT.get((key, version))
+    per process and database (a version never changes)."""
+    versions = _versions(memo_of(session))
+    published = versions.get((key, version))
     if published is None:
         service = _service()
         row = await service.get_version(session, key, version) if service is not None else None
         if row is None:
             return None
         published = row.as_published()
-        if len(_CONTENT) > 10_000:
-            _CONTENT.clear()
-        _CONTENT[(key, version)] = published
+        if len(versions) > _MEMO_LIMIT:
+            versions.clear()
+        versions[(key, version)] = published
     return published
 
 

@@ -136,3 +136,30 @@ async def test_a_request_its_template_cannot_render_is_rejected_with_the_reason(
     assert "cannot render" in (rejected.data.reason or "") and "date" in (rejected.data.reason or "")
     assert "template.render" in rejected.data.rules
     assert not reader.of_type(DISPATCHED)  # nothing doomed was sent to the channel service
+
+
+async def test_a_version_read_from_one_database_is_never_served_from_another(kafka_settings, tmp_path) -> None:
+    """A process (a test run, a tool) can open several databases, each with its own ``due_notice`` v1: the
+    version kept after one reads it belongs to that database, so the other renders its own v1."""
+    from services.orchestrator.templates import template_store
+    from shared.events.contracts import TemplateContent
+    from tests.orchestrator.conftest import make_settings, running
+
+    bodies = {"lenient": "{{ creditor.name }}: tienes un saldo pendiente. Responde STOP para no recibir más.",
+              "strict": "{{ creditor.name }}: vence el {{ account.due_date | date }}. Responde STOP para no recibir."}
+    outcomes = {}
+    for name, body in bodies.items():
+        clock = FakeClock()
+        settings = make_settings(kafka_settings, f"sqlite+aiosqlite:///{tmp_path}/{name}.db")
+        async with running(settings, clock, ()) as o:
+            ctx = o.app.state.ctx
+            async with ctx.db.transaction() as session:
+                draft = template_store.Draft(channel="sms", locale="es-MX", variant="A", variables_schema={},
+                                             content=TemplateContent(body=body))
+                row = await template_store.create_version(session, "due_notice", draft, clock())
+                await template_store.publish(session, ctx.topics.templates, row, clock())
+            assert row.version == 1
+            answer = (await o.submit(request_event(f"deb-{name}", template="due_notice"))).json()["results"][0]
+            outcomes[name] = (answer["status"], answer.get("reason") or "")
+    assert outcomes["lenient"][0] == "dispatched"
+    assert outcomes["strict"][0] == "rejected" and "cannot render" in outcomes["strict"][1], outcomes
