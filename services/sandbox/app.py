@@ -16,6 +16,7 @@ from services.sandbox.signing import EventWebhookSigner, load_private_key
 from services.sandbox.state import Sandbox
 from shared.app import build_app
 from shared.logging import get_logger
+from shared.providers.http import KEEPALIVE_S
 
 log = get_logger(__name__)
 _DEV_KEY_SEED = "cadencia-sandbox-sendgrid-event-webhook"
@@ -29,7 +30,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=settings.callback_concurrency)
+        # Idle connections to the receivers dropped before a uvicorn receiver (5 s) closes them.
+        connector = aiohttp.TCPConnector(limit=settings.callback_concurrency, keepalive_timeout=KEEPALIVE_S)
         timeout = aiohttp.ClientTimeout(total=settings.callback_timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as client:
             scheduler = Scheduler(clock, settings.speed_factor)

@@ -137,10 +137,21 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
+#: How long :func:`serve_app`'s servers keep an idle connection: well past any client's own expiry.
+KEEP_ALIVE_S = 30
+
+
 @asynccontextmanager
 async def serve_app(app: Any, sock: socket.socket, startup_timeout: float = 10.0) -> AsyncIterator[uvicorn.Server]:
-    """Serve an ASGI app with uvicorn in the current event loop on an already-bound socket."""
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="auto", timeout_graceful_shutdown=2)
+    """Serve an ASGI app with uvicorn in the current event loop on an already-bound socket.
+
+    The server keeps an idle connection open longer (:data:`KEEP_ALIVE_S`) than the clients that reuse
+    them here (httpx drops one after 5 s idle, the services' provider client after 4 s): with uvicorn's
+    default of 5 s, a request sent on a connection idle for just 5 s can cross the server closing it and
+    fail with ``httpx.ReadError`` (the first call after a slow start-up under a loaded test run).
+    """
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="auto", timeout_graceful_shutdown=2,
+                            timeout_keep_alive=KEEP_ALIVE_S)
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + startup_timeout

@@ -52,6 +52,11 @@ class ClientOptions(TypedDict, total=False):
     max_connections: int
 
 
+#: How long an idle provider connection is reused: under the 5 s a server commonly keeps one (uvicorn's
+#: default, which the sandbox runs with), so a request never crosses the server closing it.
+KEEPALIVE_S = 4.0
+
+
 class ProviderHttpClient:
     """One aiohttp session per client, created on first use and closed by :meth:`aclose`.
 
@@ -75,7 +80,7 @@ class ProviderHttpClient:
 
     def _open(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop (aiohttp binds sessions to it).
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=4.0)
+        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=KEEPALIVE_S)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
