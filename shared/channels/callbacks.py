@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,15 +79,35 @@ async def new_receipts(session: AsyncSession, keys: Iterable[tuple[str, str]], n
     if not unique:
         return set()
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    values = [{"provider_id": key, "status": status, "received_at": now} for key, status in unique]
+    return {(key, status) for key, status in (await session.execute(_receipts_insert(dialect), values)).all()}
+
+
+@functools.cache
+def _receipts_insert(dialect: str) -> Any:
+    """Built once per dialect: every group of callbacks runs it (the statements of the hot paths are
+    built once and run with parameters, docs/benchmarks.md)."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     table = cast(Table, ProviderReceipt.__table__)
-    stmt = (
+    return (
         insert(table)
         .on_conflict_do_nothing(index_elements=["provider_id", "status"])
         .returning(table.c.provider_id, table.c.status)
     )
-    values = [{"provider_id": key, "status": status, "received_at": now} for key, status in unique]
-    return {(key, status) for key, status in (await session.execute(stmt, values)).all()}
+
+
+@functools.cache
+def _index_select(by_dispatch: bool, by_provider: bool, by_channel: bool) -> Any:
+    """:meth:`SendLogIndex.load`'s query for the ids it is given, built once per shape."""
+    conditions = []
+    if by_dispatch:
+        conditions.append(SEND_LOG.c.dispatch_id.in_(bindparam("dispatch_ids", expanding=True)))
+    if by_provider:
+        conditions.append(SEND_LOG.c.provider_id.in_(bindparam("provider_ids", expanding=True)))
+    where = [or_(*conditions)]
+    if by_channel:
+        where.append(SEND_LOG.c.channel == bindparam("channel"))
+    return SendLogRows.locking(*where)
 
 
 class SendLogIndex:
@@ -109,15 +130,15 @@ class SendLogIndex:
         providers, dispatches = sorted(set(provider_ids)), sorted(set(dispatch_ids))
         if not providers and not dispatches:
             return cls(SendLogRows([]))
-        conditions = []
+        params: dict[str, Any] = {}
         if dispatches:
-            conditions.append(SEND_LOG.c.dispatch_id.in_(dispatches))
+            params["dispatch_ids"] = dispatches
         if providers:
-            conditions.append(SEND_LOG.c.provider_id.in_(providers))
-        where = [or_(*conditions)]
+            params["provider_ids"] = providers
         if channel is not None:
-            where.append(SEND_LOG.c.channel == channel)
-        return cls(await SendLogRows.select(session, *where))
+            params["channel"] = channel
+        stmt = _index_select(bool(dispatches), bool(providers), channel is not None)
+        return cls(await SendLogRows.run(session, stmt, params))
 
     async def save(self, session: AsyncSession) -> int:
         return await self.rows.save(session)

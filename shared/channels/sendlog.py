@@ -76,6 +76,10 @@ COLUMNS = tuple(f.name for f in fields(SendLogEntry))
 _mutable = attrgetter(*MUTABLE)
 #: The table's columns in :class:`SendLogEntry` order: a result row is the entry's positional arguments.
 _SELECT = select(*(SEND_LOG.c[name] for name in COLUMNS))
+#: The hot reads, built once and run with parameters (building one, then SQLAlchemy's cache-key walk
+#: over it, costs more than running it for a handful of rows).
+_BY_DISPATCH = (_SELECT.where(SEND_LOG.c.dispatch_id.in_(bindparam("ids", expanding=True)))
+                .order_by(SEND_LOG.c.dispatch_id).with_for_update())
 
 
 class SendLogRows:
@@ -88,15 +92,24 @@ class SendLogRows:
     @classmethod
     async def select(cls, session: AsyncSession, *conditions: ColumnElement[bool]) -> SendLogRows:
         """The rows matching ``conditions``, locked in dispatch id order (concurrent writers never deadlock)."""
-        stmt = _SELECT.where(*conditions).order_by(SEND_LOG.c.dispatch_id).with_for_update()
-        return cls(starmap(SendLogEntry, (await session.execute(stmt)).all()))
+        return await cls.run(session, cls.locking(*conditions))
+
+    @staticmethod
+    def locking(*conditions: ColumnElement[bool]) -> Any:
+        """The query of :meth:`select`, to build once and :meth:`run` with parameters."""
+        return _SELECT.where(*conditions).order_by(SEND_LOG.c.dispatch_id).with_for_update()
+
+    @classmethod
+    async def run(cls, session: AsyncSession, stmt: Any, params: dict[str, Any] | None = None) -> SendLogRows:
+        """The rows a :meth:`locking` query returns with ``params``."""
+        return cls(starmap(SendLogEntry, (await session.execute(stmt, params or {})).all()))
 
     @classmethod
     async def by_dispatch(cls, session: AsyncSession, dispatch_ids: Iterable[str]) -> SendLogRows:
         ids = sorted(set(dispatch_ids))
         if not ids:
             return cls([])
-        return await cls.select(session, SEND_LOG.c.dispatch_id.in_(ids))
+        return await cls.run(session, _BY_DISPATCH, {"ids": ids})
 
     def __iter__(self) -> Iterator[SendLogEntry]:
         return iter(self.rows)

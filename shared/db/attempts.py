@@ -10,8 +10,9 @@ its next attempt (see ``ConsumerRunner``).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, Table, case, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -33,6 +34,28 @@ class ConsumerAttempt(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     alone_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@functools.cache
+def _upsert(postgres: bool, alone: bool) -> Any:
+    """The attempt upsert, built once per dialect and kind: every fetch of every consumer runs it."""
+    table = cast(Table, ConsumerAttempt.__table__)
+    insert = pg_insert if postgres else sqlite_insert
+    stmt = insert(table)
+    same = table.c.first_offset == stmt.excluded.first_offset
+    counted = table.c.alone_attempts if alone else table.c.attempts
+    kept = table.c.attempts if alone else table.c.alone_attempts
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.group_id, table.c.topic, table.c.partition],
+        set_={
+            "first_offset": stmt.excluded.first_offset,
+            counted.name: case((same, counted + 1), else_=1),
+            kept.name: case((same, kept), else_=0),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    result = table.c.alone_attempts if alone else table.c.attempts + table.c.alone_attempts
+    return stmt.returning(table.c.topic, table.c.partition, result)
 
 
 class ConsumerAttempts:
@@ -59,28 +82,12 @@ class ConsumerAttempts:
     async def _record(self, group: str, firsts: dict[tuple[str, int], int], alone: bool) -> dict[tuple[str, int], int]:
         """One upsert (SQLAlchemy Core, in partition order) on the write connection: a row that is at
         the same first offset counts one attempt more, any other starts again at this attempt."""
-        table = cast(Table, ConsumerAttempt.__table__)
         now = utcnow()
         rows = [{"group_id": group, "topic": topic, "partition": partition, "first_offset": offset,
                  "attempts": 0 if alone else 1, "alone_attempts": 1 if alone else 0, "updated_at": now}
                 for (topic, partition), offset in sorted(firsts.items())]
-        insert = pg_insert if self.db.is_postgres else sqlite_insert
-        stmt = insert(table)
-        same = table.c.first_offset == stmt.excluded.first_offset
-        counted = table.c.alone_attempts if alone else table.c.attempts
-        kept = table.c.attempts if alone else table.c.alone_attempts
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.group_id, table.c.topic, table.c.partition],
-            set_={
-                "first_offset": stmt.excluded.first_offset,
-                counted.name: case((same, counted + 1), else_=1),
-                kept.name: case((same, kept), else_=0),
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-        result = table.c.alone_attempts if alone else table.c.attempts + table.c.alone_attempts
         async with self.db.engine.begin() as conn:
-            returned = (await conn.execute(stmt.returning(table.c.topic, table.c.partition, result), rows)).all()
+            returned = (await conn.execute(_upsert(self.db.is_postgres, alone), rows)).all()
         return {(topic, partition): int(count) for topic, partition, count in returned}
 
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:

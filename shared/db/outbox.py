@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     insert,
     select,
@@ -122,6 +123,15 @@ def add_to_outbox(outbox: Outbox, topic: str, event: CloudEvent) -> None:
         outbox.add(topic, event)
         return
     outbox.add(OutboxRecord(**outbox_values(topic, event)))
+
+
+_OUTBOX = cast(Table, OutboxRecord.__table__)
+# Built once, run with parameters: a busy service runs a relay pass every few milliseconds, and building
+# a statement (then SQLAlchemy's cache-key walk over it) costs more than running these small ones.
+_PENDING = (select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.value, _OUTBOX.c.event_id,
+                   _OUTBOX.c.attempts)
+            .where(_OUTBOX.c.parked_at.is_(None)).order_by(_OUTBOX.c.id).limit(bindparam("limit")))
+_DELETE = delete(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
 
 
 class OutboxRelay:
@@ -240,10 +250,7 @@ class OutboxRelay:
 
     async def _pending(self, session: AsyncSession) -> Sequence[Pending]:
         # Core rows, not ORM objects: nothing of them is changed through the session.
-        table = cast(Table, OutboxRecord.__table__)
-        stmt = (select(table.c.id, table.c.topic, table.c.key, table.c.value, table.c.event_id, table.c.attempts)
-                .where(table.c.parked_at.is_(None)).order_by(table.c.id).limit(self.batch_size))
-        return (await session.execute(stmt)).all()
+        return (await session.execute(_PENDING, {"limit": self.batch_size})).all()
 
     async def _parked_keys(self, session: AsyncSession, rows: Sequence[Pending]) -> dict[str, int]:
         """Keys of ``rows`` that already have a parked row (key → that row's id): their rows wait."""
@@ -295,7 +302,7 @@ class OutboxRelay:
 
     async def _settle(self, session: AsyncSession, rows: Sequence[Pending], outcome: _Outcome) -> None:
         if outcome.published:
-            await session.execute(delete(OutboxRecord).where(OutboxRecord.id.in_(outcome.published)))
+            await session.execute(_DELETE, {"ids": outcome.published})
             self.published += len(outcome.published)
         now = utcnow()
         by_id = {r.id: r for r in rows}
