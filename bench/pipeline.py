@@ -292,8 +292,11 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 print(f"whole system, open loop at {load:.0%} ({rate:,.1f}/s for {args.open_seconds:.0f}s)…",
                       file=sys.stderr, flush=True)
                 batch = Batch.of_requests(f"o{n}{run_id}", count, start=args.requests + 10 + n * count)
+                cpu = {child.name: child.cpu_seconds() for child in children}
                 result = await system_run(producer, topics, progress, batch, args.stall_seconds,
                                           f"open loop {load:.0%}", rate=rate)
+                # A steady stream costs more per request than a burst (smaller batches and commits).
+                result["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], count) for c in children}
                 out["open_loop"].append({"load": load, **result})
     finally:
         await producer.stop()
@@ -418,6 +421,8 @@ def table(r: dict[str, Any]) -> str:
             o["latency_dispatched_s"], o["latency_delivered_s"])
         if o["not_delivered"]:
             lines.append(f"  not delivered: {o['not_delivered']}")
+        if cpu := {k: v for k, v in (o.get("cpu_ms_per_request") or {}).items() if v is not None}:
+            lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     return "\n".join(lines)
 
 
