@@ -7,7 +7,7 @@
 * :func:`choose_locale` / :func:`choose_variant` implement locale fallback and stable A/B splits.
 """
 
-from shared.templates.engine import TemplateError, TemplateLimitError, render_source
+from shared.templates.engine import TemplateError, TemplateLimitError, render_source, steering_paths
 from shared.templates.filters import first_name, format_day, format_money, minor_units, payment_link, self_service_link
 from shared.templates.lint import lint
 from shared.templates.models import DEFAULT_LIMITS, Finding, Limits, RenderedMessage, SmsInfo
@@ -44,6 +44,7 @@ __all__ = [
     "sample_context",
     "self_service_link",
     "sms_segments",
+    "steering_paths",
     "validate_template",
     "variant_bucket",
 ]

@@ -151,6 +151,58 @@ def _shape(source: str, html: bool, limits: Limits) -> _Shape:
     return _Shape(straight, frozenset(meta.find_undeclared_variables(ast)))
 
 
+def _path(node: nodes.Node) -> tuple[str, ...] | None:
+    """``account.days_past_due`` → ``("account", "days_past_due")``; None for anything but a name read
+    through attributes and constant keys."""
+    if isinstance(node, nodes.Name):
+        return (node.name,)
+    if isinstance(node, nodes.Getattr):
+        base = _path(node.node)
+        return None if base is None else (*base, node.attr)
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str | int):
+        base = _path(node.node)
+        return None if base is None else (*base, str(node.arg.value))
+    return None
+
+
+def _paths_in(node: nodes.Node, found: set[tuple[str, ...]]) -> None:
+    path = _path(node)
+    if path is not None:
+        found.add(path)
+        return
+    for child in node.iter_child_nodes():
+        _paths_in(child, found)
+
+
+@lru_cache(maxsize=1024)
+def steering_paths(source: str, html: bool = False, limits: Limits = DEFAULT_LIMITS) -> frozenset[tuple[str, ...]]:
+    """The values that decide *what* ``source`` renders, not only what it shows: every variable path
+    read in a condition (``{% if %}``, ``… if … else …``, a loop's filter), a loop's iterable, or an
+    argument of a filter, test or call. Two contexts that agree on these (and on which fields are
+    there, and of which type) take the same branches and pass the same arguments, so they render or
+    fail alike; a source that does not parse steers on nothing (it fails for every context)."""
+    try:
+        ast = parse_template(source, html=html, limits=limits)
+    except Exception:  # noqa: BLE001 - a syntax error fails whatever the context
+        return frozenset()
+    found: set[tuple[str, ...]] = set()
+    for node in ast.find_all((nodes.If, nodes.CondExpr, nodes.For, nodes.Filter, nodes.Test, nodes.Call)):
+        if isinstance(node, nodes.If | nodes.CondExpr):
+            _paths_in(node.test, found)
+        elif isinstance(node, nodes.For):
+            _paths_in(node.iter, found)
+            if node.test is not None:
+                _paths_in(node.test, found)
+        else:  # a filter's, test's or call's arguments (not the value it applies to)
+            assert isinstance(node, nodes.Filter | nodes.Test | nodes.Call)
+            for arg in (*node.args, *(kw.value for kw in node.kwargs)):
+                _paths_in(arg, found)
+            for extra in (node.dyn_args, node.dyn_kwargs):
+                if extra is not None:
+                    _paths_in(extra, found)
+    return frozenset(found)
+
+
 class _Watchdog:
     """Stops template code that runs too long or holds an oversized string, via a trace function.
 

@@ -30,6 +30,7 @@ from shared.templates import (
     render_source,
     sample_context,
     sms_segments,
+    steering_paths,
 )
 
 
@@ -257,3 +258,19 @@ def test_a_straight_line_template_is_still_held_to_every_limit() -> None:
     with pytest.raises(TemplateLimitError, match="string larger"):
         render_source("{% if note %}yes{% endif %}", {"note": "x" * 101}, limits=limits)
     assert render_source("{% if note %}{{ note | upper }}{% endif %}", {"note": "ok"}, limits=limits) == "OK"
+
+
+def test_the_values_a_template_steers_by_are_the_ones_its_conditions_loops_and_arguments_read() -> None:
+    """``steering_paths``: what decides which branch runs or what a filter is given, not what is only shown."""
+    source = (
+        "{{ debtor.first_name }} {{ account.balance | money }} {{ account | payment_link(medium) }}"
+        "{% if account.days_past_due > 60 and account['status'] != 'paid' %}{{ account.due_date | date }}{% endif %}"
+        "{{ 'hoy' if promise.amount else '' }}{% for i in installments if i.due %}{{ i.amount }}{% endfor %}"
+        "{{ creditor.name | truncate(limit.chars) }}"
+    )
+    assert steering_paths(source) == {
+        ("account", "days_past_due"), ("account", "status"), ("promise", "amount"), ("installments",), ("i", "due"),
+        ("medium",), ("limit", "chars"),
+    }
+    assert steering_paths("{{ creditor.name }}: {{ account.balance | money }}") == frozenset()
+    assert steering_paths("{% if %}") == frozenset()  # does not parse: fails for every context alike

@@ -8,7 +8,9 @@ of times, and what is published cannot change under a transaction that already r
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,6 +79,7 @@ async def resolve(
 #: Published versions are immutable, so their content is kept by (key, version) in the database's memo
 #: (``Database.memo``): the same (key, version) in another database opened by the process is another version.
 _VERSIONS = "templates.versions"
+_STEERS = "templates.steers"
 _MEMO_LIMIT = 10_000
 
 
@@ -103,7 +106,12 @@ async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dic
     if published is None:
         return f"template {ref.key} v{ref.version} not found"
     checked: dict[Any, str | None] = session.info.setdefault(_RENDERED, {})
-    shape = (ref.key, ref.version, render_shape(variables))
+    memo = memo_of(session)
+    kept: dict[tuple[str, int], frozenset[tuple[str, ...]]] = {} if memo is None else memo.setdefault(_STEERS, {})
+    steers = kept.get((ref.key, ref.version))
+    if steers is None:
+        steers = kept[(ref.key, ref.version)] = steering(published)
+    shape = (ref.key, ref.version, render_shape(variables, steers))
     if shape in checked:
         return checked[shape]
     try:
@@ -140,17 +148,65 @@ async def pinned(session: AsyncSession, key: str, version: int) -> Any | None:
     return published
 
 
-def render_shape(variables: dict[str, Any]) -> Any:
+def steering(published: Any) -> frozenset[tuple[str, ...]]:
+    """The variable paths that steer any field of a version (:func:`shared.templates.steering_paths`)."""
+    from shared.templates import steering_paths
+
+    content, found = published.content, set[tuple[str, ...]]()
+    for field in ("body", "subject", "text", "html", "voice_script", "voicemail_script"):
+        source = getattr(content, field)
+        if source is not None:
+            found |= steering_paths(source, html=field == "html")
+    for field in ("ivr_prompts", "content_variables"):
+        for source in (getattr(content, field) or {}).values():
+            found |= steering_paths(source)
+    return frozenset(found)
+
+
+def render_shape(variables: dict[str, Any], steers: Iterable[tuple[str, ...]] = ()) -> Any:
     """What decides whether a version renders, for the rest of a transaction: which debtor and account
-    fields are there, empty or of which type; their currency and locale (money and date filters); every
+    fields are there, empty or of which type; their currency and locale (money and date filters); what
+    a filter reads of an account's values: the balance's decimals (``money`` refuses an amount finer
+    than the currency's minor units) and the payment URL's scheme (``payment_link`` takes only http(s));
+    the values at ``steers``, the paths the version's conditions, loops and arguments read
+    (:func:`steering`: ``{% if account.days_past_due > 60 %}`` takes its branch by the value); every
     other variable (the creditor's, the request's own) exactly. Debtors alike in these render alike, so
     a batch renders each version once per shape instead of once per dispatch."""
     debtor, account = variables.get("debtor"), variables.get("account")
     exact = {k: v for k, v in variables.items() if k not in ("debtor", "account")}
+    money = link = None
+    if isinstance(account, dict):
+        money, link = _decimals(account.get("balance")), _scheme(account.get("payment_url"))
     return (_outline(debtor), _outline(account),
             account.get("currency") if isinstance(account, dict) else None,
             debtor.get("locale") if isinstance(debtor, dict) else None,
+            money, link, tuple(_at(variables, path) for path in sorted(steers)),
             orjson.dumps(exact, default=str, option=orjson.OPT_SORT_KEYS))
+
+
+def _at(variables: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path``, comparable and hashable (JSON text), or a marker that it is not there."""
+    value: Any = variables
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return "<missing>"
+        value = value[part]
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS)
+
+
+def _decimals(value: Any) -> int | str | None:
+    """Digits after the point that are not trailing zeros (``"1234.50"`` → 1), or what the value is."""
+    if value is None:
+        return None
+    try:
+        exponent = Decimal(str(value)).normalize().as_tuple().exponent
+    except InvalidOperation:
+        return "not a number"
+    return max(0, -exponent) if isinstance(exponent, int) else str(exponent)  # 'n', 'N', 'F': not finite
+
+
+def _scheme(value: Any) -> str | None:
+    return urlsplit(value).scheme if isinstance(value, str) else None
 
 
 def _outline(value: Any) -> Any:

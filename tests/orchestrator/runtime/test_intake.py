@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
 from services.orchestrator.runtime.handlers import apply_request
 from shared.events.contracts import ContactDispatchedEvent
@@ -163,3 +165,45 @@ async def test_a_version_read_from_one_database_is_never_served_from_another(kaf
             outcomes[name] = (answer["status"], answer.get("reason") or "")
     assert outcomes["lenient"][0] == "dispatched"
     assert outcomes["strict"][0] == "rejected" and "cannot render" in outcomes["strict"][1], outcomes
+
+
+async def test_a_batch_checks_each_request_whose_values_its_template_cannot_render(
+    orchestrator: Orchestrator, clock: FakeClock
+) -> None:
+    """Requests alike in every field's presence and type still differ where the template reads a value: an
+    amount finer than the currency's minor units (``money`` refuses to round it), a payment link that is
+    not http(s), a days-past-due that takes a branch showing a date the request lacks. In one batch,
+    each after a request of the same shape that renders, each of those is rejected with the reason."""
+    from services.orchestrator.templates import template_store
+    from shared.events.contracts import TemplateContent
+
+    ctx = orchestrator.app.state.ctx
+    bodies = {"amount_notice": "{{ creditor.name }}: su saldo es {{ account.balance | money }}. Responda STOP.",
+              "link_notice": "{{ creditor.name }}: pague en {{ account | payment_link }}. Responda STOP.",
+              # The branch, taken by the value, shows a date the backend did not send.
+              "late_notice": "{% if account.days_past_due > 60 %}Vencida desde {{ account.due_date | date }}. "
+                             "{% endif %}{{ creditor.name }}: tiene un saldo pendiente. Responda STOP."}
+    async with ctx.db.transaction() as session:
+        for key, body in bodies.items():
+            draft = template_store.Draft(channel="sms", locale="es-MX", variant="A", variables_schema={},
+                                         content=TemplateContent(body=body))
+            row = await template_store.create_version(session, key, draft, clock())
+            await template_store.publish(session, ctx.topics.templates, row, clock())
+
+    def request(n: int, template: str, **account: Any) -> Any:
+        event = request_event(f"deb-shape-{n}", channel="sms", template=template, jurisdiction="MX", currency="MXN",
+                              time_zone="America/Mexico_City", phone=f"+5255123400{n:02d}")
+        return event.model_copy(update={"data": event.data.model_copy(update={
+            "account": event.data.account.model_copy(update=account)})})
+
+    batch = [request(1, "amount_notice", balance=Decimal("1234.50")),
+             request(2, "amount_notice", balance=Decimal("1234.505")),
+             request(3, "link_notice", payment_url="https://pay.example.com/x"),
+             request(4, "link_notice", payment_url="ftp://pay.example.com/x"),
+             request(5, "late_notice", days_past_due=30, due_date=None),
+             request(6, "late_notice", days_past_due=90, due_date=None)]
+    results = (await orchestrator.submit(*batch)).json()["results"]
+    assert [r["status"] for r in results] == ["dispatched", "rejected"] * 3, results
+    assert "cannot render" in results[1]["reason"] and "decimals" in results[1]["reason"]
+    assert "cannot render" in results[3]["reason"] and "http(s)" in results[3]["reason"]
+    assert "cannot render" in results[5]["reason"] and "date" in results[5]["reason"]
