@@ -25,6 +25,9 @@
   (:func:`shared.bus.commits.commit_only_as_member`).
 * A consumer whose polls find nothing long-polls ``kafka.quiet_fetch_max_wait_ms`` until records
   come again, then ``kafka.fetch_max_wait_ms``: an idle consumer is cheap, a busy one quick.
+* While records flow, a batch consumer whose fetch is small lingers ``kafka.batch_linger_ms`` (30 ms)
+  for the records that follow, so a steady stream does not pay each batch's fixed work every few
+  records; a record after a pause goes at once.
 * Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
   (:mod:`shared.bus.deadletter`), so publishing one can never fail for its size.
 * The runner never dies silently: an exception escaping its loop is logged with its traceback and
@@ -176,6 +179,8 @@ class ConsumerRunner:
         self._quiet_wait_ms = kafka.quiet_fetch_max_wait_ms
         self._quieted = False
         self._linger_s, self._linger_below = kafka.batch_linger_ms / 1000, kafka.batch_linger_below
+        self._flowing_s = kafka.batch_linger_flowing_ms / 1000
+        self._records_at = -float("inf")  # loop time of the last fetch that brought records
         self._max_records = kafka.max_poll_records_for(name)
         self._next_partition = 0
         self._consumer = AIOKafkaConsumer(
@@ -269,7 +274,11 @@ class ConsumerRunner:
                 self._quiet(True)
                 continue
             self._quiet(False)
-            if self.batch_handler is not None and self._linger_s:
+            # Linger only while records flow: a record after a pause (one request, a test's event)
+            # goes at once; a stream of them shares each batch's fixed work.
+            now = asyncio.get_running_loop().time()
+            flowing, self._records_at = now - self._records_at < self._flowing_s, now
+            if self.batch_handler is not None and self._linger_s and flowing:
                 await self._fill(batches)
             self.metrics.batch(batches)
             async with self._batch_lock:
@@ -323,7 +332,9 @@ class ConsumerRunner:
         count = sum(len(records) for records in batches.values())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger_s
-        while count < self._linger_below and (left := deadline - loop.time()) > 0:
+        # A batch never grows past ``max_poll_records`` (which may be below ``batch_linger_below``).
+        wanted = min(self._linger_below, self._max_records)
+        while count < wanted and (left := deadline - loop.time()) > 0:
             try:
                 more = await self._consumer.getmany(timeout_ms=max(1, int(left * 1000)),
                                                     max_records=self._max_records - count)

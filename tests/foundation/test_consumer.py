@@ -317,13 +317,15 @@ async def test_a_quiet_consumer_long_polls_longer_and_still_takes_the_next_recor
         await producer.stop()
 
 
-@pytest.mark.parametrize("linger_ms", [0, 1500])
-async def test_a_small_fetch_lingers_once_for_the_records_that_follow_it(
-    kafka_settings: KafkaSettings, linger_ms: int
+@pytest.mark.parametrize(("linger_ms", "flowing"), [(0, True), (1500, True), (1500, False)])
+async def test_a_small_fetch_of_a_stream_lingers_once_for_the_records_that_follow_it(
+    kafka_settings: KafkaSettings, linger_ms: int, flowing: bool
 ) -> None:
-    """With ``kafka.batch_linger_ms`` a batch handler gets a fetch of one record together with the
-    records published while it lingered, in partition order; without it, the record alone."""
-    kafka = kafka_settings.model_copy(update={"batch_linger_ms": linger_ms})
+    """With ``kafka.batch_linger_ms``, while records flow (one came in the last
+    ``batch_linger_flowing_ms``), a batch handler gets a fetch of one record together with the records
+    published while it lingered, in partition order; without it, or for the first record after a
+    pause (here: the consumer's first), the record alone."""
+    kafka = kafka_settings.model_copy(update={"batch_linger_ms": linger_ms, "batch_linger_flowing_ms": 60_000})
     await ensure_topics(kafka)
     topic = Topics(kafka.topic_prefix).account_events
     producer = EventProducer(kafka)
@@ -342,28 +344,70 @@ async def test_a_small_fetch_lingers_once_for_the_records_that_follow_it(
     async def fetched() -> int:  # records the consumer has taken from the topic, over its partitions
         return sum([await runner._consumer.position(tp) for tp in runner.assignment])
 
+    lead, first, *rest = [_event(i) for i in range(4)]  # one debtor: one partition, in this order
     try:
         await runner.start()
         await wait_for(lambda: runner.assignment, what="partitions assigned")
+        if flowing:  # a record handled just before: the stream is flowing
+            await producer.publish(topic, lead)
+            await wait_for(lambda: batches == [[lead.id]], what="the lead record handled")
         before = await fetched()
-        first, *rest = [_event(i) for i in range(3)]  # one debtor: one partition, in this order
         await producer.publish(topic, first)
+
         async def first_fetched() -> bool:
             return await fetched() > before
 
         await wait_for(first_fetched, what="the first record fetched")
         for event in rest:  # published after the first was fetched: while it lingers, if it does
             await producer.publish(topic, event)
-        await wait_for(lambda: sum(map(len, batches)) == 3, what="all three handled")
+        await wait_for(lambda: sum(map(len, batches)) == 3 + flowing, what="every record handled")
     finally:
         await runner.stop()
         await producer.stop()
+    if flowing:
+        assert batches.pop(0) == [lead.id]
     ids = [e.id for e in (first, *rest)]
     assert [i for batch in batches for i in batch] == ids, (batches, ids)
-    if linger_ms:
+    if linger_ms and flowing:
         assert batches == [ids], batches  # one batch: the first record and the two that followed it
     else:
         assert batches[0] == ids[:1], batches  # the first record alone
+
+
+async def test_a_lingering_batch_never_grows_past_max_poll_records(kafka_settings: KafkaSettings) -> None:
+    """A consumer whose ``max_poll_records`` is below ``batch_linger_below`` (a paced channel's small
+    batches) lingers for no more than a batch holds: every record handled, no batch over the limit, and
+    the consumer alive (a full fetch once asked aiokafka for zero records, which crashes it)."""
+    kafka = kafka_settings.model_copy(update={"batch_linger_ms": 1500, "batch_linger_flowing_ms": 60_000,
+                                               "max_poll_records": 2})
+    await ensure_topics(kafka)
+    topic = Topics(kafka.topic_prefix).account_events
+    producer = EventProducer(kafka)
+    await producer.start()
+    batches: list[list[str]] = []
+
+    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
+        batches.append([event.id])
+
+    async def handle_batch(items: list[tuple[AnyEvent, RecordMeta]]) -> None:
+        batches.append([event.id for event, _ in items])
+
+    runner = ConsumerRunner(name="t", service="test", topics=[topic], group_id=f"g-{uuid.uuid4()}",
+                            kafka=kafka, handler=handle, producer=producer, batch_handler=handle_batch)
+    events = [_event(i) for i in range(7)]  # one debtor: one partition, in this order
+    try:
+        await runner.start()
+        await wait_for(lambda: runner.assignment, what="partitions assigned")
+        await producer.publish(topic, events[0])
+        await wait_for(lambda: batches, what="the first record handled: records flow")
+        await producer.publish_many([(topic, e) for e in events[1:]])
+        await wait_for(lambda: sum(map(len, batches)) == len(events), what="every record handled")
+        await runner.ping()  # raises once the consumer has crashed
+    finally:
+        await runner.stop()
+        await producer.stop()
+    assert [i for batch in batches for i in batch] == [e.id for e in events]
+    assert max(map(len, batches)) <= 2, batches
 
 
 async def test_a_backlog_on_one_topic_does_not_hold_back_the_records_of_another(
