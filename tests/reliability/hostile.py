@@ -37,13 +37,14 @@ from shared.events.contracts import (
 
 HUGE = 1_000_000  # characters: a record of about 1 MB, four times the consumers' event limit
 INJECTIONS = (
-    "{{ 7*191 }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "{% for x in range(10**9) %}x{% endfor %}",
-    "${7*191}", "<script>alert(1)</script>", "{{ config }}", "{{ self._TemplateReference__context }}",
+    "{{ 7919*7907 }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "{% for x in range(10**9) %}x{% endfor %}",
+    "${7919*7907}", "<script>alert(1)</script>", "{{ config }}", "{{ self._TemplateReference__context }}",
     "\u202e\u0000 %s%n", "{{", "}}{%",
 )
 INJECTED_FIELDS = (("data", "debtor", "name"), ("data", "variables", "note"), ("data", "account", "product"))
-#: What an evaluated ``{{ 7*191 }}`` or ``${7*191}`` would print: it must never reach a provider.
-EVALUATED = "1337"
+#: What an evaluated ``{{ 7919*7907 }}`` or ``${7919*7907}`` would print: it must never reach a provider.
+#: Eight digits: a four-digit result turned up by chance in the ids and timestamps of a run's requests.
+EVALUATED = "62615533"
 
 
 def request_dict(debtor: str = "deb-hostile") -> dict[str, Any]:
