@@ -317,15 +317,9 @@ async def test_a_quiet_consumer_long_polls_longer_and_still_takes_the_next_recor
         await producer.stop()
 
 
-@pytest.mark.parametrize(("linger_ms", "flowing"), [(0, True), (1500, True), (1500, False)])
-async def test_a_small_fetch_of_a_stream_lingers_once_for_the_records_that_follow_it(
-    kafka_settings: KafkaSettings, linger_ms: int, flowing: bool
-) -> None:
-    """With ``kafka.batch_linger_ms``, while records flow (one came in the last
-    ``batch_linger_flowing_ms``), a batch handler gets a fetch of one record together with the records
-    published while it lingered, in partition order; without it, or for the first record after a
-    pause (here: the consumer's first), the record alone."""
-    kafka = kafka_settings.model_copy(update={"batch_linger_ms": linger_ms, "batch_linger_flowing_ms": 60_000})
+async def _recording_batches(kafka: KafkaSettings) -> tuple[str, EventProducer, ConsumerRunner, list[list[str]]]:
+    """A started producer and a (not yet started) batch consumer of the account events topic that records
+    the event ids of every batch (a record alone, on the fallback path, as a batch of one)."""
     await ensure_topics(kafka)
     topic = Topics(kafka.topic_prefix).account_events
     producer = EventProducer(kafka)
@@ -340,6 +334,19 @@ async def test_a_small_fetch_of_a_stream_lingers_once_for_the_records_that_follo
 
     runner = ConsumerRunner(name="t", service="test", topics=[topic], group_id=f"g-{uuid.uuid4()}",
                             kafka=kafka, handler=handle, producer=producer, batch_handler=handle_batch)
+    return topic, producer, runner, batches
+
+
+@pytest.mark.parametrize(("linger_ms", "flowing"), [(0, True), (1500, True), (1500, False)])
+async def test_a_small_fetch_of_a_stream_lingers_once_for_the_records_that_follow_it(
+    kafka_settings: KafkaSettings, linger_ms: int, flowing: bool
+) -> None:
+    """With ``kafka.batch_linger_ms``, while records flow (one came in the last
+    ``batch_linger_flowing_ms``), a batch handler gets a fetch of one record together with the records
+    published while it lingered, in partition order; without it, or for the first record after a
+    pause (here: the consumer's first), the record alone."""
+    kafka = kafka_settings.model_copy(update={"batch_linger_ms": linger_ms, "batch_linger_flowing_ms": 60_000})
+    topic, producer, runner, batches = await _recording_batches(kafka)
 
     async def fetched() -> int:  # records the consumer has taken from the topic, over its partitions
         return sum([await runner._consumer.position(tp) for tp in runner.assignment])
@@ -380,20 +387,7 @@ async def test_a_lingering_batch_never_grows_past_max_poll_records(kafka_setting
     the consumer alive (a full fetch once asked aiokafka for zero records, which crashes it)."""
     kafka = kafka_settings.model_copy(update={"batch_linger_ms": 1500, "batch_linger_flowing_ms": 60_000,
                                                "max_poll_records": 2})
-    await ensure_topics(kafka)
-    topic = Topics(kafka.topic_prefix).account_events
-    producer = EventProducer(kafka)
-    await producer.start()
-    batches: list[list[str]] = []
-
-    async def handle(event: AnyEvent, meta: RecordMeta) -> None:
-        batches.append([event.id])
-
-    async def handle_batch(items: list[tuple[AnyEvent, RecordMeta]]) -> None:
-        batches.append([event.id for event, _ in items])
-
-    runner = ConsumerRunner(name="t", service="test", topics=[topic], group_id=f"g-{uuid.uuid4()}",
-                            kafka=kafka, handler=handle, producer=producer, batch_handler=handle_batch)
+    topic, producer, runner, batches = await _recording_batches(kafka)
     events = [_event(i) for i in range(7)]  # one debtor: one partition, in this order
     try:
         await runner.start()
