@@ -76,10 +76,6 @@ COLUMNS = tuple(f.name for f in fields(SendLogEntry))
 _mutable = attrgetter(*MUTABLE)
 #: The table's columns in :class:`SendLogEntry` order: a result row is the entry's positional arguments.
 _SELECT = select(*(SEND_LOG.c[name] for name in COLUMNS))
-#: The hot reads, built once and run with parameters (building one, then SQLAlchemy's cache-key walk
-#: over it, costs more than running it for a handful of rows).
-_BY_DISPATCH = (_SELECT.where(SEND_LOG.c.dispatch_id.in_(bindparam("ids", expanding=True)))
-                .order_by(SEND_LOG.c.dispatch_id).with_for_update())
 
 
 class SendLogRows:
@@ -130,3 +126,7 @@ class SendLogRows:
             self._read[id(row)] = now
         return len(changed)
 
+
+#: The hot read by dispatch ids, built once and run with parameters (building one, then SQLAlchemy's
+#: cache-key walk over it, costs more than running it for a handful of rows).
+_BY_DISPATCH = SendLogRows.locking(SEND_LOG.c.dispatch_id.in_(bindparam("ids", expanding=True)))

@@ -83,11 +83,12 @@ _STEERS = "templates.steers"
 _MEMO_LIMIT = 10_000
 
 
-def _versions(memo: dict[Any, Any] | None) -> dict[tuple[str, int], Any]:
+def _kept(memo: dict[Any, Any] | None, name: str) -> dict[tuple[str, int], Any]:
+    """What the database's memo keeps under ``name``, by (key, version)."""
     if memo is None:  # a session not made by a Database: nothing to keep it in, read every time
         return {}
-    versions: dict[tuple[str, int], Any] = memo.setdefault(_VERSIONS, {})
-    return versions
+    kept: dict[tuple[str, int], Any] = memo.setdefault(name, {})
+    return kept
 
 
 async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dict[str, Any]) -> str | None:
@@ -106,8 +107,7 @@ async def render_problem(session: AsyncSession, ref: TemplateRef, variables: dic
     if published is None:
         return f"template {ref.key} v{ref.version} not found"
     checked: dict[Any, str | None] = session.info.setdefault(_RENDERED, {})
-    memo = memo_of(session)
-    kept: dict[tuple[str, int], frozenset[tuple[str, ...]]] = {} if memo is None else memo.setdefault(_STEERS, {})
+    kept = _kept(memo_of(session), _STEERS)
     steers = kept.get((ref.key, ref.version))
     if steers is None:
         steers = kept[(ref.key, ref.version)] = steering(published)
@@ -128,13 +128,13 @@ _RENDERED = "cadencia.templates.rendered"
 
 def cached(db: Database, key: str, version: int) -> Any | None:
     """The version's contract payload when :func:`pinned` read it before from ``db`` (no query)."""
-    return _versions(db.memo).get((key, version))
+    return _kept(db.memo, _VERSIONS).get((key, version))
 
 
 async def pinned(session: AsyncSession, key: str, version: int) -> Any | None:
     """A version as the channels render it (``TemplatePublished``), None when there is none; read once
     per process and database (a version never changes)."""
-    versions = _versions(memo_of(session))
+    versions = _kept(memo_of(session), _VERSIONS)
     published = versions.get((key, version))
     if published is None:
         service = _service()
