@@ -229,7 +229,8 @@ async def test_concurrent_status_callbacks_share_commits_and_each_is_answered_af
             assert receipt is not None and status == "read"
 
         await asyncio.gather(*(read_receipt(e.data.dispatch_id) for e in events))
-        assert writer.rows - written_before == 40
+        # Every callback written (a late callback of the earlier deliveries may share the window).
+        assert writer.rows - written_before >= 40
         assert 1 <= commits < 40, f"{commits} transactions for 40 callbacks"
         await wait_for(lambda: all("read" in statuses(outcomes, e.data.dispatch_id) for e in events),
                        what="every read status published")
