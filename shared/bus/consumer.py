@@ -22,7 +22,9 @@
   partitions up; ``stop()`` finishes the in-flight batch, commits and closes. Nothing is committed
   while the consumer is not a member of the group's current generation (an expired session, a
   broker restarted empty): the broker would take it as a standalone consumer's commit
-  (:func:`shared.bus.commits.commit_only_as_member`).
+  (:func:`shared.bus.commits.commit_only_as_member`). Nor is anything handled that a broker
+  other than the one the runner started on served: the runner fails with ``BrokerChanged`` instead,
+  before any effect, and its process restarts on the new broker.
 * A consumer whose polls find nothing long-polls ``kafka.quiet_fetch_max_wait_ms`` until records
   come again, then ``kafka.fetch_max_wait_ms``: an idle consumer is cheap, a busy one quick.
 * While records flow, a batch consumer whose fetch is small lingers ``kafka.batch_linger_ms`` (30 ms)
@@ -58,7 +60,7 @@ from pydantic import ValidationError
 from shared.bus.commits import OffsetCommits, commit_only_as_member
 from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.metrics import ConsumerMetrics
-from shared.bus.producer import EventProducer, read_cluster
+from shared.bus.producer import BrokerChanged, ConnectionWatch, EventProducer, read_cluster
 from shared.config import KafkaSettings
 from shared.db.database import connection_lost
 from shared.events import AnyEvent, CloudEvent, parse_event
@@ -120,6 +122,15 @@ class CrashLog(Protocol):
 
     async def forget(self, group: str, partitions: list[tuple[str, int]]) -> None:
         """An attempt ended without a crash (a clean shutdown): do not count it."""
+
+    async def keep_only(self, group: str, key: str) -> None:
+        """Drop the counts ``group`` kept under any other key than ``key`` (another cluster's)."""
+
+
+def crash_key(group_id: str, cluster_id: str | None) -> str:
+    """The crash log's key for a group's attempts on one cluster: offsets mean something only on the
+    cluster that gave them (a broker restarted empty numbers its records from 0 again)."""
+    return f"{group_id[:150]}@{cluster_id[:49]}" if cluster_id else group_id[:200]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -183,6 +194,11 @@ class ConsumerRunner:
         self._records_at = -float("inf")  # loop time of the last fetch that brought records
         self._max_records = kafka.max_poll_records_for(name)
         self._next_partition = 0
+        #: The cluster the runner started on, and the connections it was last confirmed over.
+        self._cluster_id: str | None = None
+        self._watch: ConnectionWatch | None = None
+        #: The crash log's key for this group on the cluster the runner started on (:func:`crash_key`).
+        self.crash_group = group_id
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=group_id,
@@ -213,6 +229,11 @@ class ConsumerRunner:
         await self._consumer.start()
         cluster_id, _ = await read_cluster(self._consumer._client, ())
         commit_only_as_member(self._consumer, cluster_id)
+        self._cluster_id, self._watch = cluster_id, ConnectionWatch(self._consumer._client)
+        self._watch.mark()
+        self.crash_group = crash_key(self.group_id, cluster_id)
+        if self.crash_log is not None:
+            await self.crash_log.keep_only(self.group_id, self.crash_group)
         self._consumer.subscribe(self.topics, listener=_Listener(self))
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.name}")
 
@@ -245,11 +266,15 @@ class ConsumerRunner:
                 # Shutting down mid-retry: the records stay uncommitted for the next owner.
                 log.info("consumer stopped with records unfinished", consumer=self.name, records=in_hand)
                 if self.crash_log is not None:
-                    await self.crash_log.forget(self.group_id, list(self._in_hand))
+                    await self.crash_log.forget(self.crash_group, list(self._in_hand))
                 return
             self.failure = exc
-            log.exception("consumer crashed", consumer=self.name, group=self.group_id, records=in_hand,
-                          error=_short(exc))
+            if isinstance(exc, BrokerChanged):
+                log.error("the broker is another cluster; handling nothing it serves", consumer=self.name,
+                          records=in_hand, error=str(exc))
+            else:
+                log.exception("consumer crashed", consumer=self.name, group=self.group_id, records=in_hand,
+                              error=_short(exc))
             if self.on_fatal is not None:
                 self.on_fatal(exc)
 
@@ -280,6 +305,8 @@ class ConsumerRunner:
             flowing, self._records_at = now - self._records_at < self._flowing_s, now
             if self.batch_handler is not None and self._linger_s and flowing:
                 await self._fill(batches)
+            if not await self._same_cluster():
+                return  # stopping while the broker was away: the records stay uncommitted
             self.metrics.batch(batches)
             async with self._batch_lock:
                 if self.batch_handler is not None:
@@ -288,6 +315,37 @@ class ConsumerRunner:
                     await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
                 self._commits.commit_soon()
                 self._in_hand.clear()
+
+    async def _same_cluster(self) -> bool:
+        """Whether the records in hand come from the cluster the runner started on; raises
+        :class:`BrokerChanged` when they may not.
+
+        A broker restarted empty on the same address (the embedded one) is another cluster: the
+        consumer rejoins it and reads its topics from the start, and the records there — another
+        process's fresh dispatches — must be handled by a process that starts afresh on it, not by
+        this one, which the topic guard restarts within seconds (a send in flight then would end
+        ``unknown``). Asked only when the client's connections changed since the cluster was last
+        confirmed (:class:`~shared.bus.producer.ConnectionWatch`), so a steady consumer pays nothing.
+        While the broker does not answer, the records wait in hand (their positions are taken): False
+        only when the runner is stopped meanwhile."""
+        watch = self._watch
+        if watch is None or watch.unchanged():
+            return True
+        delay = self.retry_base
+        while not self._stopping.is_set():
+            try:
+                cluster_id, _ = await read_cluster(self._consumer._client, ())
+            except (KafkaError, OSError) as exc:
+                log.warning("cannot confirm the broker of the records in hand; retrying", consumer=self.name,
+                            error=_short(exc))
+                await asyncio.sleep(delay)
+                delay = min(self.retry_cap, delay * 2)
+                continue
+            if self._cluster_id is not None and cluster_id is not None and cluster_id != self._cluster_id:
+                raise BrokerChanged(f"the broker is another cluster ({cluster_id!r}; started on {self._cluster_id!r})")
+            watch.mark()
+            return True
+        return False
 
     async def _fetch(self) -> dict[TopicPartition, list[Any]]:
         """A batch with a share of every partition that has records buffered, ``max_poll_records`` in all.
@@ -446,7 +504,7 @@ class ConsumerRunner:
         while True:
             attempt += 1
             try:
-                return await self.crash_log.begin(self.group_id, tp.topic, tp.partition, offset, alone=alone)
+                return await self.crash_log.begin(self.crash_group, tp.topic, tp.partition, offset, alone=alone)
             except Exception as exc:
                 if not _transient(exc) or self._stopping.is_set():
                     raise
@@ -460,7 +518,7 @@ class ConsumerRunner:
         while True:
             attempt += 1
             try:
-                return await self.crash_log.begin_batch(self.group_id, firsts)
+                return await self.crash_log.begin_batch(self.crash_group, firsts)
             except Exception as exc:
                 if not _transient(exc) or self._stopping.is_set():
                     raise

@@ -1,6 +1,6 @@
 """How many times a consumer group started on a partition's records without finishing them.
 
-One row per (group, topic, partition): the first offset of the records in hand, the attempts at
+One row per (group on one cluster, topic, partition): the first offset of the records in hand, the attempts at
 them as a batch and the attempts at that first record alone. The consumer runner writes it before
 handling a batch (one statement in one small transaction per fetch, for all its partitions), so the
 count survives a crash or a SIGKILL: after a restart it sees that the same records were already
@@ -14,7 +14,7 @@ import functools
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Table, case, delete, select, tuple_
+from sqlalchemy import BigInteger, DateTime, Integer, String, Table, case, delete, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
@@ -58,6 +58,11 @@ def _upsert(postgres: bool, alone: bool) -> Any:
     return stmt.returning(table.c.topic, table.c.partition, result)
 
 
+def _of_group(group: str) -> Any:
+    """The rows of ``group`` on any cluster (``group@cluster``, see ``shared.bus.consumer.crash_key``)."""
+    return or_(ConsumerAttempt.group_id == group, ConsumerAttempt.group_id.startswith(f"{group}@", autoescape=True))
+
+
 class ConsumerAttempts:
     """The runner's ``CrashLog`` on the service database."""
 
@@ -99,9 +104,17 @@ class ConsumerAttempts:
                 tuple_(ConsumerAttempt.topic, ConsumerAttempt.partition).in_(partitions),
             ))
 
+    async def keep_only(self, group: str, key: str) -> None:
+        """Delete what ``group`` counted under any key but ``key``: on another cluster (a broker restarted
+        empty numbers its records from 0 again, so the old counts would point at new records), or
+        before counts were kept per cluster."""
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(delete(ConsumerAttempt).where(_of_group(group), ConsumerAttempt.group_id != key))
+
     async def count(self, group: str, topic: str, partition: int) -> int:
+        """The attempts ``group`` counted at a partition, on whichever cluster it runs on (ops, tests)."""
         async with self.db.sessions() as session:
-            row = await session.scalar(select(ConsumerAttempt.attempts + ConsumerAttempt.alone_attempts).where(
-                ConsumerAttempt.group_id == group, ConsumerAttempt.topic == topic,
-                ConsumerAttempt.partition == partition))
+            counted = func.sum(ConsumerAttempt.attempts + ConsumerAttempt.alone_attempts)
+            row = await session.scalar(select(counted).where(
+                _of_group(group), ConsumerAttempt.topic == topic, ConsumerAttempt.partition == partition))
             return int(row or 0)
