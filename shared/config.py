@@ -70,9 +70,11 @@ class KafkaSettings(BaseModel):
     #: records came less than ``batch_linger_flowing_ms`` before). Each batch pays fixed work (its
     #: crash-log write, reads, claim and group commits, the relay pass, the offset commit); a steady
     #: stream otherwise pays it every few records: at 200 requests/s the orchestrator spent a third
-    #: less CPU per request with 30 ms, the SMS service a sixth (docs/benchmarks.md, twelfth round).
+    #: less CPU per request with 30 ms than with none, the SMS service a sixth (docs/benchmarks.md,
+    #: twelfth round); at 145/s 100 ms saved another 10–15% of both, and at 233/s the system kept up
+    #: more often, with no p99 cost; 200 ms did worse than 100 (thirteenth round).
     #: Adds at most this much latency per hop, to small batches of a stream only.
-    batch_linger_ms: int = Field(default=30, ge=0, le=1_000)
+    batch_linger_ms: int = Field(default=100, ge=0, le=1_000)
     batch_linger_below: int = Field(default=64, ge=1)
     batch_linger_flowing_ms: int = Field(default=5_000, ge=0)
     #: Records per batch by consumer name (``{"voice-dispatch": 75}``); ``max_poll_records`` for the others.

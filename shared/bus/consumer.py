@@ -27,7 +27,7 @@
   before any effect, and its process restarts on the new broker.
 * A consumer whose polls find nothing long-polls ``kafka.quiet_fetch_max_wait_ms`` until records
   come again, then ``kafka.fetch_max_wait_ms``: an idle consumer is cheap, a busy one quick.
-* While records flow, a batch consumer whose fetch is small lingers ``kafka.batch_linger_ms`` (30 ms)
+* While records flow, a batch consumer whose fetch is small lingers ``kafka.batch_linger_ms`` (100 ms)
   for the records that follow, so a steady stream does not pay each batch's fixed work every few
   records; a record after a pause goes at once.
 * Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
