@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, UnknownMemberIdError
 from aiokafka.structs import OffsetAndMetadata
 
-from shared.bus.producer import ConnectionWatch, read_cluster
+from shared.bus.producer import ClusterCheck
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -75,9 +75,9 @@ class OffsetCommits:
             log.warning("commit failed", consumer=self.name, error=str(exc))
 
 
-def commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) -> None:
+def commit_only_as_member(consumer: AIOKafkaConsumer, cluster: ClusterCheck) -> None:
     """Refuse every offset commit, aiokafka's own retries included, made outside the group's current
-    generation or to another cluster than ``cluster_id`` (the one the consumer started on).
+    generation or to another cluster than the one the consumer started on (``cluster``).
 
     A commit that waited out a broker outage is sent to whatever broker comes back. aiokafka resets
     the generation to -1 when the coordinator does not know the member and still sends the commit,
@@ -88,28 +88,22 @@ def commit_only_as_member(consumer: AIOKafkaConsumer, cluster_id: str | None) ->
     coordinator is private to aiokafka (no public hook): without it, nothing is changed.
 
     The cluster is asked (a metadata request) only when the consumer's connections changed since it
-    last answered ``cluster_id`` (:class:`ConnectionWatch`): over the same open connections the
+    last answered (:class:`ClusterCheck`): over the same open connections the
     commit can only reach the broker that answered. Nothing is awaited between that check and the
     commit's send, so the connection the commit goes out on is the one checked."""
     coordinator = getattr(consumer, "_coordinator", None)
     send = getattr(coordinator, "_do_commit_offsets", None)
-    client = getattr(consumer, "_client", None)
-    if coordinator is None or send is None or client is None:
+    if coordinator is None or send is None:
         return
-
-    watch = ConnectionWatch(client)
 
     async def as_member(assignment: Any, offsets: Any) -> Any:
         if coordinator.generation < 0:
             raise UnknownMemberIdError("not a member of the group's current generation; not committing")
-        if not watch.unchanged():
-            now, _ = await read_cluster(client, ())
-            if cluster_id is not None and now is not None and now != cluster_id:
-                watch.forget()
-                raise UnknownMemberIdError(f"the broker is another cluster ({now!r}); not committing")
-            watch.mark()
-            if coordinator.generation < 0:  # lost while the broker answered
-                raise UnknownMemberIdError("not a member of the group's current generation; not committing")
+        other = await cluster.other()
+        if other is not None:
+            raise UnknownMemberIdError(f"the broker is another cluster ({other!r}); not committing")
+        if coordinator.generation < 0:  # lost while the broker answered
+            raise UnknownMemberIdError("not a member of the group's current generation; not committing")
         return await send(assignment, offsets)
 
     coordinator._do_commit_offsets = as_member

@@ -60,7 +60,7 @@ from pydantic import ValidationError
 from shared.bus.commits import OffsetCommits, commit_only_as_member
 from shared.bus.deadletter import PayloadKeeper, dead_letter
 from shared.bus.metrics import ConsumerMetrics
-from shared.bus.producer import BrokerChanged, ConnectionWatch, EventProducer, read_cluster
+from shared.bus.producer import BrokerChanged, ClusterCheck, EventProducer, read_cluster
 from shared.config import KafkaSettings
 from shared.db.database import connection_lost
 from shared.events import AnyEvent, CloudEvent, parse_event
@@ -194,9 +194,8 @@ class ConsumerRunner:
         self._records_at = -float("inf")  # loop time of the last fetch that brought records
         self._max_records = kafka.max_poll_records_for(name)
         self._next_partition = 0
-        #: The cluster the runner started on, and the connections it was last confirmed over.
-        self._cluster_id: str | None = None
-        self._watch: ConnectionWatch | None = None
+        #: The cluster the runner started on, confirmed before its fetches are handled and its commits sent.
+        self._cluster: ClusterCheck | None = None
         #: The crash log's key for this group on the cluster the runner started on (:func:`crash_key`).
         self.crash_group = group_id
         self._consumer = AIOKafkaConsumer(
@@ -228,9 +227,8 @@ class ConsumerRunner:
     async def start(self) -> None:
         await self._consumer.start()
         cluster_id, _ = await read_cluster(self._consumer._client, ())
-        commit_only_as_member(self._consumer, cluster_id)
-        self._cluster_id, self._watch = cluster_id, ConnectionWatch(self._consumer._client)
-        self._watch.mark()
+        self._cluster = ClusterCheck(self._consumer._client, cluster_id)
+        commit_only_as_member(self._consumer, self._cluster)
         self.crash_group = crash_key(self.group_id, cluster_id)
         if self.crash_log is not None:
             await self.crash_log.keep_only(self.group_id, self.crash_group)
@@ -325,25 +323,24 @@ class ConsumerRunner:
         process's fresh dispatches — must be handled by a process that starts afresh on it, not by
         this one, which the topic guard restarts within seconds (a send in flight then would end
         ``unknown``). Asked only when the client's connections changed since the cluster was last
-        confirmed (:class:`~shared.bus.producer.ConnectionWatch`), so a steady consumer pays nothing.
+        confirmed (:class:`~shared.bus.producer.ClusterCheck`), so a steady consumer pays nothing.
         While the broker does not answer, the records wait in hand (their positions are taken): False
         only when the runner is stopped meanwhile."""
-        watch = self._watch
-        if watch is None or watch.unchanged():
+        if self._cluster is None:
             return True
         delay = self.retry_base
         while not self._stopping.is_set():
             try:
-                cluster_id, _ = await read_cluster(self._consumer._client, ())
+                other = await self._cluster.other()
             except (KafkaError, OSError) as exc:
                 log.warning("cannot confirm the broker of the records in hand; retrying", consumer=self.name,
                             error=_short(exc))
                 await asyncio.sleep(delay)
                 delay = min(self.retry_cap, delay * 2)
                 continue
-            if self._cluster_id is not None and cluster_id is not None and cluster_id != self._cluster_id:
-                raise BrokerChanged(f"the broker is another cluster ({cluster_id!r}; started on {self._cluster_id!r})")
-            watch.mark()
+            if other is not None:
+                raise BrokerChanged(f"the broker is another cluster ({other!r}; started on "
+                                    f"{self._cluster.cluster_id!r})")
             return True
         return False
 

@@ -71,6 +71,31 @@ class ConnectionWatch:
         return all(conn is seen[key] and _open(conn) for key, conn in conns.items())
 
 
+class ClusterCheck:
+    """Whether an aiokafka client still reaches the cluster it started on (``cluster_id``): a metadata
+    request only when its connections changed since the cluster last answered (:class:`ConnectionWatch`).
+
+    One per consumer, shared by its fetches (the runner) and its offset commits
+    (:func:`shared.bus.commits.commit_only_as_member`)."""
+
+    def __init__(self, client: Any, cluster_id: str | None) -> None:
+        self.client, self.cluster_id = client, cluster_id
+        self._watch = ConnectionWatch(client)
+        self._watch.mark()
+
+    async def other(self) -> str | None:
+        """The id of the other cluster the client reaches now, or None when it is the one it started on
+        (or either id is unknown). Raises the broker's ``KafkaError`` when it does not answer."""
+        if self._watch.unchanged():
+            return None
+        now, _ = await read_cluster(self.client, ())
+        if self.cluster_id is not None and now is not None and now != self.cluster_id:
+            self._watch.forget()
+            return now
+        self._watch.mark()
+        return None
+
+
 def _open(conn: Any) -> bool:
     connected = getattr(conn, "connected", None)
     return bool(connected()) if callable(connected) else False
