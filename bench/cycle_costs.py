@@ -3,8 +3,10 @@ costs), on SQLite and the embedded broker, in this process:
 
 - a one-statement write transaction (``Database.transaction``): CPU, and round trips to aiosqlite's thread;
 - an outbox relay pass of 3 rows (``OutboxRelay.relay_once``): CPU (user), wall time, round trips;
-- an idle hot-path consumer (``ConsumerRunner``, 6 partitions): CPU a second, and how long a record
-  reaching it after an idle spell waits before it is handled.
+- an idle hot-path consumer (``ConsumerRunner``, 6 partitions): CPU a second, here and at the broker
+  (the embedded broker long-polls by sleeping, and each empty fetch costs it CPU: what an idle system's
+  consumers cost the machine), and how long a record reaching it after an idle spell waits before it
+  is handled.
 
     .venv/bin/python bench/cycle_costs.py
 """
@@ -12,6 +14,7 @@ costs), on SQLite and the embedded broker, in this process:
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import tempfile
@@ -49,6 +52,12 @@ def cpu(user_only: bool = False) -> float:
     return usage.ru_utime + (0.0 if user_only else usage.ru_stime)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU time (user + system) another process used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def event(n: int) -> PromiseBrokenEvent:
     return PromiseBrokenEvent(subject=f"deb-{n}", data=PromiseBroken(debtor_id=f"deb-{n}", account_id=f"a{n}"))
 
@@ -80,7 +89,7 @@ async def relay_passes(db: Database, kafka: KafkaSettings, n: int = 500) -> None
     await producer.stop()
 
 
-async def idle_consumer(kafka: KafkaSettings) -> None:
+async def idle_consumer(kafka: KafkaSettings, broker_pid: int) -> None:
     producer = EventProducer(kafka)
     await producer.start()
     topic = Topics(kafka.topic_prefix).contact_outcomes  # a topic of its own: nothing there before
@@ -95,9 +104,9 @@ async def idle_consumer(kafka: KafkaSettings) -> None:
     await producer.publish(topic, event(0))
     await handled.get()
     await asyncio.sleep(1)
-    started = cpu()
+    started, at_broker = cpu(), process_cpu(broker_pid)
     await asyncio.sleep(5)
-    idle = (cpu() - started) / 5
+    idle, broker_idle = (cpu() - started) / 5, (process_cpu(broker_pid) - at_broker) / 5
     waits = []
     for i in range(20):
         await asyncio.sleep(0.3 + (i % 7) * 0.013)
@@ -105,7 +114,8 @@ async def idle_consumer(kafka: KafkaSettings) -> None:
         await producer.publish(topic, event(i))
         waits.append(await handled.get() - sent)
     waits.sort()
-    print(f"idle consumer:      {idle * 1000:.1f} ms CPU a second; a record after idling handled in "
+    print(f"idle consumer:      {idle * 1000:.1f} ms CPU a second here, {broker_idle * 1000:.1f} at the broker; "
+          f"a record after idling handled in "
           f"{waits[10] * 1000:.0f} ms (p50), {waits[-1] * 1000:.0f} ms (max)")
     await runner.stop()
     await producer.stop()
@@ -122,7 +132,8 @@ async def main() -> None:
         try:
             await transactions(db)
             await relay_passes(db, kafka)
-            await idle_consumer(kafka)
+            assert broker.process is not None
+            await idle_consumer(kafka, broker.process.pid)
         finally:
             await db.dispose()
 

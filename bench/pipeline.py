@@ -62,6 +62,7 @@ from pipeline_kit import (  # noqa: E402
     TERMINAL,
     Batch,
     BenchError,
+    Beside,
     Child,
     Databases,
     Processes,
@@ -217,15 +218,21 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
             "CADENCIA_SANDBOX_INBOUND__SMS": f"http://127.0.0.1:{ports['sms']}/webhooks/twilio/inbound",
             "CADENCIA_SANDBOX_SENDGRID_WEBHOOK_URL": f"http://127.0.0.1:{ports['email']}/webhooks/sendgrid/events",
         }
-        await procs.ready([procs.serve("sandbox", ports["sandbox"], sandbox_env)], timeout=90)
+        sandbox_child = procs.serve("sandbox", ports["sandbox"], sandbox_env)
+        await procs.ready([sandbox_child], timeout=90)
+        beside = Beside(broker.process.pid if broker.process else None, sandbox_child)
 
         if "single" in phases:
             print(f"single-hop limit: {args.messages:,} messages…", file=sys.stderr, flush=True)
+            before = beside.read()
             results["single_hop"] = await single_hop(bench_kafka, sandbox, args.messages, args.concurrency,
                                                      args.stall_seconds)
+            results["single_hop"]["cpu_ms_beside"] = beside.per(before, args.messages)
         if "chain" in phases:
             print(f"chain limit: {args.messages:,} requests…", file=sys.stderr, flush=True)
+            before = beside.read()
             results["chain"] = await chain(bench_kafka, sandbox, args.messages, args.concurrency, args.stall_seconds)
+            results["chain"]["cpu_ms_beside"] = beside.per(before, args.messages)
         if "sms" in phases:
             print(f"SMS service alone: {args.messages:,} dispatches…", file=sys.stderr, flush=True)
             producer = EventProducer(bench_kafka)
@@ -237,12 +244,13 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
                    "CADENCIA_ORCHESTRATOR_URL": "http://127.0.0.1:9"}  # templates come from the topic
             sms = procs.serve("sms", ports["sms_alone"], env, label="sms_alone", workers=args.workers)
             await procs.ready([sms])
-            cpu = sms.cpu_seconds()
+            cpu, before = sms.cpu_seconds(), beside.read()
             results["sms"] = await sms_alone(bench_kafka, args.messages, args.stall_seconds)
             results["sms"]["cpu_ms_per_message"] = cpu_per(sms, cpu, args.messages)
+            results["sms"]["cpu_ms_beside"] = beside.per(before, args.messages)
             procs.stop(sms)  # its CPU is the next phase's
         if "system" in phases:
-            results.update(await whole_system(args, system_kafka, sandbox, ports, procs, dbs))
+            results.update(await whole_system(args, system_kafka, sandbox, ports, procs, dbs, beside))
     results["load_after"] = list(os.getloadavg())
     ratio(results, "sms", "single_hop")
     ratio(results, "system", "chain")
@@ -250,7 +258,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
 
 
 async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: str, ports: dict[str, int],
-                       procs: Processes, dbs: Databases) -> dict[str, Any]:
+                       procs: Processes, dbs: Databases, beside: Beside) -> dict[str, Any]:
     topics = Topics(kafka.topic_prefix)
     env = {**base_env(kafka, sandbox, args),
            "CADENCIA_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['orchestrator']}",
@@ -276,10 +284,11 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 raise BenchError(f"the warm-up request did not dispatch and deliver at once: "
                                  f"{progress.reasons.get(rid, 'no reason given')}")
             print(f"whole system, closed loop: {args.requests:,} requests…", file=sys.stderr, flush=True)
-            cpu = {child.name: child.cpu_seconds() for child in children}
+            cpu, before = {child.name: child.cpu_seconds() for child in children}, beside.read()
             closed = await system_run(producer, topics, progress, Batch.of_requests(f"c{run_id}", args.requests),
                                       args.stall_seconds, "system closed loop")
             closed["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], args.requests) for c in children}
+            closed["cpu_ms_beside"] = beside.per(before, args.requests)
             if args.settle:
                 closed.update(await settled_cpu(children, cpu, args.requests, args.stall_seconds))
             out["system"] = closed
@@ -292,11 +301,12 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 print(f"whole system, open loop at {load:.0%} ({rate:,.1f}/s for {args.open_seconds:.0f}s)…",
                       file=sys.stderr, flush=True)
                 batch = Batch.of_requests(f"o{n}{run_id}", count, start=args.requests + 10 + n * count)
-                cpu = {child.name: child.cpu_seconds() for child in children}
+                cpu, before = {child.name: child.cpu_seconds() for child in children}, beside.read()
                 result = await system_run(producer, topics, progress, batch, args.stall_seconds,
                                           f"open loop {load:.0%}", rate=rate)
                 # A steady stream costs more per request than a burst (smaller batches and commits).
                 result["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], count) for c in children}
+                result["cpu_ms_beside"] = beside.per(before, count)
                 out["open_loop"].append({"load": load, **result})
     finally:
         await producer.stop()
@@ -377,6 +387,18 @@ def _rate(x: float | None) -> str:
     return _num(x, 0 if x is None or x >= 100 else 1 if x >= 1 else 2)
 
 
+def _beside(r: dict[str, Any], mine: dict[str, float | None] | None, rate: float | None, cpus: int | None) -> str:
+    """The CPU beside the measured code per item, and the cores everything used at the phase's rate."""
+    beside = {k: v for k, v in (r.get("cpu_ms_beside") or {}).items() if v is not None}
+    if not beside:
+        return ""
+    total = sum(beside.values()) + sum(v for v in (mine or {}).values() if v is not None)
+    line = "  CPU beside it (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in beside.items())
+    if rate:
+        line += f"; all {total:.2f} ms × {_rate(rate)}/s = {total * rate / 1000:.2f} of {cpus or '?'} cores"
+    return line
+
+
 def table(r: dict[str, Any]) -> str:
     load = f"load {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}"
     lines = [f"Cadencia pipeline, one run: {r['database']}, {r['workers']} worker(s) per service, "
@@ -391,15 +413,21 @@ def table(r: dict[str, Any]) -> str:
 
     if "single_hop" in r:
         row("single-hop limit (consume→POST→produce)", r["single_hop"]["messages"], r["single_hop"]["rate"])
+        if line := _beside(r["single_hop"], None, r["single_hop"]["rate"], r["cpus"]):
+            lines.append(line)
     if "chain" in r:
         c = r["chain"]
         row("chain limit (request→…→delivered, bare)", c["messages"], c["rate"], None,
             c["latency_dispatched_s"], c["latency_delivered_s"])
+        if line := _beside(c, None, c["rate"], r["cpus"]):
+            lines.append(line)
     if "sms" in r:
         s = r["sms"]
         row("SMS service alone (÷ single-hop)", s["messages"], s["rate"], s.get("ratio_to_single_hop"))
         if s.get("cpu_ms_per_message") is not None:
             lines.append(f"  CPU of the SMS service: {s['cpu_ms_per_message']:.2f} ms per message")
+        if line := _beside(s, {"sms": s.get("cpu_ms_per_message")}, s["rate"], r["cpus"]):
+            lines.append(line)
     if "system" in r:
         s = r["system"]
         row("whole system → delivered (÷ chain)", s["requests"], s["delivered_rate"], s.get("ratio_to_chain"),
@@ -411,6 +439,8 @@ def table(r: dict[str, Any]) -> str:
                      + (f"; not delivered: {s['not_delivered']}" if s["not_delivered"] else ""))
         if cpu := {k: v for k, v in (s.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+        if line := _beside(s, s.get("cpu_ms_per_request"), s["delivered_rate"], r["cpus"]):
+            lines.append(line)
         if settled := {k: v for k, v in (s.get("cpu_ms_per_request_settled") or {}).items() if v is not None}:
             lines.append(f"  … once idle again ({s['settle_s']:.0f} s later"
                          + ("" if s["settled"] else ", not idle yet") + "): "
@@ -423,6 +453,8 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"  not delivered: {o['not_delivered']}")
         if cpu := {k: v for k, v in (o.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+        if line := _beside(o, o.get("cpu_ms_per_request"), rate, r["cpus"]):
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -281,18 +281,46 @@ class Child:
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system) the process and its descendants used so far, live ones (the workers
         of ``--workers``) and reaped ones alike (Linux)."""
-        stats = _proc_stats()
-        if self.process.pid not in stats:
-            return None
-        children: dict[int, list[int]] = {}
-        for pid, fields in stats.items():
-            children.setdefault(int(fields[1]), []).append(pid)
-        total, todo = 0, [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            total += sum(int(x) for x in stats[pid][11:15])  # its own time and its reaped children's
-            todo.extend(children.get(pid, ()))
-        return total / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.process.pid)
+
+
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU time (user + system) a process and its descendants, live and reaped, used so far (Linux)."""
+    stats = _proc_stats()
+    if root not in stats:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += sum(int(x) for x in stats[pid][11:15])  # its own time and its reaped children's
+        todo.extend(children.get(pid, ()))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class Beside:
+    """The CPU of what shares the machine with the measured code: the broker, the provider sandbox and
+    this process (the load generator and the bare limits' loops). Each phase reads it before and after,
+    so a run shows where the machine's cores went, and whether a rate was bound by them."""
+
+    def __init__(self, broker_pid: int | None, sandbox: Child) -> None:
+        self.meters: dict[str, Callable[[], float | None]] = {
+            "broker": lambda: None if broker_pid is None else tree_cpu_seconds(broker_pid),
+            "sandbox": sandbox.cpu_seconds,
+            "bench": lambda: time.process_time(),
+        }
+
+    def read(self) -> dict[str, float | None]:
+        return {name: meter() for name, meter in self.meters.items()}
+
+    def per(self, before: dict[str, float | None], count: int) -> dict[str, float | None]:
+        """Milliseconds of each one's CPU per item since ``before``."""
+        after = self.read()
+        return {name: None if before[name] is None or value is None or not count
+                else (value - before[name]) * 1000 / count  # type: ignore[operator]
+                for name, value in after.items()}
 
 
 def _proc_stats() -> dict[int, list[str]]:
