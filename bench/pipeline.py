@@ -51,6 +51,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ BENCH_TEMPLATE = TemplatePublishedEvent(subject="bench:sms:es-MX:A", data=Templa
     published_at=datetime(2026, 1, 1, tzinfo=UTC)))
 
 
-async def sms_alone(kafka: KafkaSettings, n: int, stall_s: float) -> dict[str, Any]:
+async def sms_alone(kafka: KafkaSettings, n: int, stall_s: float,
+                    on_start: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Dispatches through the running SMS service until each has its first outcome on contact.outcomes."""
     topics = Topics(kafka.topic_prefix)
     producer = EventProducer(kafka, client_id="bench-sms")
@@ -115,6 +117,7 @@ async def sms_alone(kafka: KafkaSettings, n: int, stall_s: float) -> dict[str, A
             events = [dispatch(i, deadline) for i in range(n)]
             ids = [e.data.dispatch_id for e in events]
             encoded = [(topics.dispatch("sms"), encode_event(e), e.key) for e in events]
+            on_start()
             start = time.perf_counter()
             futures = [await producer.send_raw(t, v, k) for t, v, k in encoded]
             await asyncio.gather(*futures)
@@ -130,8 +133,10 @@ async def sms_alone(kafka: KafkaSettings, n: int, stall_s: float) -> dict[str, A
 
 
 async def system_run(producer: EventProducer, topics: Topics, progress: Progress, batch: Batch,
-                     stall_s: float, what: str, rate: float | None = None) -> dict[str, Any]:
+                     stall_s: float, what: str, rate: float | None = None,
+                     on_start: Callable[[], None] = lambda: None) -> dict[str, Any]:
     sent_at: dict[str, float] = {}
+    on_start()
     start, published = await publish(producer, topics.contact_requests, batch, sent_at, rate)
     await progress.wait(batch.ids, TERMINAL, stall_s, what)
     delivered = {rid: t for rid, t in progress.at("delivered").items() if rid in sent_at}
@@ -224,15 +229,16 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
 
         if "single" in phases:
             print(f"single-hop limit: {args.messages:,} messages…", file=sys.stderr, flush=True)
-            before = beside.read()
+            window = beside.window()
             results["single_hop"] = await single_hop(bench_kafka, sandbox, args.messages, args.concurrency,
-                                                     args.stall_seconds)
-            results["single_hop"]["cpu_ms_beside"] = beside.per(before, args.messages)
+                                                     args.stall_seconds, on_start=window.start)
+            results["single_hop"].update(window.per(args.messages))
         if "chain" in phases:
             print(f"chain limit: {args.messages:,} requests…", file=sys.stderr, flush=True)
-            before = beside.read()
-            results["chain"] = await chain(bench_kafka, sandbox, args.messages, args.concurrency, args.stall_seconds)
-            results["chain"]["cpu_ms_beside"] = beside.per(before, args.messages)
+            window = beside.window()
+            results["chain"] = await chain(bench_kafka, sandbox, args.messages, args.concurrency, args.stall_seconds,
+                                           on_start=window.start)
+            results["chain"].update(window.per(args.messages))
         if "sms" in phases:
             print(f"SMS service alone: {args.messages:,} dispatches…", file=sys.stderr, flush=True)
             producer = EventProducer(bench_kafka)
@@ -244,10 +250,10 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
                    "CADENCIA_ORCHESTRATOR_URL": "http://127.0.0.1:9"}  # templates come from the topic
             sms = procs.serve("sms", ports["sms_alone"], env, label="sms_alone", workers=args.workers)
             await procs.ready([sms])
-            cpu, before = sms.cpu_seconds(), beside.read()
-            results["sms"] = await sms_alone(bench_kafka, args.messages, args.stall_seconds)
+            cpu, window = sms.cpu_seconds(), beside.window()
+            results["sms"] = await sms_alone(bench_kafka, args.messages, args.stall_seconds, on_start=window.start)
             results["sms"]["cpu_ms_per_message"] = cpu_per(sms, cpu, args.messages)
-            results["sms"]["cpu_ms_beside"] = beside.per(before, args.messages)
+            results["sms"].update(window.per(args.messages))
             procs.stop(sms)  # its CPU is the next phase's
         if "system" in phases:
             results.update(await whole_system(args, system_kafka, sandbox, ports, procs, dbs, beside))
@@ -284,11 +290,11 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 raise BenchError(f"the warm-up request did not dispatch and deliver at once: "
                                  f"{progress.reasons.get(rid, 'no reason given')}")
             print(f"whole system, closed loop: {args.requests:,} requests…", file=sys.stderr, flush=True)
-            cpu, before = {child.name: child.cpu_seconds() for child in children}, beside.read()
+            cpu, window = {child.name: child.cpu_seconds() for child in children}, beside.window()
             closed = await system_run(producer, topics, progress, Batch.of_requests(f"c{run_id}", args.requests),
-                                      args.stall_seconds, "system closed loop")
+                                      args.stall_seconds, "system closed loop", on_start=window.start)
             closed["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], args.requests) for c in children}
-            closed["cpu_ms_beside"] = beside.per(before, args.requests)
+            closed.update(window.per(args.requests))
             if args.settle:
                 closed.update(await settled_cpu(children, cpu, args.requests, args.stall_seconds))
             out["system"] = closed
@@ -301,12 +307,12 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 print(f"whole system, open loop at {load:.0%} ({rate:,.1f}/s for {args.open_seconds:.0f}s)…",
                       file=sys.stderr, flush=True)
                 batch = Batch.of_requests(f"o{n}{run_id}", count, start=args.requests + 10 + n * count)
-                cpu, before = {child.name: child.cpu_seconds() for child in children}, beside.read()
+                cpu, window = {child.name: child.cpu_seconds() for child in children}, beside.window()
                 result = await system_run(producer, topics, progress, batch, args.stall_seconds,
-                                          f"open loop {load:.0%}", rate=rate)
+                                          f"open loop {load:.0%}", rate=rate, on_start=window.start)
                 # A steady stream costs more per request than a burst (smaller batches and commits).
                 result["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], count) for c in children}
-                result["cpu_ms_beside"] = beside.per(before, count)
+                result.update(window.per(count))
                 out["open_loop"].append({"load": load, **result})
     finally:
         await producer.stop()
@@ -387,15 +393,15 @@ def _rate(x: float | None) -> str:
     return _num(x, 0 if x is None or x >= 100 else 1 if x >= 1 else 2)
 
 
-def _beside(r: dict[str, Any], mine: dict[str, float | None] | None, rate: float | None, cpus: int | None) -> str:
+def _beside(r: dict[str, Any], mine: dict[str, float | None] | None, count: int | None, cpus: int | None) -> str:
     """The CPU beside the measured code per item, and the cores everything used at the phase's rate."""
     beside = {k: v for k, v in (r.get("cpu_ms_beside") or {}).items() if v is not None}
     if not beside:
         return ""
     total = sum(beside.values()) + sum(v for v in (mine or {}).values() if v is not None)
     line = "  CPU beside it (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in beside.items())
-    if rate:
-        line += f"; all {total:.2f} ms × {_rate(rate)}/s = {total * rate / 1000:.2f} of {cpus or '?'} cores"
+    if count and r.get("cpu_wall_s"):  # until the last item was done: an open loop's drain included
+        line += f"; all of it {total:.2f} ms, {total * count / 1000 / r['cpu_wall_s']:.2f} of {cpus or '?'} cores"
     return line
 
 
@@ -413,20 +419,20 @@ def table(r: dict[str, Any]) -> str:
 
     if "single_hop" in r:
         row("single-hop limit (consume→POST→produce)", r["single_hop"]["messages"], r["single_hop"]["rate"])
-        if line := _beside(r["single_hop"], None, r["single_hop"]["rate"], r["cpus"]):
+        if line := _beside(r["single_hop"], None, r["single_hop"]["messages"], r["cpus"]):
             lines.append(line)
     if "chain" in r:
         c = r["chain"]
         row("chain limit (request→…→delivered, bare)", c["messages"], c["rate"], None,
             c["latency_dispatched_s"], c["latency_delivered_s"])
-        if line := _beside(c, None, c["rate"], r["cpus"]):
+        if line := _beside(c, None, c["messages"], r["cpus"]):
             lines.append(line)
     if "sms" in r:
         s = r["sms"]
         row("SMS service alone (÷ single-hop)", s["messages"], s["rate"], s.get("ratio_to_single_hop"))
         if s.get("cpu_ms_per_message") is not None:
             lines.append(f"  CPU of the SMS service: {s['cpu_ms_per_message']:.2f} ms per message")
-        if line := _beside(s, {"sms": s.get("cpu_ms_per_message")}, s["rate"], r["cpus"]):
+        if line := _beside(s, {"sms": s.get("cpu_ms_per_message")}, s["messages"], r["cpus"]):
             lines.append(line)
     if "system" in r:
         s = r["system"]
@@ -439,7 +445,7 @@ def table(r: dict[str, Any]) -> str:
                      + (f"; not delivered: {s['not_delivered']}" if s["not_delivered"] else ""))
         if cpu := {k: v for k, v in (s.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
-        if line := _beside(s, s.get("cpu_ms_per_request"), s["delivered_rate"], r["cpus"]):
+        if line := _beside(s, s.get("cpu_ms_per_request"), s["requests"], r["cpus"]):
             lines.append(line)
         if settled := {k: v for k, v in (s.get("cpu_ms_per_request_settled") or {}).items() if v is not None}:
             lines.append(f"  … once idle again ({s['settle_s']:.0f} s later"
@@ -453,7 +459,7 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"  not delivered: {o['not_delivered']}")
         if cpu := {k: v for k, v in (o.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
-        if line := _beside(o, o.get("cpu_ms_per_request"), rate, r["cpus"]):
+        if line := _beside(o, o.get("cpu_ms_per_request"), o["requests"], r["cpus"]):
             lines.append(line)
     return "\n".join(lines)
 

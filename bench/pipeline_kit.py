@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -313,14 +314,33 @@ class Beside:
         }
 
     def read(self) -> dict[str, float | None]:
-        return {name: meter() for name, meter in self.meters.items()}
+        return {"wall": time.monotonic(), **{name: meter() for name, meter in self.meters.items()}}
 
-    def per(self, before: dict[str, float | None], count: int) -> dict[str, float | None]:
-        """Milliseconds of each one's CPU per item since ``before``."""
+    def window(self) -> Window:
+        return Window(self)
+
+    def per(self, before: dict[str, float | None], count: int) -> dict[str, Any]:
+        """Milliseconds of each one's CPU per item since ``before`` (``cpu_ms_beside``), and the seconds
+        that passed (``cpu_wall_s``: with every process's CPU per item, the cores they used)."""
         after = self.read()
-        return {name: None if before[name] is None or value is None or not count
-                else (value - before[name]) * 1000 / count  # type: ignore[operator]
-                for name, value in after.items()}
+        per = {name: None if before[name] is None or value is None or not count
+               else (value - before[name]) * 1000 / count  # type: ignore[operator]
+               for name, value in after.items() if name != "wall"}
+        return {"cpu_ms_beside": per, "cpu_wall_s": after["wall"] - before["wall"]}  # type: ignore[operator]
+
+
+class Window:
+    """A phase's timed window: ``start`` is called when its clock starts (after its setup: a group
+    joined, the load published), ``per`` when it ends."""
+
+    def __init__(self, beside: Beside) -> None:
+        self.beside, self.at = beside, beside.read()
+
+    def start(self) -> None:
+        self.at = self.beside.read()
+
+    def per(self, count: int) -> dict[str, Any]:
+        return self.beside.per(self.at, count)
 
 
 def _proc_stats() -> dict[int, list[str]]:

@@ -68,7 +68,8 @@ def twilio_headers() -> dict[str, str]:
     return {"Authorization": aiohttp.encode_basic_auth(DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_AUTH_TOKEN)}
 
 
-async def single_hop(kafka: KafkaSettings, sandbox: str, n: int, concurrency: int, stall_s: float) -> dict[str, Any]:
+async def single_hop(kafka: KafkaSettings, sandbox: str, n: int, concurrency: int, stall_s: float,
+                     on_start: Callable[[], None] = lambda: None) -> dict[str, Any]:
     topics = Topics(kafka.topic_prefix)
     src, dst = topics.name("bench.hop.in"), topics.name("bench.hop.out")
     await ensure_topics(kafka, [src, dst])
@@ -91,6 +92,7 @@ async def single_hop(kafka: KafkaSettings, sandbox: str, n: int, concurrency: in
                     body = await response.read()
                 return await producer.send_raw(dst, body, record.key)
 
+            on_start()
             start = last = time.perf_counter()
             while done < n:
                 batches = await consumer.getmany(timeout_ms=100)
@@ -130,7 +132,8 @@ async def relay(consumer: AIOKafkaConsumer, producer: EventProducer,
         await consumer.commit()
 
 
-async def chain(kafka: KafkaSettings, sandbox: str, n: int, concurrency: int, stall_s: float) -> dict[str, Any]:
+async def chain(kafka: KafkaSettings, sandbox: str, n: int, concurrency: int, stall_s: float,
+                on_start: Callable[[], None] = lambda: None) -> dict[str, Any]:
     topics = Topics(kafka.topic_prefix)
     requests_t, dispatch_t, outcomes_t, status_t = (topics.name(f"bench.chain.{t}")
                                                     for t in ("requests", "dispatch", "outcomes", "status"))
@@ -206,6 +209,7 @@ async def chain(kafka: KafkaSettings, sandbox: str, n: int, concurrency: int, st
     try:
         async with Watch(kafka, [status_t], mark_status) as progress:
             waiting = asyncio.create_task(progress.wait(batch.ids, frozenset({"delivered"}), stall_s, "chain"))
+            on_start()
             start, _ = await publish(producer, requests_t, batch, sent_at)
             await _first_of(waiting, hops)
             end = max(progress.at("delivered")[rid] for rid in batch.ids)
