@@ -225,7 +225,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
         }
         sandbox_child = procs.serve("sandbox", ports["sandbox"], sandbox_env)
         await procs.ready([sandbox_child], timeout=90)
-        beside = Beside(broker.process.pid if broker.process else None, sandbox_child)
+        beside = Beside(broker.process.pid if broker.process else None, sandbox_child, await dbs.server_pid())
 
         if "single" in phases:
             print(f"single-hop limit: {args.messages:,} messages…", file=sys.stderr, flush=True)

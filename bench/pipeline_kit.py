@@ -302,16 +302,19 @@ def tree_cpu_seconds(root: int) -> float | None:
 
 
 class Beside:
-    """The CPU of what shares the machine with the measured code: the broker, the provider sandbox and
-    this process (the load generator and the bare limits' loops). Each phase reads it before and after,
+    """The CPU of what shares the machine with the measured code: the broker, the provider sandbox,
+    this process (the load generator and the bare limits' loops) and, with ``--postgres`` on this
+    machine, the PostgreSQL server. Each phase reads it before and after,
     so a run shows where the machine's cores went, and whether a rate was bound by them."""
 
-    def __init__(self, broker_pid: int | None, sandbox: Child) -> None:
+    def __init__(self, broker_pid: int | None, sandbox: Child, postgres_pid: int | None = None) -> None:
         self.meters: dict[str, Callable[[], float | None]] = {
             "broker": lambda: None if broker_pid is None else tree_cpu_seconds(broker_pid),
             "sandbox": sandbox.cpu_seconds,
             "bench": lambda: time.process_time(),
         }
+        if postgres_pid is not None:  # every database on that server counts, the bench's or not
+            self.meters["postgres"] = lambda: tree_cpu_seconds(postgres_pid)
 
     def read(self) -> dict[str, float | None]:
         return {"wall": time.monotonic(), **{name: meter() for name, meter in self.meters.items()}}
@@ -450,6 +453,23 @@ class Databases:
         self.created.append(name)
         url = make_url(self.admin).set(drivername="postgresql+asyncpg", database=name)
         return url.render_as_string(hide_password=False)
+
+    async def server_pid(self) -> int | None:
+        """The PostgreSQL server's main process when it runs on this machine (its reaped backends'
+        CPU counts in its own ``/proc`` figures), else None."""
+        if not self.admin:
+            return None
+        import asyncpg
+
+        conn = await asyncpg.connect(self._admin_dsn())
+        try:  # read while the backend lives: it exits with the connection
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            fields = (Path("/proc") / str(backend) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None  # another machine (or another PID namespace): nothing to read here
+        finally:
+            await conn.close()
+        return int(fields[1])
 
     def _admin_dsn(self) -> str:
         from sqlalchemy.engine import make_url
