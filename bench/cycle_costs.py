@@ -14,7 +14,6 @@ costs), on SQLite and the embedded broker, in this process:
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import sys
 import tempfile
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiosqlite.core  # noqa: E402
+from pipeline_kit import tree_cpu_seconds  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from shared.bus import ConsumerRunner, EventProducer, ensure_topics  # noqa: E402
@@ -50,12 +50,6 @@ async def _counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
 def cpu(user_only: bool = False) -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + (0.0 if user_only else usage.ru_stime)
-
-
-def process_cpu(pid: int) -> float:
-    """CPU time (user + system) another process used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def event(n: int) -> PromiseBrokenEvent:
@@ -104,9 +98,9 @@ async def idle_consumer(kafka: KafkaSettings, broker_pid: int) -> None:
     await producer.publish(topic, event(0))
     await handled.get()
     await asyncio.sleep(1)
-    started, at_broker = cpu(), process_cpu(broker_pid)
+    started, at_broker = cpu(), tree_cpu_seconds(broker_pid) or 0.0
     await asyncio.sleep(5)
-    idle, broker_idle = (cpu() - started) / 5, (process_cpu(broker_pid) - at_broker) / 5
+    idle, broker_idle = (cpu() - started) / 5, ((tree_cpu_seconds(broker_pid) or 0.0) - at_broker) / 5
     waits = []
     for i in range(20):
         await asyncio.sleep(0.3 + (i % 7) * 0.013)

@@ -394,7 +394,7 @@ def _rate(x: float | None) -> str:
 
 
 def _beside(r: dict[str, Any], mine: dict[str, float | None] | None, count: int | None, cpus: int | None) -> str:
-    """The CPU beside the measured code per item, and the cores everything used at the phase's rate."""
+    """The CPU beside the measured code per item, and the cores all of it used over the phase's window."""
     beside = {k: v for k, v in (r.get("cpu_ms_beside") or {}).items() if v is not None}
     if not beside:
         return ""

@@ -311,7 +311,7 @@ class Beside:
         self.meters: dict[str, Callable[[], float | None]] = {
             "broker": lambda: None if broker_pid is None else tree_cpu_seconds(broker_pid),
             "sandbox": sandbox.cpu_seconds,
-            "bench": lambda: time.process_time(),
+            "bench": time.process_time,
         }
         if postgres_pid is not None:  # every database on that server counts, the bench's or not
             self.meters["postgres"] = lambda: tree_cpu_seconds(postgres_pid)
