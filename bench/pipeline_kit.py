@@ -285,9 +285,10 @@ class Child:
         return tree_cpu_seconds(self.process.pid)
 
 
-def tree_cpu_seconds(root: int) -> float | None:
-    """CPU time (user + system) a process and its descendants, live and reaped, used so far (Linux)."""
-    stats = _proc_stats()
+def tree_cpu_seconds(root: int, stats: dict[int, list[str]] | None = None) -> float | None:
+    """CPU time (user + system) a process and its descendants, live and reaped, used so far (Linux);
+    ``stats``: one reading of ``/proc`` shared by several such sums."""
+    stats = _proc_stats() if stats is None else stats
     if root not in stats:
         return None
     children: dict[int, list[int]] = {}
@@ -304,32 +305,22 @@ def tree_cpu_seconds(root: int) -> float | None:
 class Beside:
     """The CPU of what shares the machine with the measured code: the broker, the provider sandbox,
     this process (the load generator and the bare limits' loops) and, with ``--postgres`` on this
-    machine, the PostgreSQL server. Each phase reads it before and after,
-    so a run shows where the machine's cores went, and whether a rate was bound by them."""
+    machine, the PostgreSQL server. Each phase reads it over its timed window (:meth:`window`), so a
+    run shows where the machine's cores went, and whether a rate was bound by them."""
 
     def __init__(self, broker_pid: int | None, sandbox: Child, postgres_pid: int | None = None) -> None:
-        self.meters: dict[str, Callable[[], float | None]] = {
-            "broker": lambda: None if broker_pid is None else tree_cpu_seconds(broker_pid),
-            "sandbox": sandbox.cpu_seconds,
-            "bench": time.process_time,
-        }
-        if postgres_pid is not None:  # every database on that server counts, the bench's or not
-            self.meters["postgres"] = lambda: tree_cpu_seconds(postgres_pid)
+        # Every database on that server counts, the bench's or not.
+        self.trees = {name: pid for name, pid in (("broker", broker_pid), ("sandbox", sandbox.process.pid),
+                                                  ("postgres", postgres_pid)) if pid is not None}
 
     def read(self) -> dict[str, float | None]:
-        return {"wall": time.monotonic(), **{name: meter() for name, meter in self.meters.items()}}
+        """Each one's CPU seconds so far, from one reading of ``/proc``."""
+        stats = _proc_stats()
+        return {**{name: tree_cpu_seconds(pid, stats) for name, pid in self.trees.items()},
+                "bench": time.process_time()}
 
     def window(self) -> Window:
         return Window(self)
-
-    def per(self, before: dict[str, float | None], count: int) -> dict[str, Any]:
-        """Milliseconds of each one's CPU per item since ``before`` (``cpu_ms_beside``), and the seconds
-        that passed (``cpu_wall_s``: with every process's CPU per item, the cores they used)."""
-        after = self.read()
-        per = {name: None if before[name] is None or value is None or not count
-               else (value - before[name]) * 1000 / count  # type: ignore[operator]
-               for name, value in after.items() if name != "wall"}
-        return {"cpu_ms_beside": per, "cpu_wall_s": after["wall"] - before["wall"]}  # type: ignore[operator]
 
 
 class Window:
@@ -337,13 +328,21 @@ class Window:
     joined, the load published), ``per`` when it ends."""
 
     def __init__(self, beside: Beside) -> None:
-        self.beside, self.at = beside, beside.read()
+        self.beside = beside
+        self.start()
 
     def start(self) -> None:
-        self.at = self.beside.read()
+        self.at, self.wall = self.beside.read(), time.monotonic()
 
     def per(self, count: int) -> dict[str, Any]:
-        return self.beside.per(self.at, count)
+        """Milliseconds of each one's CPU per item in the window (``cpu_ms_beside``), and the seconds it
+        lasted (``cpu_wall_s``: with every process's CPU per item, the cores they used)."""
+        after, wall = self.beside.read(), time.monotonic() - self.wall
+        per: dict[str, float | None] = {}
+        for name, value in after.items():
+            before = self.at.get(name)
+            per[name] = None if before is None or value is None or not count else (value - before) * 1000 / count
+        return {"cpu_ms_beside": per, "cpu_wall_s": wall}
 
 
 def _proc_stats() -> dict[int, list[str]]:
