@@ -250,7 +250,7 @@ async def run(args: argparse.Namespace, tmp: Path, procs: Processes, dbs: Databa
                    "CADENCIA_ORCHESTRATOR_URL": "http://127.0.0.1:9"}  # templates come from the topic
             sms = procs.serve("sms", ports["sms_alone"], env, label="sms_alone", workers=args.workers)
             await procs.ready([sms])
-            cpu, window = sms.cpu_seconds(), beside.window()
+            cpu, window = sms.cpu_seconds(), beside.window([sms])
             results["sms"] = await sms_alone(bench_kafka, args.messages, args.stall_seconds, on_start=window.start)
             results["sms"]["cpu_ms_per_message"] = cpu_per(sms, cpu, args.messages)
             results["sms"].update(window.per(args.messages))
@@ -290,7 +290,7 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 raise BenchError(f"the warm-up request did not dispatch and deliver at once: "
                                  f"{progress.reasons.get(rid, 'no reason given')}")
             print(f"whole system, closed loop: {args.requests:,} requests…", file=sys.stderr, flush=True)
-            cpu, window = {child.name: child.cpu_seconds() for child in children}, beside.window()
+            cpu, window = {child.name: child.cpu_seconds() for child in children}, beside.window(children)
             closed = await system_run(producer, topics, progress, Batch.of_requests(f"c{run_id}", args.requests),
                                       args.stall_seconds, "system closed loop", on_start=window.start)
             closed["cpu_ms_per_request"] = {c.name: cpu_per(c, cpu[c.name], args.requests) for c in children}
@@ -307,7 +307,7 @@ async def whole_system(args: argparse.Namespace, kafka: KafkaSettings, sandbox: 
                 print(f"whole system, open loop at {load:.0%} ({rate:,.1f}/s for {args.open_seconds:.0f}s)…",
                       file=sys.stderr, flush=True)
                 batch = Batch.of_requests(f"o{n}{run_id}", count, start=args.requests + 10 + n * count)
-                cpu, window = {child.name: child.cpu_seconds() for child in children}, beside.window()
+                cpu, window = {child.name: child.cpu_seconds() for child in children}, beside.window(children)
                 result = await system_run(producer, topics, progress, batch, args.stall_seconds,
                                           f"open loop {load:.0%}", rate=rate, on_start=window.start)
                 # A steady stream costs more per request than a burst (smaller batches and commits).
@@ -405,6 +405,15 @@ def _beside(r: dict[str, Any], mine: dict[str, float | None] | None, count: int 
     return line
 
 
+def _loops(r: dict[str, Any]) -> str:
+    """Where each service's event-loop thread spent the phase's window (see ``Window.per``)."""
+    loops = r.get("loop_thread") or {}
+    if not loops:
+        return ""
+    return "  event-loop thread, share of the window on a core / waiting for one: " + ", ".join(
+        f"{name} {v['on_cpu']:.0%} / {v['waiting_for_cpu']:.0%}" for name, v in loops.items())
+
+
 def table(r: dict[str, Any]) -> str:
     load = f"load {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}"
     lines = [f"Cadencia pipeline, one run: {r['database']}, {r['workers']} worker(s) per service, "
@@ -434,6 +443,8 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"  CPU of the SMS service: {s['cpu_ms_per_message']:.2f} ms per message")
         if line := _beside(s, {"sms": s.get("cpu_ms_per_message")}, s["messages"], r["cpus"]):
             lines.append(line)
+        if line := _loops(s):
+            lines.append(line)
     if "system" in r:
         s = r["system"]
         row("whole system → delivered (÷ chain)", s["requests"], s["delivered_rate"], s.get("ratio_to_chain"),
@@ -446,6 +457,8 @@ def table(r: dict[str, Any]) -> str:
         if cpu := {k: v for k, v in (s.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
         if line := _beside(s, s.get("cpu_ms_per_request"), s["requests"], r["cpus"]):
+            lines.append(line)
+        if line := _loops(s):
             lines.append(line)
         if settled := {k: v for k, v in (s.get("cpu_ms_per_request_settled") or {}).items() if v is not None}:
             lines.append(f"  … once idle again ({s['settle_s']:.0f} s later"
@@ -460,6 +473,8 @@ def table(r: dict[str, Any]) -> str:
         if cpu := {k: v for k, v in (o.get("cpu_ms_per_request") or {}).items() if v is not None}:
             lines.append("  CPU per request (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
         if line := _beside(o, o.get("cpu_ms_per_request"), o["requests"], r["cpus"]):
+            lines.append(line)
+        if line := _loops(o):
             lines.append(line)
     return "\n".join(lines)
 

@@ -285,21 +285,44 @@ class Child:
         return tree_cpu_seconds(self.process.pid)
 
 
+def _tree(root: int, stats: dict[int, list[str]]) -> list[int]:
+    """``root`` and its live descendants (from one reading of ``/proc``)."""
+    if root not in stats:
+        return []
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
 def tree_cpu_seconds(root: int, stats: dict[int, list[str]] | None = None) -> float | None:
     """CPU time (user + system) a process and its descendants, live and reaped, used so far (Linux);
     ``stats``: one reading of ``/proc`` shared by several such sums."""
     stats = _proc_stats() if stats is None else stats
-    if root not in stats:
+    tree = _tree(root, stats)
+    if not tree:
         return None
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += sum(int(x) for x in stats[pid][11:15])  # its own time and its reaped children's
-        todo.extend(children.get(pid, ()))
-    return total / os.sysconf("SC_CLK_TCK")
+    # Each one's own time and its reaped children's.
+    return sum(int(x) for pid in tree for x in stats[pid][11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def main_threads(root: int, stats: dict[int, list[str]]) -> dict[int, tuple[int, int]]:
+    """For each process of ``root``'s tree, its main thread's time on a core and its time runnable but
+    waiting for one, in nanoseconds so far (``/proc/PID/task/PID/schedstat``; empty where the kernel
+    keeps no such figures). A service's main thread runs its event loop."""
+    threads = {}
+    for pid in _tree(root, stats):
+        try:
+            on_cpu, waiting, _ = (int(x) for x in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        threads[pid] = (on_cpu, waiting)
+    return threads
 
 
 class Beside:
@@ -313,36 +336,48 @@ class Beside:
         self.trees = {name: pid for name, pid in (("broker", broker_pid), ("sandbox", sandbox.process.pid),
                                                   ("postgres", postgres_pid)) if pid is not None}
 
-    def read(self) -> dict[str, float | None]:
-        """Each one's CPU seconds so far, from one reading of ``/proc``."""
+    def read(self, services: list[Child]) -> tuple[dict[str, float | None], dict[str, dict[int, tuple[int, int]]]]:
+        """Each one's CPU seconds so far, and the main threads of ``services``, from one reading of ``/proc``."""
         stats = _proc_stats()
-        return {**{name: tree_cpu_seconds(pid, stats) for name, pid in self.trees.items()},
-                "bench": time.process_time()}
+        cpu = {**{name: tree_cpu_seconds(pid, stats) for name, pid in self.trees.items()},
+               "bench": time.process_time()}
+        return cpu, {child.name: main_threads(child.process.pid, stats) for child in services}
 
-    def window(self) -> Window:
-        return Window(self)
+    def window(self, services: list[Child] | None = None) -> Window:
+        """A window over the phase; ``services``: the measured services, whose event-loop threads it reads too."""
+        return Window(self, services or [])
 
 
 class Window:
     """A phase's timed window: ``start`` is called when its clock starts (after its setup: a group
     joined, the load published), ``per`` when it ends."""
 
-    def __init__(self, beside: Beside) -> None:
-        self.beside = beside
+    def __init__(self, beside: Beside, services: list[Child]) -> None:
+        self.beside, self.services = beside, services
         self.start()
 
     def start(self) -> None:
-        self.at, self.wall = self.beside.read(), time.monotonic()
+        (self.at, self.threads_at), self.wall = self.beside.read(self.services), time.monotonic()
 
     def per(self, count: int) -> dict[str, Any]:
-        """Milliseconds of each one's CPU per item in the window (``cpu_ms_beside``), and the seconds it
-        lasted (``cpu_wall_s``: with every process's CPU per item, the cores they used)."""
-        after, wall = self.beside.read(), time.monotonic() - self.wall
+        """Milliseconds of each one's CPU per item in the window (``cpu_ms_beside``), the seconds it
+        lasted (``cpu_wall_s``: with every process's CPU per item, the cores they used), and for each
+        service the share of the window its busiest event-loop thread spent on a core and runnable but
+        waiting for one (``loop_thread``): a loop on a core nearly all the window is bound by its own
+        work; one that waits for a core, by the machine's; one that is neither waits for I/O."""
+        (after, threads), wall = self.beside.read(self.services), time.monotonic() - self.wall
         per: dict[str, float | None] = {}
         for name, value in after.items():
             before = self.at.get(name)
             per[name] = None if before is None or value is None or not count else (value - before) * 1000 / count
-        return {"cpu_ms_beside": per, "cpu_wall_s": wall}
+        loops: dict[str, dict[str, float]] = {}
+        for name, now in threads.items():
+            then = self.threads_at.get(name, {})
+            spent = [(now[pid][0] - then[pid][0], now[pid][1] - then[pid][1]) for pid in now if pid in then]
+            if spent and wall > 0:
+                on_cpu, waiting = max(spent)
+                loops[name] = {"on_cpu": on_cpu / 1e9 / wall, "waiting_for_cpu": waiting / 1e9 / wall}
+        return {"cpu_ms_beside": per, "cpu_wall_s": wall, "loop_thread": loops}
 
 
 def _proc_stats() -> dict[int, list[str]]:
