@@ -285,38 +285,23 @@ class Child:
         return tree_cpu_seconds(self.process.pid)
 
 
-def _tree(root: int, stats: dict[int, list[str]]) -> list[int]:
-    """``root`` and its live descendants (from one reading of ``/proc``)."""
-    if root not in stats:
-        return []
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
-
-
-def tree_cpu_seconds(root: int, stats: dict[int, list[str]] | None = None) -> float | None:
+def tree_cpu_seconds(root: int, procs: ProcTable | None = None) -> float | None:
     """CPU time (user + system) a process and its descendants, live and reaped, used so far (Linux);
-    ``stats``: one reading of ``/proc`` shared by several such sums."""
-    stats = _proc_stats() if stats is None else stats
-    tree = _tree(root, stats)
+    ``procs``: one reading of ``/proc`` shared by several such sums."""
+    procs = read_procs() if procs is None else procs
+    tree = procs.tree(root)
     if not tree:
         return None
     # Each one's own time and its reaped children's.
-    return sum(int(x) for pid in tree for x in stats[pid][11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for pid in tree for x in procs.stats[pid][11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def main_threads(root: int, stats: dict[int, list[str]]) -> dict[int, tuple[int, int]]:
+def main_threads(root: int, procs: ProcTable) -> dict[int, tuple[int, int]]:
     """For each process of ``root``'s tree, its main thread's time on a core and its time runnable but
     waiting for one, in nanoseconds so far (``/proc/PID/task/PID/schedstat``; empty where the kernel
     keeps no such figures). A service's main thread runs its event loop."""
     threads = {}
-    for pid in _tree(root, stats):
+    for pid in procs.tree(root):
         try:
             on_cpu, waiting, _ = (int(x) for x in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split())
         except (OSError, ValueError):
@@ -338,10 +323,10 @@ class Beside:
 
     def read(self, services: list[Child]) -> tuple[dict[str, float | None], dict[str, dict[int, tuple[int, int]]]]:
         """Each one's CPU seconds so far, and the main threads of ``services``, from one reading of ``/proc``."""
-        stats = _proc_stats()
-        cpu = {**{name: tree_cpu_seconds(pid, stats) for name, pid in self.trees.items()},
+        procs = read_procs()
+        cpu = {**{name: tree_cpu_seconds(pid, procs) for name, pid in self.trees.items()},
                "bench": time.process_time()}
-        return cpu, {child.name: main_threads(child.process.pid, stats) for child in services}
+        return cpu, {child.name: main_threads(child.process.pid, procs) for child in services}
 
     def window(self, services: list[Child] | None = None) -> Window:
         """A window over the phase; ``services``: the measured services, whose event-loop threads it reads too."""
@@ -380,16 +365,38 @@ class Window:
         return {"cpu_ms_beside": per, "cpu_wall_s": wall, "loop_thread": loops}
 
 
-def _proc_stats() -> dict[int, list[str]]:
-    """Every process's ``/proc/PID/stat`` fields after the command name (state, ppid, …)."""
-    stats = {}
+@dataclass(frozen=True)
+class ProcTable:
+    """One reading of ``/proc``: every process's ``stat`` fields after the command name (state, ppid,
+    …) and, from them, each process's children."""
+
+    stats: dict[int, list[str]]
+    children: dict[int, list[int]]
+
+    def tree(self, root: int) -> list[int]:
+        """``root`` and its live descendants; empty when ``root`` is gone."""
+        if root not in self.stats:
+            return []
+        found, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(self.children.get(pid, ()))
+        return found
+
+
+def read_procs() -> ProcTable:
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # gone meanwhile
-    return stats
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    return ProcTable(stats, children)
 
 
 class Processes:
