@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from services.messaging.settings import SenderSettings
 from services.sandbox.testing import SandboxHandle
 from shared.bus import EventProducer
+from shared.channels.models import SendLogRecord
 from shared.channels.settings import SendingSettings
 from shared.config import DatabaseSettings, KafkaSettings, TwilioSettings
 from shared.events import Topics
@@ -121,6 +123,16 @@ class Running:
     @property
     def webhooks(self) -> Any:
         return self.app.state.webhooks
+
+    async def results_recorded(self) -> bool:
+        """Every provider request this service made is counted in its send log: no send's result is
+        still on its way to a commit. A row can look final before then: a provider callback proves the
+        message arrived and marks it ``sent`` while its holder's result, with the attempt count and
+        the end of its retry bookkeeping, is not yet committed."""
+        async with self.app.state.db.read_sessions() as session:
+            counted = (await session.execute(select(func.coalesce(func.sum(SendLogRecord.attempts), 0)))).scalar_one()
+        made: int = self.app.state.dispatch.requests
+        return int(counted) == made
 
 
 @asynccontextmanager

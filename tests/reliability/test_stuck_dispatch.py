@@ -128,7 +128,7 @@ async def test_a_stuck_dispatch_leaves_its_batch_and_the_partition_goes_on_then_
 
         async def stuck_sent() -> bool:
             row = (await rows(service, [stuck.data.dispatch_id]))[stuck.data.dispatch_id]
-            return row.state == "sent"
+            return row.state == "sent" and await service.results_recorded()
 
         await sandbox.eventually(stuck_sent, timeout=30, interval=0.1)
         row = (await rows(service, [stuck.data.dispatch_id]))[stuck.data.dispatch_id]
