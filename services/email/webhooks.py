@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.email.tokens import UnsubscribeTokens
-from shared.channels.callbacks import ChannelWebhookContext, SendLogIndex, by_context, new_receipts
+from shared.channels.callbacks import ChannelWebhookContext, SendLogIndex, by_context, new_receipts, proven_sent
 from shared.channels.models import SendLogView
 from shared.channels.outcomes import advance, outcome_id, response_event, stage_opt_out
 from shared.channels.sendlog import SendLogEntry
@@ -159,8 +159,7 @@ def _apply_email_event(
     if row.provider_id is None and event.provider_id:
         row.provider_id = event.provider_id
         index.by_provider.setdefault(event.provider_id, row)
-    if row.state in ("sending", "unknown"):
-        row.state = "sent"  # the event proves SendGrid has it
+    proven_sent(row)  # the event proves SendGrid has it
     if name in UNSUBSCRIBE_EVENTS:
         return "applied"  # staged once per dispatch by the caller
     status = SENDGRID_STATUS.get(name)

@@ -6,7 +6,8 @@
 * :func:`new_receipts` / :func:`first_receipt` — a callback is applied once: its ``(id, status)``
   receipt is inserted first, and a receipt already there means a replay.
 * :class:`SendLogIndex` / :func:`find_send_log` — the send-log rows a group of callbacks is about,
-  found by the dispatch id in the callback URL, else by the provider's id.
+  found by the dispatch id in the callback URL, else by the provider's id; :func:`proven_sent` — what
+  a callback proves about a row that never recorded the provider's answer.
 * :func:`by_context` — a group writer's writes grouped by the context that submitted them.
 """
 
@@ -63,9 +64,22 @@ async def find_send_log(session: AsyncSession, provider_id: str, dispatch_hint: 
     if row is not None:
         if row.provider_id is None:
             row.provider_id = provider_id
-        if row.state in ("sending", "unknown"):
-            row.state = "sent"
+        proven_sent(row)
     return row
+
+
+def proven_sent(row: SendLogRecord | SendLogEntry) -> None:
+    """A provider callback about ``row``'s message proves the provider has it: a row that never recorded
+    its answer (``sending``, ``unknown``) is ``sent``. A claim of the retry path (``next_attempt_at``
+    set) ends there as well: its next attempt, its composed request and its last transient error go,
+    as its holder's result would clear them. So a holder that dies after the provider accepted leaves
+    none of them on a ``sent`` row, and that result, when it does come, does not clear an error a later
+    callback recorded (an undelivered message's code)."""
+    if row.state in ("sending", "unknown"):
+        row.state = "sent"
+        if row.next_attempt_at is not None:
+            row.next_attempt_at = row.resume = None
+            row.error_code = row.error_message = None
 
 
 async def first_receipt(session: AsyncSession, provider_id: str, status: str, now: datetime) -> bool:
@@ -161,8 +175,7 @@ class SendLogIndex:
             if row.provider_id is None:
                 row.provider_id = provider_id
                 self._index(row)
-            if row.state in ("sending", "unknown"):
-                row.state = "sent"
+            proven_sent(row)
         return row
 
 

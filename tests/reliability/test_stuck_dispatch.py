@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import services.sms.app as sms_app
 import services.sms.settings as sms_settings
@@ -31,6 +31,7 @@ from tests.channel_harness import (
     running_service,
     sandbox_messages,
     service_settings,
+    signed_post,
     template_cached,
     template_event,
     unique_number,
@@ -178,6 +179,51 @@ async def test_replicas_resume_a_deferred_send_once_after_the_holder_stops(
 
         await sandbox.eventually(sent, timeout=30, interval=0.1)
     assert len(await accepted(sandbox, stuck_to)) == 1
+
+
+async def test_a_callback_for_a_message_the_retry_path_sent_ends_its_retrying(
+    kafka_settings: KafkaSettings, database_url: str, sandbox: SandboxHandle, outcomes: TopicReader,
+    publisher: Publisher, group: str,
+) -> None:
+    """A resumed send was accepted and its holder died before recording the answer: the message's
+    callback makes the row ``sent`` and ends its retrying, so none of it stays on a ``sent`` row."""
+    to = unique_number("0001")
+    await sandbox.set_scenario(to, error_status=503)
+    event = dispatch_event("sms", to, "reminder")
+    await publisher.template(template_event("reminder", "sms"))
+    settings = settings_for(kafka_settings, database_url, sandbox, group)
+    # The retry path looks for due rows once a minute here: the deferred row stays as this test sets it.
+    settings = settings.model_copy(update={"sending": settings.sending.model_copy(update={"retry_poll_s": 60.0})})
+    dispatch_id = event.data.dispatch_id
+    async with running_service(SMS, settings) as service:
+        await template_cached(service, "reminder")
+        await publisher.dispatch(event)
+
+        async def retrying() -> bool:
+            row = (await rows(service, [dispatch_id])).get(dispatch_id)
+            return row is not None and row.state == "retrying"
+
+        await sandbox.eventually(retrying, timeout=30, interval=0.1)
+        before = (await rows(service, [dispatch_id]))[dispatch_id]
+        assert before.error_code == "20503" and before.resume is not None and before.next_attempt_at is not None
+        # Claimed by a holder of the retry path (its conditional update), which then died in its request.
+        async with service.app.state.db.transaction() as session:
+            await session.execute(update(SendLogRecord).where(SendLogRecord.dispatch_id == dispatch_id,
+                                                              SendLogRecord.state == "retrying")
+                                  .values(state="sending"))
+        sid = "SM" + uuid.uuid4().hex
+        url = f"{service.url}/webhooks/twilio/status?dispatch={dispatch_id}"
+        token = settings.twilio.auth_token.get_secret_value()
+        answer = await signed_post(url, token, {"MessageSid": sid, "MessageStatus": "sent", "To": to})
+        assert answer.status_code == 204
+        row = (await rows(service, [dispatch_id]))[dispatch_id]
+        await service.app.state.deferred.resume_once()  # neither resumed nor reported unknown
+        again = (await rows(service, [dispatch_id]))[dispatch_id]
+    assert (row.state, row.provider_id, row.status) == ("sent", sid, "sent")
+    assert (row.next_attempt_at, row.resume, row.error_code, row.error_message) == (None, None, None, None)
+    assert (again.state, again.status) == ("sent", "sent")
+    await wait_for(lambda: "sent" in _statuses(outcomes, event), timeout=15, what="the sent outcome")
+    assert "unknown" not in _statuses(outcomes, event)
 
 
 async def _refused_twice(sandbox: SandboxHandle, to: str) -> bool:
