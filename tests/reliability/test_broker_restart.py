@@ -64,8 +64,10 @@ async def _all_not_ready(cluster: Cluster) -> bool:
     return not any([await cluster.is_ready(name) for name in SERVICES])
 
 
-async def _clean(cluster: Cluster, ids: set[str]) -> Audit | None:
+async def _clean(cluster: Cluster, ids: set[str], last: list[Audit]) -> Audit | None:
+    """The audit of ``ids`` once it finds no problem; ``last`` keeps the latest one for the failure message."""
     found = await audit(cluster, ids, None, [])
+    last[:] = [found]
     return found if not found.problems else None
 
 
@@ -96,8 +98,13 @@ async def test_a_fresh_broker_gets_everything_the_services_committed_meanwhile(t
         cluster.broker.start(timeout=60)  # the same port, no topics, no offsets
         await cluster.wait_ready(timeout=120)
         ids = {e.id for e in before + during}
-        found = await wait_for(lambda: _clean(cluster, ids), timeout=120, interval=1,
-                               what="every committed request delivered, once")
+        last: list[Audit] = []
+        try:
+            found = await wait_for(lambda: _clean(cluster, ids, last), timeout=120, interval=1,
+                                   what="every committed request delivered, once")
+        except AssertionError as exc:
+            seen = (last[0].problems, last[0].figures()) if last else None
+            raise AssertionError(f"{exc}; the last audit's problems and figures: {seen}") from None
         topics = await _topics_on(cluster)
     figures: dict[str, Any] = found.figures()
     print("broker restart:", figures)  # noqa: T201 - the figures of the run (-s)
