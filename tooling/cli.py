@@ -24,18 +24,21 @@ def load_service(name: str) -> tuple[Any, Any]:
 #: Exit status of a service whose consumer (or other vital background task) crashed.
 EXIT_FATAL = 70
 
-#: Allocations between two collections of the youngest generation (CPython's default is 700).
-GC_YOUNG_THRESHOLD = 10_000
+#: Container objects alive beyond the last collection that start the next young one (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 100_000
 
 
 def tune_gc() -> None:
     """Set the served process's garbage collector for a long-lived service that allocates per event.
 
     What exists once the app is built (modules, the app, its settings) is frozen out of collections,
-    and the youngest generation is collected every ``GC_YOUNG_THRESHOLD`` allocations instead of 700:
-    with the default settings the orchestrator spent a tenth of its CPU in the collector, most of it
-    in full collections of the whole heap (docs/benchmarks.md). Only how often it runs changes:
-    garbage is still collected, a few thousand objects later."""
+    and the youngest generation is collected once ``GC_YOUNG_THRESHOLD`` more container objects are
+    alive than at the last collection, instead of 700: with the default settings the orchestrator
+    spent a tenth of its CPU in the collector, most of it in full collections of the whole heap, and
+    at 10,000 still about 5% in young collections of 10–20 ms each, because a consumer batch keeps
+    tens of thousands of objects alive while it runs (docs/benchmarks.md, eighteenth round). Only how
+    often it runs changes: cyclic garbage (a few thousand objects over a 20,000-request burst) is
+    still collected, later; a collection then takes 50–150 ms, once or twice a burst."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
