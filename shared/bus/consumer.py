@@ -30,6 +30,10 @@
 * While records flow, a batch consumer whose fetch is small lingers ``kafka.batch_linger_ms`` (100 ms)
   for the records that follow, so a steady stream does not pay each batch's fixed work every few
   records; a record after a pause goes at once.
+* A consumer that wants only some event types right now (``wanted_types``, asked once a batch: the
+  webhooks consumer with no endpoint subscribed) passes over the records whose ``ce_type`` header
+  names a known type it does not want, unread; a record without that header, or naming no known
+  type, is read and validated as always (poison in it is dead-lettered).
 * Records over ``kafka.max_event_bytes`` are dead-lettered unread; dead letters are bounded
   (:mod:`shared.bus.deadletter`), so publishing one can never fail for its size.
 * The runner never dies silently: an exception escaping its loop is logged with its traceback and
@@ -64,7 +68,7 @@ from shared.bus.producer import BrokerChanged, ClusterCheck, EventProducer, read
 from shared.config import KafkaSettings
 from shared.db.database import connection_lost
 from shared.events import AnyEvent, CloudEvent, parse_event
-from shared.events.topics import Topics
+from shared.events.topics import TOPIC_OF_TYPE, Topics
 from shared.logging import get_logger
 from shared.tracing import context_of, continued
 
@@ -168,6 +172,7 @@ class ConsumerRunner:
         on_fatal: Callable[[BaseException], None] | None = None,
         batch_handler: BatchHandler | None = None,
         idle: bool = False,
+        wanted_types: Callable[[], Awaitable[frozenset[str] | None]] | None = None,
     ) -> None:
         self.name, self.service, self.topics, self.group_id = name, service, topics, group_id
         self.kafka, self.handler, self.producer = kafka, handler, producer
@@ -176,6 +181,10 @@ class ConsumerRunner:
         self.batches = 0
         self.batch_fallbacks = 0
         self.accept_types = accept_types
+        #: Asked once a batch: the event types the handler wants now (None: all of them).
+        self.wanted_types = wanted_types
+        #: Records passed over unread because their header named a type the handler did not want.
+        self.passed_over = 0
         self.max_attempts, self.retry_base, self.retry_cap = max_attempts, retry_base, retry_cap
         self.dlq_topic = Topics(kafka.topic_prefix).dlq
         self.crash_log, self.keep_payload, self.on_fatal = crash_log, keep_payload, on_fatal
@@ -427,8 +436,12 @@ class ConsumerRunner:
                 continue
             whole.append((tp, records))
         items: list[tuple[CloudEvent, RecordMeta, Any]] = []
+        wanted = await self._wanted() if self.wanted_types is not None and whole else None
         for _tp, records in whole:
             for record in records:
+                if wanted is not None and _unwanted(record, wanted):
+                    self.passed_over += 1
+                    continue
                 event = await self._admit(record)
                 if event is not None:
                     items.append((event, RecordMeta(record.topic, record.partition, record.offset, record.key), record))
@@ -448,6 +461,19 @@ class ConsumerRunner:
             await asyncio.gather(*(run_key(group) for group in by_key.values()))
         for tp, records in whole:
             self._commits.done[tp] = records[-1].offset + 1
+
+    async def _wanted(self) -> frozenset[str] | None:
+        """The handler's wanted types for this batch; all of them when it cannot say (its database is
+        away: the handler meets the same failure and retries it as it always did)."""
+        assert self.wanted_types is not None
+        try:
+            return await self.wanted_types()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("cannot tell which event types are wanted; reading every record", consumer=self.name,
+                        error=_short(exc))
+            return None
 
     async def _batch_with_retries(self, items: list[tuple[CloudEvent, RecordMeta, Any]]) -> bool:
         """Apply ``items`` through the batch handler; False when it must be handled record by record."""
@@ -606,6 +632,18 @@ class ConsumerRunner:
 def _transient(exc: BaseException) -> bool:
     """A dependency is away (the broker, the database connection): the same work is retried."""
     return isinstance(exc, TransientError | ConnectionError | OSError | TimeoutError) or connection_lost(exc)
+
+
+def _unwanted(record: Any, wanted: frozenset[str]) -> bool:
+    """Whether the record's ``ce_type`` header names a known event type that is not ``wanted``."""
+    for key, value in record.headers or ():
+        if key == "ce_type":
+            try:
+                kind = value.decode() if isinstance(value, bytes) else None
+            except UnicodeDecodeError:
+                return False
+            return kind in TOPIC_OF_TYPE and kind not in wanted
+    return False
 
 
 def _short(exc: BaseException) -> str:

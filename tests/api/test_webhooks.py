@@ -132,7 +132,7 @@ async def _state(items_awaitable: Any, state: str) -> dict[str, Any] | None:
     return items[0] if items and items[0]["state"] == state else None
 
 
-async def test_each_event_is_one_delivery_per_subscriber_and_an_event_nobody_wants_writes_nothing(
+async def test_each_event_is_one_delivery_per_subscriber_and_an_event_nobody_wants_is_passed_over_unread(
     kafka_settings: KafkaSettings, database_url: str, receiver: Receiver
 ) -> None:
     from sqlalchemy import func, select
@@ -151,8 +151,8 @@ async def test_each_event_is_one_delivery_per_subscriber_and_an_event_nobody_wan
         consumer, db = o.app.state.webhooks_consumer, o.app.state.ctx.db
         mark = f"{settings.consumer_group}-webhooks"
 
-        async def handled(n: int) -> bool:
-            return bool(consumer.handled >= n)
+        async def handled(n: int, passed_over: int) -> bool:
+            return bool(consumer.handled >= n and consumer.passed_over >= passed_over)
 
         async def count(model: Any, *where: Any) -> int:
             async with db.sessions() as session:
@@ -162,9 +162,11 @@ async def test_each_event_is_one_delivery_per_subscriber_and_an_event_nobody_wan
             return StatusChangedEvent(source="tests", subject="deb-w", data=StatusChanged(
                 request_id=request_id, debtor_id="deb-w", status="dispatched"))
 
-        # No endpoint: the event is read, and nothing is written (no delivery, no inbox mark).
+        # No endpoint: the event is passed over unread (its header names its type), and nothing is
+        # written (no delivery, no inbox mark).
         await o.publish(o.topics.contact_status, status("req-before"))
-        await wait_for(lambda: handled(1), what="the first event handled")
+        await wait_for(lambda: handled(0, 1), what="the first event passed over")
+        assert consumer.handled == 0
         assert await count(InboxRecord, InboxRecord.consumer == mark) == 0
         assert await count(WebhookDelivery) == 0
 
@@ -177,7 +179,68 @@ async def test_each_event_is_one_delivery_per_subscriber_and_an_event_nobody_wan
             provider="twilio", occurred_at=T0))
         for event in (wanted, unwanted, wanted):  # the same event twice: one delivery
             await o.publish(o.topics.contact_status if event is wanted else o.topics.contact_outcomes, event)
-        await wait_for(lambda: handled(4), what="the other events handled")
+        await wait_for(lambda: handled(2, 2), what="the other events handled or passed over")
+        assert (consumer.handled, consumer.passed_over) == (2, 2)
         async with db.sessions() as session:
             rows = (await session.execute(select(WebhookDelivery.event_id))).scalars().all()
         assert rows == [wanted.id]
+
+
+async def test_only_a_header_naming_a_known_unwanted_type_lets_a_record_pass_unread(
+    kafka_settings: KafkaSettings, database_url: str, receiver: Receiver
+) -> None:
+    """The webhooks consumer passes over a record unread only when its ``ce_type`` header names a known
+    event type no active endpoint wants. Without that header, or with a header naming no known type,
+    the record is read as always: poison in it is dead-lettered, a valid event is handled."""
+    import base64
+
+    from sqlalchemy import func, select
+
+    from services.orchestrator.webhooks.models import WebhookDelivery
+    from shared.events import Topics, encode_event
+    from shared.events.contracts import StatusChanged, StatusChangedEvent
+    from tests.helpers import TopicReader
+
+    settings = make_settings(kafka_settings, database_url, webhooks=WebhookSettings(interval=0.05))
+    dlq = Topics(kafka_settings.topic_prefix).dlq
+    async with running(settings, FakeClock()) as o, TopicReader(kafka_settings, dlq) as letters:
+        consumer, producer = o.app.state.webhooks_consumer, o.app.state.ctx.producer
+
+        async def send(value: bytes, headers: list[tuple[str, bytes]] | None) -> None:
+            await (await producer.send_raw(o.topics.contact_status, value, b"deb-h", headers=headers))
+
+        def status(request_id: str) -> StatusChangedEvent:
+            return StatusChangedEvent(source="tests", subject="deb-h", data=StatusChanged(
+                request_id=request_id, debtor_id="deb-h", status="dispatched"))
+
+        def webhook_letters() -> list[Any]:
+            return [e for e in letters.of_type("cadencia.dlq.dead_lettered.v1")
+                    if e.data.source_topic == o.topics.contact_status and e.data.service == "orchestrator"]
+
+        poison = b'{"not": "an event"'
+        await send(poison + b" no header", None)
+        await send(poison + b" unknown type", [("ce_type", b"cadencia.nope.v1")])
+        await send(poison + b" bad header", [("ce_type", b"\xff\xfe")])
+        await send(encode_event(status("req-no-header")), None)
+        await send(poison + b" known type", [("ce_type", STATUS.encode())])
+        await send(encode_event(status("req-header")), [("ce_type", STATUS.encode())])
+
+        await wait_for(lambda: len(webhook_letters()) >= 3 and consumer.handled >= 1
+                       and consumer.passed_over >= 2, timeout=30, what="the six records handled")
+        read = sorted(base64.b64decode(e.data.value_b64).removeprefix(poison) for e in webhook_letters())
+        assert read == [b" bad header", b" no header", b" unknown type"]
+        assert all(e.data.error.startswith("invalid event") for e in webhook_letters())
+        assert (consumer.handled, consumer.passed_over) == (1, 2)
+
+        # An endpoint subscribed to every type: nothing passes by, the event gets its delivery.
+        answer = await o.http.post("/v1/webhooks", headers=ADMIN, json={
+            "url": f"{receiver.url}/all", "event_types": ["*"]})
+        assert answer.status_code == 201, answer.text
+        wanted = status("req-wanted")
+        await send(encode_event(wanted), [("ce_type", STATUS.encode())])
+        await wait_for(lambda: consumer.handled >= 2, timeout=30, what="the event handled")
+        assert consumer.passed_over == 2
+        async with o.app.state.ctx.db.sessions() as session:
+            rows = (await session.execute(select(WebhookDelivery.event_id))).scalars().all()
+            assert rows == [wanted.id]
+            assert await session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
