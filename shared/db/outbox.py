@@ -129,7 +129,7 @@ _OUTBOX = cast(Table, OutboxRecord.__table__)
 # Built once, run with parameters: a busy service runs a relay pass every few milliseconds, and building
 # a statement (then SQLAlchemy's cache-key walk over it) costs more than running these small ones.
 _PENDING = (select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.value, _OUTBOX.c.event_id,
-                   _OUTBOX.c.attempts)
+                   _OUTBOX.c.event_type, _OUTBOX.c.attempts)
             .where(_OUTBOX.c.parked_at.is_(None)).order_by(_OUTBOX.c.id).limit(bindparam("limit")))
 _DELETE = delete(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -281,7 +281,9 @@ class OutboxRelay:
                     blocked[row.key] = row.id
                 continue
             try:
-                future = await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None)
+                # the ``ce_type`` header, as ``EventProducer.publish`` writes it: consumers route on it unread
+                future = await self.producer.send_raw(row.topic, row.value, row.key.encode() if row.key else None,
+                                                      headers=[("ce_type", row.event_type.encode())])
             except Exception as exc:  # refused before it left (e.g. larger than the producer's limit)
                 outcome.failed[row.id] = _describe(exc)
                 if row.key is not None:

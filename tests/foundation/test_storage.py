@@ -70,6 +70,8 @@ async def test_outbox_relays_after_commit_and_never_on_rollback(db: Database, ka
                     e.id for e in kept if e.subject == debtor
                 ]
             assert dropped.id not in {e.id for e in reader.events}
+            # each record names its event type in a header, as a direct publish does: consumers route on it
+            assert {tuple(r.headers) for r in reader.raw} == {(("ce_type", b"cadencia.account.promise_broken.v1"),)}
     finally:
         await relay.stop()
         await producer.stop()
