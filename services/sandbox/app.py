@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.sandbox import control, sendgrid_api, twilio_api, voice
 from services.sandbox.callbacks import CallbackSender
 from services.sandbox.clock import Clock, Scheduler, SystemClock
+from services.sandbox.faults import FaultInjector
 from services.sandbox.settings import Settings
 from services.sandbox.signing import EventWebhookSigner, load_private_key
 from services.sandbox.state import Sandbox
@@ -35,14 +36,16 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         timeout = aiohttp.ClientTimeout(total=settings.callback_timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as client:
             scheduler = Scheduler(clock, settings.speed_factor)
+            faults = FaultInjector(settings.faults)
             sender = CallbackSender(
                 client,
                 scheduler,
                 concurrency=settings.callback_concurrency,
                 retries=settings.callback_retries,
                 max_records=settings.max_records,
+                faults=faults,
             )
-            sandbox = Sandbox(settings, clock, scheduler, sender, signer)
+            sandbox = Sandbox(settings, clock, scheduler, sender, signer, faults)
             app.state.sandbox = sandbox
             log.info("sandbox_started", speed_factor=settings.speed_factor, port=settings.port)
             try:

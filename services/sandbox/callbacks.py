@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from services.sandbox.clock import Scheduler
+from services.sandbox.faults import FaultInjector
 from services.sandbox.signing import TWILIO_SIGNATURE_HEADER, twilio_signature
 from shared.logging import get_logger
 
@@ -39,6 +40,11 @@ class CallbackResponse:
         return self.content.decode("utf-8", "replace")
 
 
+#: What ``hold_callbacks`` holds: reports on something that already happened. An inbound message and a
+#: TwiML fetch are not held: the control API's caller, or the call itself, waits on their answer.
+HELD_KINDS = frozenset({"message-status", "call-status", "recording-status", "amd-status", "event"})
+
+
 class CallbackSender:
     """Delivers callbacks; a failing receiver is retried (connection error or 5xx), never raises."""
 
@@ -50,14 +56,18 @@ class CallbackSender:
         concurrency: int,
         retries: int,
         max_records: int,
+        faults: FaultInjector,
     ) -> None:
         self.client = client
+        self.faults = faults
         self.scheduler = scheduler
         self.retries = retries
         self._slots = asyncio.Semaphore(concurrency)
         self._ids = itertools.count(1)
         self.log: deque[dict[str, Any]] = deque(maxlen=max_records)
         self.in_flight = 0
+        #: Callbacks waiting for the ``hold_callbacks`` fault to be cleared.
+        self.held = 0
 
     async def post_twilio(
         self, kind: str, url: str, params: dict[str, Any], auth_token: bytes, *, sid: str = "", to: str = ""
@@ -88,6 +98,24 @@ class CallbackSender:
         return await self._send(entry, url, body, headers)
 
     async def _send(
+        self, entry: dict[str, Any], url: str, body: bytes, headers: dict[str, str]
+    ) -> CallbackResponse | None:
+        if entry["kind"] in HELD_KINDS and self.faults.holds_callbacks(entry["provider"]):
+            # The lifecycle goes on (the resource's status moves); only the report waits, in its turn.
+            self.held += 1
+            if self.scheduler.spawn(self._send_when_released(entry, url, body, headers)) is None:
+                self.held -= 1
+            return None
+        return await self._post(entry, url, body, headers)
+
+    async def _send_when_released(self, entry: dict[str, Any], url: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            await self.faults.callbacks_released(entry["provider"])
+        finally:
+            self.held -= 1
+        await self._post(entry, url, body, headers)
+
+    async def _post(
         self, entry: dict[str, Any], url: str, body: bytes, headers: dict[str, str]
     ) -> CallbackResponse | None:
         entry["id"] = next(self._ids)

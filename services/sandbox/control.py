@@ -236,6 +236,7 @@ async def status(sb: SandboxDep) -> dict[str, Any]:
         "requests": len(sb.requests),
         "callbacks": len(sb.sender.log),
         "callbacks_in_flight": sb.sender.in_flight,
+        "callbacks_held": sb.sender.held,
         "held": sb.holding,
         "pending": sb.scheduler.pending,
         "speed_factor": sb.scheduler.speed,

@@ -1,4 +1,4 @@
-"""Fault injection: latency, 5xx, 429 bursts with ``Retry-After`` and timeouts after accepting.
+"""Fault injection: latency, 5xx, 429 bursts with ``Retry-After``, timeouts after accepting, held callbacks.
 
 Faults are scoped: ``provider=None`` applies to both providers, ``"twilio"``/``"sendgrid"`` to one. The
 provider-specific scope wins over the global one for every knob it sets.
@@ -6,6 +6,7 @@ provider-specific scope wins over the global one for every knob it sets.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +41,11 @@ class Faults(BaseModel):
     #: and then the response is held ``timeout_ms`` (beyond the caller's timeout).
     timeout_next: int = Field(default=0, ge=0)
     timeout_ms: float = Field(default=30_000, ge=0)
+    #: Status and event callbacks (message, call, recording and AMD status; SendGrid events) wait while this
+    #: is set and go out, in the order they fell due, once it is cleared: a provider whose webhooks lag
+    #: behind its API. Messages, calls and mails go on meanwhile (``GET …/Messages/{sid}.json`` answers the
+    #: latest status). Inbound messages and TwiML fetches, which a caller or a call waits on, are not held.
+    hold_callbacks: bool = False
 
 
 @dataclass(slots=True)
@@ -60,15 +66,33 @@ class FaultInjector:
         self._rng = random.Random(seed)
         self._scopes: dict[str | None, Faults] = {}
         self._initial = initial
+        #: Set while the provider's callbacks may go out (``hold_callbacks`` in none of its scopes).
+        self._released: dict[Provider, asyncio.Event] = {"twilio": asyncio.Event(), "sendgrid": asyncio.Event()}
         self.reset()
 
     def reset(self) -> None:
         self._scopes = {}
         if self._initial is not None and self._initial != Faults(provider=self._initial.provider):
             self.set(self._initial)
+        self._gate()
 
     def set(self, faults: Faults) -> None:
         self._scopes[faults.provider] = faults.model_copy(deep=True)
+        self._gate()
+
+    def holds_callbacks(self, provider: Provider) -> bool:
+        return any(f.hold_callbacks for f in (self._scopes.get(provider), self._scopes.get(None)) if f is not None)
+
+    async def callbacks_released(self, provider: Provider) -> None:
+        """Returns at once unless the provider's callbacks are held; then when they are released."""
+        await self._released[provider].wait()
+
+    def _gate(self) -> None:
+        for provider, released in self._released.items():
+            if self.holds_callbacks(provider):
+                released.clear()
+            else:
+                released.set()
 
     def snapshot(self) -> list[Faults]:
         return list(self._scopes.values())

@@ -91,13 +91,14 @@ class Sandbox:
         scheduler: Scheduler,
         sender: CallbackSender,
         signer: EventWebhookSigner,
+        faults: FaultInjector,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.scheduler = scheduler
         self.sender = sender
         self.signer = signer
-        self.faults = FaultInjector(settings.faults)
+        self.faults = faults
         self.scenarios = ScenarioBook()
         limit = settings.max_records
         self.requests: deque[dict[str, Any]] = deque(maxlen=limit)

@@ -6,7 +6,9 @@ not-ready. Once the new broker listens they re-create the topics, reconnect, rep
 outboxes publish what they committed: every such request ends delivered, none is sent twice.
 
 What the dead broker had acknowledged but nobody had consumed yet is that broker's loss (memory
-storage); the test makes no promise about it and keeps none of it in flight at the kill.
+storage); the test makes no promise about it and keeps none of it in flight at the kill: the sandbox
+holds its delivery reports (``hold_callbacks``) until the broker is gone, and the kill waits for the
+orchestrator to have consumed every acceptance the channels published.
 """
 
 from __future__ import annotations
@@ -29,9 +31,18 @@ pytestmark = [
 ]
 
 EDITOR = {"Authorization": "Bearer dev-admin-key"}
-#: Deliveries are reported 4 s (real time) after the send: while the broker is down.
-SLOW_DELIVERY = {"CADENCIA_SANDBOX_TIMING__MESSAGE_DELIVERED_AFTER": "4000",
-                 "CADENCIA_SANDBOX_TIMING__EMAIL_DELIVERED_AFTER": "4000"}
+
+
+async def _hold_callbacks(cluster: Cluster, hold: bool) -> None:
+    response = await cluster.http.put(f"{cluster.sandbox_url}/sandbox/faults", json={"hold_callbacks": hold},
+                                      timeout=60)
+    assert response.status_code == 200, response.text
+
+
+async def _acceptances_consumed(cluster: Cluster, count: int) -> bool:
+    """The orchestrator has every dispatch at ``accepted``: it consumed what the channels reported so far."""
+    rows = await cluster.query("orchestrator", "SELECT status, count(*) FROM dispatches GROUP BY status")
+    return dict(rows) == {"accepted": count}
 
 
 async def _reached_provider(cluster: Cluster, count: int) -> bool:
@@ -76,15 +87,21 @@ async def test_a_fresh_broker_gets_everything_the_services_committed_meanwhile(t
     # Email and SMS only: their deliveries are the callbacks that arrive while the broker is away.
     before = [e for e in contact_requests(f"{run}b", 40) if e.data.channel != "voice"]
     during = [e for e in contact_requests(f"{run}d", 40) if e.data.channel != "voice"]
-    async with running_cluster(tmp_path, env=SLOW_DELIVERY) as cluster:
+    async with running_cluster(tmp_path) as cluster:
+        await _hold_callbacks(cluster, True)
         await publish(cluster.kafka, before)
-        # Every request sent, no delivery reported yet: nothing unconsumed is left on the broker.
+        # Every request sent and its acceptance consumed, every delivery report held by the provider:
+        # nothing unconsumed is left on the broker.
         await wait_for(lambda: _reached_provider(cluster, len(before)), timeout=120, interval=0.2,
                        what="every request of the first batch at the provider")
+        await wait_for(lambda: _acceptances_consumed(cluster, len(before)), timeout=120, interval=0.2,
+                       what="every acceptance consumed by the orchestrator")
+        assert await _delivered_in_send_logs(cluster) == 0
         cluster.stop_broker()
         await wait_for(lambda: _all_not_ready(cluster), timeout=60, interval=0.2,
                        what="every service not ready without its broker")
         # Committed while the broker is away: the deliveries (channels) and new requests (orchestrator).
+        await _hold_callbacks(cluster, False)
         await wait_for(lambda: _delivered_in_send_logs(cluster), timeout=60, interval=0.2,
                        what="deliveries recorded by the channels")
         response = await cluster.http.post(

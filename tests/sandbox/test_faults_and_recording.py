@@ -1,4 +1,4 @@
-"""Fault injection (429 bursts, 5xx, latency, timeout after accept) and the request/callback records."""
+"""Fault injection (429 bursts, 5xx, latency, timeout after accept, held callbacks) and the request/callback records."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from services.sandbox.testing import SandboxHandle, running_sandbox
 from tests.sandbox.conftest import Receiver
+from tests.sandbox.test_sendgrid import mail, unique
 from tests.sandbox.test_twilio_messages import FROM, number
 
 
@@ -134,3 +135,41 @@ async def test_failing_receiver_is_retried_without_crashing(sandbox: SandboxHand
     )
     message = await asyncio.to_thread(client.messages.create, to=number(), from_=FROM, body="still up")
     assert message.status == "queued"
+
+
+async def test_held_callbacks_wait_for_their_release_while_the_messages_go_on(
+    sandbox: SandboxHandle, receiver: Receiver
+) -> None:
+    """A provider whose webhooks lag behind its API: the messages are delivered, their reports wait."""
+    await sandbox.set_faults(provider="twilio", hold_callbacks=True)
+    client = sandbox.twilio_client()
+    sids = []
+    for _ in range(2):
+        message = await asyncio.to_thread(
+            client.messages.create, to=number(), from_=FROM, body="hola", status_callback=receiver.url + "/s"
+        )
+        sids.append(message.sid)
+
+    async def delivered() -> bool:
+        return [(await sandbox.message(sid))["status"] for sid in sids] == ["delivered", "delivered"]
+
+    await sandbox.eventually(delivered)
+    status = (await sandbox.http.get("/sandbox/status")).json()
+    assert status["callbacks_held"] == 4  # sent and delivered, twice
+    assert receiver.at("/s") == [] and await sandbox.callbacks(kind="message-status") == []
+    # Held are the reports of one provider: an inbound message and the other provider's events go out.
+    inbound = await sandbox.inbound(number(), FROM, "hola")
+    assert inbound["status"] == 204
+    mail_client = sandbox.sendgrid_client()
+    assert (await asyncio.to_thread(mail_client.send, mail(unique("ana")))).status_code == 202
+    await receiver.wait("/sendgrid/events", 1)
+    assert receiver.at("/s") == []
+
+    await sandbox.set_faults(provider="twilio")  # the scope without the hold: released
+    await receiver.wait("/s", 4)
+    sent = await sandbox.callbacks(kind="message-status")
+    # In the order they fell due: each message's "sent" before its "delivered".
+    for sid in sids:
+        assert [c["params"]["MessageStatus"] for c in sorted(sent, key=lambda c: c["id"]) if c["sid"] == sid] == [
+            "sent", "delivered"]
+    assert (await sandbox.http.get("/sandbox/status")).json()["callbacks_held"] == 0
