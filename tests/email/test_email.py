@@ -228,19 +228,19 @@ async def test_timeout_after_acceptance_is_unknown_never_resent_and_reconciled_b
     await publisher.template(email_template("reminder"))
     event = dispatch_event("email", address("maria"), "reminder")
     d = event.data
-    # Real-time provider lifecycle: the request times out (0.3 s) before any event arrives (1 s).
-    timing = {"email_processed_after": 1.0, "email_delivered_after": 1.5}
-    async with running_sandbox(speed_factor=1.0, timing=timing) as sandbox:
+    async with running_sandbox(speed_factor=1.0) as sandbox:
         settings = email_settings_for(kafka_settings, f"sqlite+aiosqlite:///{tmp_path / 'email.db'}", sandbox,
                                       free_port(), group=group, request_timeout_s=0.3)
         await sandbox.set_sendgrid_webhook(f"{settings.public_url}/webhooks/sendgrid/events")
-        await sandbox.set_faults(provider="sendgrid", timeout_next=1, timeout_ms=1500)
+        # The request times out (0.3 s) while the mail goes on; its events wait until the release below.
+        await sandbox.set_faults(provider="sendgrid", timeout_next=1, timeout_ms=1500, hold_callbacks=True)
         async with running_service(Email, settings) as service:
             await template_cached(service, "reminder")
             await publisher.dispatch(event)
             await wait_for(lambda: "unknown" in statuses(outcomes, d.dispatch_id), what="unknown")
             await publisher.dispatch(event)  # redelivered: still not sent again
             await wait_for(lambda: service.app.state.runner.handled >= 2, what="redelivery handled")
+            await sandbox.set_faults(provider="sendgrid")  # the events go out
             await wait_for(lambda: "delivered" in statuses(outcomes, d.dispatch_id), timeout=20, what="delivered")
             assert service.app.state.dispatch.results == {"unknown": 1}
             assert service.app.state.dispatch.requests == 1

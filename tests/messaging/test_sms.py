@@ -217,11 +217,11 @@ async def test_timeout_after_acceptance_is_unknown_never_resent_and_reconciled_b
     await publisher.template(template_event("reminder", "sms"))
     to = unique_number("0004")
     event = dispatch_event("sms", to, "reminder")
-    # Real-time provider lifecycle (sent after 0.5 s): the request times out before any callback arrives.
     async with running_sandbox(speed_factor=1.0) as sandbox:
         settings = service_settings(SMS, kafka_settings, database_url, sandbox, free_port(), group=group,
                                     request_timeout_s=0.3)
-        await sandbox.set_faults(provider="twilio", timeout_next=1, timeout_ms=1000)
+        # The request times out (0.3 s) while the message goes on; its callbacks wait until the release below.
+        await sandbox.set_faults(provider="twilio", timeout_next=1, timeout_ms=1000, hold_callbacks=True)
         async with running_service(SMS, settings) as service:
             await template_cached(service, "reminder")
             await publisher.dispatch(event)
@@ -229,6 +229,7 @@ async def test_timeout_after_acceptance_is_unknown_never_resent_and_reconciled_b
             await publisher.dispatch(event)  # redelivered: still not sent again
             await wait_for(lambda: service.app.state.runner.handled >= 2, what="redelivery handled")
             # The message went out anyway: its signed callbacks name the dispatch and reconcile it.
+            await sandbox.set_faults(provider="twilio")
             await wait_for(lambda: "delivered" in statuses(outcomes, event.data.dispatch_id), what="delivered")
             assert service.app.state.dispatch.results == {"unknown": 1}
             assert service.app.state.dispatch.requests == 1
