@@ -117,7 +117,7 @@ class SandboxHandle:
     async def reset(self) -> None:
         await self._json("POST", "/sandbox/reset")
 
-    async def eventually(self, probe: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.01) -> T:
+    async def eventually(self, probe: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.01) -> T:
         """Poll ``probe`` until it returns something truthy; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:

@@ -44,7 +44,7 @@ class Receiver:
     def reply(self, path: str, body: str, status: int = 200, content_type: str = "application/xml") -> None:
         self.replies[path] = (status, body, content_type)
 
-    async def wait(self, path: str, count: int = 1, timeout: float = 5.0) -> list[Received]:
+    async def wait(self, path: str, count: int = 1, timeout: float = 15.0) -> list[Received]:
         from tests.helpers import wait_for
 
         await wait_for(lambda: len(self.at(path)) >= count, timeout, what=f"{count} requests to {path}")

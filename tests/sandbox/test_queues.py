@@ -37,7 +37,7 @@ async def waiting(sandbox: SandboxHandle, queue: str, count: int) -> list[dict]:
         found = [q for q in await sandbox.queues() if q["name"] == queue]
         return found[0]["members"] if found and len(found[0]["members"]) == count else None
 
-    return await sandbox.eventually(probe, timeout=5)
+    return await sandbox.eventually(probe)
 
 
 async def test_a_caller_on_hold_hears_the_wait_document_again_and_again_until_it_leaves(

@@ -55,7 +55,7 @@ def verified_events(receiver: Receiver, public_key: str) -> list[dict[str, Any]]
 
 
 async def wait_events(receiver: Receiver, public_key: str, count: int) -> list[dict[str, Any]]:
-    await wait_for(lambda: len(verified_events(receiver, public_key)) >= count, timeout=5, what=f"{count} events")
+    await wait_for(lambda: len(verified_events(receiver, public_key)) >= count, what=f"{count} events")
     return verified_events(receiver, public_key)
 
 

@@ -27,7 +27,7 @@ async def wait_status(sandbox: SandboxHandle, sid: str, status: str) -> dict:
         call = await sandbox.call(sid)
         return call if call["status"] == status else None
 
-    return await sandbox.eventually(probe, timeout=5)
+    return await sandbox.eventually(probe)
 
 
 async def test_ivr_digits_follow_gather_action(sandbox: SandboxHandle, receiver: Receiver) -> None:

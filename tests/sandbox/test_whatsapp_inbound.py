@@ -34,7 +34,7 @@ async def test_scripted_reply_after_ten_minutes_arrives_in_milliseconds(
     await sandbox.set_scenario(user, outcome="delivered", reply="STOP", reply_after=600)
     client = sandbox.twilio_client()
     await asyncio.to_thread(client.messages.create, to=user, from_=FROM, body="Recordatorio")
-    (reply,) = await receiver.wait("/sms/inbound", timeout=3)
+    (reply,) = await receiver.wait("/sms/inbound")
     assert reply.param("Body") == "STOP" and reply.param("From") == user and reply.param("To") == FROM
     assert reply.param("OptOutType") == "STOP"
     # Twilio's default opt-out keywords block further sends to that number.
@@ -50,7 +50,7 @@ async def test_scripted_reply_after_ten_minutes_arrives_in_milliseconds(
 async def test_default_reply_rules(sandbox: SandboxHandle, receiver: Receiver, last4: str, text: str) -> None:
     client = sandbox.twilio_client()
     await asyncio.to_thread(client.messages.create, to=number(last4), from_=FROM, body="hola")
-    (reply,) = await receiver.wait("/sms/inbound", timeout=3)
+    (reply,) = await receiver.wait("/sms/inbound")
     assert reply.param("Body") == text
 
 
