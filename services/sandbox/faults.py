@@ -81,7 +81,8 @@ class FaultInjector:
         self._gate()
 
     def holds_callbacks(self, provider: Provider) -> bool:
-        return any(f.hold_callbacks for f in (self._scopes.get(provider), self._scopes.get(None)) if f is not None)
+        """Asked for every callback: read from the gate, which ``set`` and ``reset`` keep."""
+        return not self._released[provider].is_set()
 
     async def callbacks_released(self, provider: Provider) -> None:
         """Returns at once unless the provider's callbacks are held; then when they are released."""
@@ -89,7 +90,8 @@ class FaultInjector:
 
     def _gate(self) -> None:
         for provider, released in self._released.items():
-            if self.holds_callbacks(provider):
+            scopes = (self._scopes.get(provider), self._scopes.get(None))
+            if any(f.hold_callbacks for f in scopes if f is not None):
                 released.clear()
             else:
                 released.set()
