@@ -30,10 +30,11 @@ from shared.channels.ratelimit import SenderLimits
 from shared.channels.ratelimit_redis import RedisSenderLimits
 from shared.channels.reconcile import AskProvider, Reconciler
 from shared.channels.settings import ChannelServiceSettings
+from shared.config import RetentionSettings
 from shared.db import Database, GroupWriter, OutboxRelay
 from shared.db.attempts import ConsumerAttempts
 from shared.db.migrate import prepare_schema
-from shared.db.retention import Pruner, attempts_target, inbox_target
+from shared.db.retention import Pruner, PruneTarget, attempts_target, inbox_target
 from shared.events import Topics, utcnow
 from shared.events.contracts import Channel
 from shared.templates.cache import TemplateCache
@@ -63,6 +64,11 @@ class ChannelInfrastructure:
         return RedisSenderLimits(self.redis, prefix, rate, burst, rates)
 
 
+def retention_targets(retention: RetentionSettings) -> list[PruneTarget]:
+    """What a channel service prunes: its inbox, consumer attempts and webhook receipts."""
+    return [inbox_target(retention), attempts_target(retention), receipts_target(retention)]
+
+
 async def open_channel(
     settings: ChannelServiceSettings, migrations: Path, stack: AsyncExitStack, metrics: Any = None
 ) -> ChannelInfrastructure:
@@ -78,8 +84,7 @@ async def open_channel(
     relay = OutboxRelay(db, producer, metrics=metrics)
     await relay.start()
     stack.push_async_callback(relay.stop)
-    pruner = Pruner(db, [inbox_target(settings.retention), attempts_target(settings.retention),
-                         receipts_target(settings.retention)], settings.retention, registry=metrics)
+    pruner = Pruner(db, retention_targets(settings.retention), settings.retention, registry=metrics)
     await pruner.start()
     stack.push_async_callback(pruner.stop)
     writer = GroupWriter(db, name=f"{service}-writer")

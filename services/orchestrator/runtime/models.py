@@ -145,7 +145,9 @@ class StatusHistoryRow(Base):
     dispatch_id: Mapped[str | None] = mapped_column(String(_ID), nullable=True)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     rules: Mapped[list[str]] = mapped_column(JSON, default=list)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Indexed for the pruner (``retention.status_history_days``): without it each pass read the whole
+    #: history, the largest table the orchestrator keeps, and on SQLite inside a write transaction.
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class DispatchRow(Base):
