@@ -17,7 +17,8 @@ class AgentCallRow(Base):
     __tablename__ = "agent_calls"
 
     event_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
-    dispatch_id: Mapped[str] = mapped_column(String(_ID))
+    #: Indexed: a request's view reads its agent calls through its dispatches.
+    dispatch_id: Mapped[str] = mapped_column(String(_ID), index=True)
     debtor_id: Mapped[str] = mapped_column(String(_ID), index=True)
     #: ``""`` for requests without a campaign: the abandoned-call rate is per campaign.
     campaign_id: Mapped[str] = mapped_column(String(_ID), index=True)

@@ -138,7 +138,8 @@ class StatusHistoryRow(Base):
 
     id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(_ID), index=True)
-    debtor_id: Mapped[str] = mapped_column(String(_ID))
+    #: Indexed: a debtor's audit record reads their whole history.
+    debtor_id: Mapped[str] = mapped_column(String(_ID), index=True)
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
