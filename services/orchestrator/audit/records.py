@@ -58,7 +58,10 @@ async def audit_record(session: AsyncSession, debtor_id: str, now: datetime) -> 
         return list((await session.execute(select(model).where(model.debtor_id == debtor_id))).scalars())
 
     requests = await rows(ContactRequestRow)
-    history = await rows(StatusHistoryRow)
+    # Through the requests' index, not a scan: a history row's debtor is its request's debtor.
+    history = list((await session.execute(select(StatusHistoryRow).where(
+        StatusHistoryRow.request_id.in_(select(ContactRequestRow.id).where(ContactRequestRow.debtor_id == debtor_id)),
+        StatusHistoryRow.debtor_id == debtor_id).order_by(StatusHistoryRow.id))).scalars())
     dispatches = await rows(DispatchRow)
     contents = {c.dispatch_id: c for c in await rows(DispatchContentRow)}
     outcomes = await rows(OutcomeRow)

@@ -138,8 +138,10 @@ class StatusHistoryRow(Base):
 
     id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(_ID), index=True)
-    #: Indexed: a debtor's audit record reads their whole history.
-    debtor_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    #: Not indexed: every decision writes history rows, and an index on a random key costs each insert
+    #: about twice what the row costs (docs/benchmarks.md, twentieth round). A debtor's history is
+    #: read through their requests (``request_id``), whose debtor it always is.
+    debtor_id: Mapped[str] = mapped_column(String(_ID))
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     channel: Mapped[str | None] = mapped_column(String(20), nullable=True)
