@@ -10,6 +10,11 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 # e.g. PIPELINE_ARGS="--postgres postgresql://postgres@127.0.0.1:5432/postgres --workers 2"
 PIPELINE_ARGS ?=
+# Decisions/s with 10k and 1M debtors in the ledger (DESIGN §12: flat), on throwaway PostgreSQL
+# databases when a server answers at 127.0.0.1:5432, else on SQLite files (set DECISIONS_ARGS for another server).
+DECISIONS_PG   ?= postgresql://postgres@127.0.0.1:5432/postgres
+DECISIONS_ARGS ?= --sizes 10000,1000000 --requests 3000 \
+	$(shell (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && echo --postgres-admin $(DECISIONS_PG))
 
 .PHONY: run test install lint typecheck pytest soak browser postgres schemas bench clean
 
@@ -93,6 +98,7 @@ bench: install
 	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/pipeline.py --json var/bench/pipeline.json $(PIPELINE_ARGS)
+	$(BIN)/python bench/orchestrator.py --json var/bench/decisions.json $(DECISIONS_ARGS)
 	$(BIN)/python bench/imports.py --rows 100000
 
 clean:

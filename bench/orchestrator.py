@@ -10,19 +10,28 @@ recursive CTE on SQLite, ``generate_series`` on PostgreSQL), so a million debtor
     .venv/bin/python bench/orchestrator.py --debtors 10000 --requests 2000
     .venv/bin/python bench/orchestrator.py --postgres postgresql+asyncpg://user@127.0.0.1/db --debtors 1000000
     .venv/bin/python bench/orchestrator.py --per-record      # the record-by-record handler, for comparison
+    # whether decisions/s stay flat as the ledger grows (DESIGN §12), in one run: a fresh database per
+    # size (SQLite files, or throwaway PostgreSQL databases dropped at the end), each rate as a ratio
+    # to the first size's
+    .venv/bin/python bench/orchestrator.py --sizes 10000,1000000 --postgres-admin postgresql://postgres@127.0.0.1:5432/postgres
 
-Prints the decision mix (dispatched / deferred / rejected) and decisions/s for the chosen size.
+Prints the decision mix (dispatched / deferred / rejected) and decisions/s for each size. Each request
+goes to a different debtor (while the portfolio has enough), so every size decides the same mix; before,
+draws with repeats met debtors already contacted in the run far more often on a small portfolio, and the
+caps deferred them, a cheaper decision than a dispatch.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +39,8 @@ from sqlalchemy import func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from pipeline_kit import Databases  # noqa: E402
 
 from services.orchestrator.app import MIGRATIONS  # noqa: E402
 from services.orchestrator.context import OrchestratorContext  # noqa: E402
@@ -131,9 +142,16 @@ async def seed(db: Database, count: int) -> float:
 
 
 def requests(count: int, debtors: int, rng: random.Random) -> list[ContactRequestedEvent]:
+    """``count`` requests for distinct debtors drawn at random (with repeats only when the portfolio is
+    smaller than ``count``): every size then decides the same mix, so its rate reflects the ledger's
+    size, not how many draws met a debtor already contacted in the run."""
     events = []
-    for _ in range(count):
-        n = rng.randrange(1, debtors + 1)
+    if debtors < count:
+        print(f"{debtors:,} debtors for {count:,} requests (warm-up included): some debtors get two, and the caps "
+              "defer the second: not comparable with a larger portfolio's mix", flush=True)
+    drawn = rng.sample(range(1, debtors + 1), count) if debtors >= count else \
+        [rng.randrange(1, debtors + 1) for _ in range(count)]
+    for n in drawn:
         debtor = Debtor(id=f"bench-{n}", name="Ana Pérez", locale="es-MX", jurisdiction="US",
                         time_zone="America/New_York", phone=f"+12122{n % 1_000_000:06d}",
                         email=f"debtor{n}@example.com")
@@ -144,26 +162,26 @@ def requests(count: int, debtors: int, rng: random.Random) -> list[ContactReques
     return events
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debtors", type=int, default=10_000, help="pre-seeded debtors (each with a ledger)")
-    parser.add_argument("--requests", type=int, default=2_000, help="contact requests to decide")
-    parser.add_argument("--batch", type=int, default=500, help="records per consumer batch")
-    parser.add_argument("--postgres", metavar="DSN", help="a PostgreSQL database (postgresql+asyncpg://...)")
-    parser.add_argument("--per-record", action="store_true", help="the record-by-record handler instead")
-    parser.add_argument("--rng-seed", type=int, default=7,
-                        help="which debtors are drawn (another seed on a kept database: debtors not yet contacted)")
-    args = parser.parse_args()
-    configure_logging("WARNING")
-    url = args.postgres or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='bench-orch-')}/orchestrator.db"
+@dataclass
+class Measured:
+    debtors: int
+    seed_s: float
+    requests: int
+    rate: float
+    mix: dict[str, int] = field(default_factory=dict)
+
+
+async def measure(url: str, args: argparse.Namespace, debtors: int) -> Measured:
+    """Seed ``debtors`` (unless the database already holds a portfolio), warm up, then decide
+    ``args.requests`` contact requests in consumer batches and time them."""
     kafka = KafkaSettings(topic_prefix="bench.")
     settings = Settings(kafka=kafka, database=DatabaseSettings(url=url, pool_size=4))
     db = Database(settings.database)
     producer = EventProducer(kafka)  # never started: the outbox is only written, not relayed
     try:
         await prepare_schema(db, settings.service_name, MIGRATIONS, migrate=True)
-        seconds = await seed(db, args.debtors)
-        print(f"seeded {args.debtors} debtors in {seconds:.1f}s ({'PostgreSQL' if db.is_postgres else 'SQLite'})",
+        seconds = await seed(db, debtors)
+        print(f"seeded {debtors:,} debtors in {seconds:.1f}s ({'PostgreSQL' if db.is_postgres else 'SQLite'})",
               flush=True)
         ctx = OrchestratorContext(settings=settings, db=db, producer=producer, relay=OutboxRelay(db, producer),
                                   topics=Topics(kafka.topic_prefix), clock=lambda: NOW)
@@ -174,7 +192,7 @@ async def main() -> None:
         per_record = args.per_record or batch_handler is None
         topic = ctx.topics.contact_requests
         rng = random.Random(args.rng_seed)
-        events = requests(args.requests + 50, args.debtors, rng)
+        events = requests(args.requests + 50, debtors, rng)
         warm, events = events[:50], events[50:]
 
         async def run(chunk: list[ContactRequestedEvent], offset: int) -> None:
@@ -198,10 +216,65 @@ async def main() -> None:
             )).all()))
         mode = "record by record" if per_record else f"batches of {args.batch}"
         print(f"{len(events)} requests, {mode}: {dict(mix)}")
-        print(f"{len(events) / elapsed:.0f} decisions/s ({args.debtors} debtors)")
+        print(f"{len(events) / elapsed:.0f} decisions/s ({debtors:,} debtors)", flush=True)
+        return Measured(debtors, seconds, len(events), len(events) / elapsed, dict(sorted(mix.items())))
     finally:
         await producer.stop()
         await db.dispose()
+
+
+def sizes(text: str) -> list[int]:
+    try:
+        found = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of debtor counts: {text!r}") from None
+    if not found or min(found) < 1:
+        raise argparse.ArgumentTypeError(f"debtor counts must be positive: {text!r}")
+    return found
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debtors", type=int, default=10_000, help="pre-seeded debtors (each with a ledger)")
+    parser.add_argument("--sizes", type=sizes, metavar="N,N,...",
+                        help="several portfolio sizes in one run, each on a fresh database (overrides --debtors)")
+    parser.add_argument("--requests", type=int, default=2_000, help="contact requests to decide")
+    parser.add_argument("--batch", type=int, default=500, help="records per consumer batch")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--postgres", metavar="DSN",
+                       help="a PostgreSQL database (postgresql+asyncpg://...), kept: its portfolio is reused")
+    where.add_argument("--postgres-admin", metavar="ADMIN_DSN",
+                       help="PostgreSQL admin DSN: a throwaway database per size, dropped at the end")
+    parser.add_argument("--per-record", action="store_true", help="the record-by-record handler instead")
+    parser.add_argument("--rng-seed", type=int, default=7,
+                        help="which debtors are drawn (another seed on a kept database: debtors not yet contacted)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.postgres and args.sizes and len(args.sizes) > 1:
+        parser.error("--sizes needs a fresh database per size: --postgres-admin, or SQLite (the default)")
+    configure_logging("WARNING")
+    dbs = Databases(Path(tempfile.mkdtemp(prefix="bench-orch-")), args.postgres_admin)
+    results: list[Measured] = []
+    try:
+        for count in args.sizes or [args.debtors]:
+            url = args.postgres or await dbs.fresh(f"orchestrator_{count}")
+            results.append(await measure(url, args, count))
+    finally:
+        await dbs.drop_all()
+    if len(results) > 1:
+        base = results[0]
+        print(f"\ndecisions/s by portfolio size, one run ({'PostgreSQL' if args.postgres_admin else 'SQLite'}, "
+              f"{args.requests:,} requests in batches of {args.batch}):")
+        print(f"{'debtors':>12} {'seeded in':>10} {'decisions/s':>12} {'÷ first':>8}  mix")
+        for r in results:
+            print(f"{r.debtors:>12,} {r.seed_s:>9.1f}s {r.rate:>12,.0f} {r.rate / base.rate:>8.2f}  {r.mix}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "database": "postgresql" if (args.postgres or args.postgres_admin) else "sqlite",
+            "batch": args.batch, "per_record": args.per_record,
+            "sizes": [{**vars(r), "ratio_to_first": r.rate / results[0].rate} for r in results],
+        }, indent=2) + "\n")
 
 
 if __name__ == "__main__":
