@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -146,11 +146,12 @@ def requests(count: int, debtors: int, rng: random.Random) -> list[ContactReques
     smaller than ``count``): every size then decides the same mix, so its rate reflects the ledger's
     size, not how many draws met a debtor already contacted in the run."""
     events = []
-    if debtors < count:
+    if debtors >= count:
+        drawn = rng.sample(range(1, debtors + 1), count)
+    else:
         print(f"{debtors:,} debtors for {count:,} requests (warm-up included): some debtors get two, and the caps "
               "defer the second: not comparable with a larger portfolio's mix", flush=True)
-    drawn = rng.sample(range(1, debtors + 1), count) if debtors >= count else \
-        [rng.randrange(1, debtors + 1) for _ in range(count)]
+        drawn = [rng.randrange(1, debtors + 1) for _ in range(count)]
     for n in drawn:
         debtor = Debtor(id=f"bench-{n}", name="Ana Pérez", locale="es-MX", jurisdiction="US",
                         time_zone="America/New_York", phone=f"+12122{n % 1_000_000:06d}",
@@ -168,7 +169,7 @@ class Measured:
     seed_s: float
     requests: int
     rate: float
-    mix: dict[str, int] = field(default_factory=dict)
+    mix: dict[str, int]
 
 
 async def measure(url: str, args: argparse.Namespace, debtors: int) -> Measured:
