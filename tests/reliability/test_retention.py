@@ -134,10 +134,9 @@ def _statuses(reader: TopicReader, request_id: str) -> list[object]:
 
 
 def _targets(service: str) -> list[PruneTarget]:
-    retention = RetentionSettings()
     if service == "orchestrator":
         return services.orchestrator.app.retention_targets(services.orchestrator.settings.Settings(env="test"))
-    return channel_retention_targets(retention)
+    return channel_retention_targets(RetentionSettings())
 
 
 MIGRATIONS = {"orchestrator": services.orchestrator.app.MIGRATIONS, "sms": services.sms.app.MIGRATIONS,
