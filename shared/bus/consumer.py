@@ -67,6 +67,7 @@ from shared.bus.metrics import ConsumerMetrics
 from shared.bus.producer import BrokerChanged, ClusterCheck, EventProducer, read_cluster
 from shared.config import KafkaSettings
 from shared.db.database import connection_lost
+from shared.db.sqlite_cursor import on_the_loop
 from shared.events import AnyEvent, CloudEvent, parse_event
 from shared.events.topics import TOPIC_OF_TYPE, Topics
 from shared.logging import get_logger
@@ -315,13 +316,18 @@ class ConsumerRunner:
             if not await self._same_cluster():
                 return  # stopping while the broker was away: the records stay uncommitted
             self.metrics.batch(batches)
-            async with self._batch_lock:
-                if self.batch_handler is not None:
-                    await self._as_batch(batches)
-                else:
-                    await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
-                self._commits.commit_soon()
-                self._in_hand.clear()
+            # A batch's statements are short and indexed: on SQLite they run on this thread.
+            with on_the_loop():
+                await self._handle(batches)
+
+    async def _handle(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        async with self._batch_lock:
+            if self.batch_handler is not None:
+                await self._as_batch(batches)
+            else:
+                await asyncio.gather(*(self._partition(tp, records) for tp, records in batches.items()))
+            self._commits.commit_soon()
+            self._in_hand.clear()
 
     async def _same_cluster(self) -> bool:
         """Whether the records in hand come from the cluster the runner started on; raises

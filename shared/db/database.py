@@ -173,7 +173,9 @@ class Database:
             database = self.url.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+            # The connection is opened on aiosqlite's thread; the hot paths also use it from the event
+            # loop's (sqlite_cursor.on_the_loop), one call at a time, never both at once.
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
             # A connection back in the pool is rolled back only when a transaction is open (``_reset``).
             kwargs["pool_reset_on_return"] = None
             # SQLite has one writer at a time. Writers queue for the single write connection in the
@@ -186,8 +188,8 @@ class Database:
             self.read_engine: AsyncEngine = create_async_engine(
                 self.url, pool_size=settings.pool_size, max_overflow=0, **kwargs
             ).execution_options(sqlite_begin="DEFERRED")
-            self._tune_sqlite(self.engine)
-            self._tune_sqlite(self.read_engine)
+            self._tune_sqlite(self.engine, writer=True)
+            self._tune_sqlite(self.read_engine, writer=False)
             if database and database != ":memory:":
                 self.checkpoints = WalCheckpoints(
                     self.read_engine, self.engine, settings.wal_checkpoint_interval, settings.wal_bound_pages
@@ -208,12 +210,13 @@ class Database:
         self._after_commit: list[Callable[[], None]] = []
 
     @staticmethod
-    def _tune_sqlite(engine: AsyncEngine) -> None:
+    def _tune_sqlite(engine: AsyncEngine, *, writer: bool) -> None:
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
         def _connect(dbapi_connection: Any, _: Any) -> None:
-            one_trip_cursors(dbapi_connection)  # a statement in one round trip to aiosqlite's thread
+            # A statement in one round trip to aiosqlite's thread, or none on the hot paths (sqlite_cursor).
+            one_trip_cursors(dbapi_connection, writer=writer)
             # Let SQLAlchemy own transactions so every write transaction starts with BEGIN IMMEDIATE:
             # concurrent writers then queue on busy_timeout instead of failing to upgrade a read lock.
             dbapi_connection.isolation_level = None

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.database import Database
+from shared.db.sqlite_cursor import on_the_loop
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -53,12 +54,14 @@ class Write(Generic[T]):
         return self.context.run(fn, *args, **kwargs)
 
     async def run_async(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-        """Await ``fn(*args)`` in the submitter's context."""
+        """Await ``fn(*args)`` in the submitter's context, its statements on the event loop's thread as
+        the rest of the group's (``_apply``)."""
         return await asyncio.create_task(_awaited(fn, *args), context=self.context.copy())
 
 
 async def _awaited(fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-    return await fn(*args)
+    with on_the_loop():
+        return await fn(*args)
 
 
 #: Applies writes of one kind in the group's transaction; returns one result per write, in order.
@@ -224,15 +227,17 @@ class GroupWriter:
         for index, (apply, _) in enumerate(group):
             by_kind.setdefault(apply, []).append(index)
         results: list[Any] = [None] * len(group)
-        async with self.db.transaction() as session:
-            for n, (apply, indexes) in enumerate(by_kind.items()):
-                if n:
-                    # Each kind reads what the kinds before it wrote, whether through the ORM or Core.
-                    await session.flush()
-                    session.expire_all()
-                outcome = await apply(session, [group[i][1] for i in indexes])
-                for i, result in zip(indexes, outcome, strict=True):
-                    results[i] = result
+        # A group's statements are batch-sized and indexed: on SQLite they run on this thread.
+        with on_the_loop():
+            async with self.db.transaction() as session:
+                for n, (apply, indexes) in enumerate(by_kind.items()):
+                    if n:
+                        # Each kind reads what the kinds before it wrote, whether through the ORM or Core.
+                        await session.flush()
+                        session.expire_all()
+                    outcome = await apply(session, [group[i][1] for i in indexes])
+                    for i, result in zip(indexes, outcome, strict=True):
+                        results[i] = result
         self.commits += 1
         self.rows += len(group)
         self.metrics.committed(len(group))

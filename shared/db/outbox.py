@@ -37,6 +37,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.bus.producer import BrokerChanged, EventProducer
 from shared.db.database import Base, Database
+from shared.db.sqlite_cursor import on_the_loop
 from shared.events import CloudEvent, encode_event
 from shared.events.envelope import utcnow
 from shared.logging import get_logger
@@ -221,17 +222,20 @@ class OutboxRelay:
             return await self._relay_locked()
         # SQLite: one relay per process and one process per file. Read without the write lock,
         # publish, then settle in a short write transaction, so writers never wait on broker acks.
-        async with self.db.read_sessions() as session:
-            rows = await self._pending(session)
-            if not rows:
-                return 0
-            if self._any_parked is None:
-                self._any_parked = await session.scalar(
-                    select(OutboxRecord.id).where(OutboxRecord.parked_at.is_not(None)).limit(1)) is not None
-            held = await self._parked_keys(session, rows) if self._any_parked else {}
+        # Both are a batch's few indexed statements: they run on this thread (sqlite_cursor).
+        with on_the_loop():
+            async with self.db.read_sessions() as session:
+                rows = await self._pending(session)
+                if not rows:
+                    return 0
+                if self._any_parked is None:
+                    self._any_parked = await session.scalar(
+                        select(OutboxRecord.id).where(OutboxRecord.parked_at.is_not(None)).limit(1)) is not None
+                held = await self._parked_keys(session, rows) if self._any_parked else {}
         outcome = await self._publish(rows, held)
-        async with self.db.sessions() as session, session.begin():
-            await self._settle(session, rows, outcome)
+        with on_the_loop():
+            async with self.db.sessions() as session, session.begin():
+                await self._settle(session, rows, outcome)
         return len(outcome.published)
 
     async def _relay_locked(self) -> int:
