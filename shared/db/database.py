@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -103,7 +104,10 @@ class WalCheckpoints:
             return
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._due = asyncio.Event()
-            self._task = loop.create_task(self._run(self._due), name="sqlite-wal-checkpoints")
+            # Its own context, not the committing task's: none of that batch's log fields, and its
+            # statements are not the hot path's (sqlite_cursor.on_the_loop).
+            self._task = loop.create_task(self._run(self._due), name="sqlite-wal-checkpoints",
+                                          context=contextvars.Context())
         assert self._due is not None
         self._due.set()
 
