@@ -222,7 +222,7 @@ class OutboxRelay:
             return await self._relay_locked()
         # SQLite: one relay per process and one process per file. Read without the write lock,
         # publish, then settle in a short write transaction, so writers never wait on broker acks.
-        # Both are a batch's few indexed statements: they run on this thread (sqlite_cursor).
+        # A pass is a few indexed statements: on this thread (sqlite_cursor.on_the_loop).
         with on_the_loop():
             async with self.db.read_sessions() as session:
                 rows = await self._pending(session)
@@ -232,8 +232,7 @@ class OutboxRelay:
                     self._any_parked = await session.scalar(
                         select(OutboxRecord.id).where(OutboxRecord.parked_at.is_not(None)).limit(1)) is not None
                 held = await self._parked_keys(session, rows) if self._any_parked else {}
-        outcome = await self._publish(rows, held)
-        with on_the_loop():
+            outcome = await self._publish(rows, held)
             async with self.db.sessions() as session, session.begin():
                 await self._settle(session, rows, outcome)
         return len(outcome.published)

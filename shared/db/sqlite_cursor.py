@@ -137,7 +137,8 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._rows = collections.deque(rows) if rows is not None else collections.deque()
 
     async def _run(self, fn: Any, operation: Any, parameters: Any) -> None:
-        """``fn`` (a whole statement) in one round trip, under the connection's mutex."""
+        """``fn`` (a whole statement) under the connection's mutex: here when it cannot wait for a lock
+        inside :func:`on_the_loop`, else in one round trip to aiosqlite's thread."""
         async with self._adapt_connection._execute_mutex:
             if _inline(self._adapt_connection, operation):
                 self._keep(fn(self._connection, operation, parameters))
