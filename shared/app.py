@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.config import ServiceSettings
 from shared.http import Problem, ProblemDetails, document_problems, install_problem_handlers, problem_response
 from shared.http_metrics import HttpMetrics
+from shared.loop_lag import LoopLag
 from shared.tracing import continued, parse_traceparent
 
 
@@ -226,17 +227,18 @@ class _DirectEndpoint:
 
 
 def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None = None) -> ServiceApp:
-    """A FastAPI app with /health, /ready, /metrics (HTTP request metrics included), problem+json
-    errors and API keys on state.
+    """A FastAPI app with /health, /ready, /metrics (HTTP request metrics and the event loop's lag
+    included), problem+json errors and API keys on state.
 
     Services register readiness probes by appending to ``app.state.ready_checks`` in their lifespan.
     """
-    app = ServiceApp(title=title, version="0.1.0", lifespan=lifespan)
+    app = ServiceApp(title=title, version="0.1.0", lifespan=_lag_timed(lifespan))
     app.state.settings = settings
     app.state.api_keys = settings.api_key_identities()
     app.state.ready_checks = []
     app.state.body_limits = {}
     app.state.metrics = CollectorRegistry()
+    app.state.loop_lag = LoopLag(app.state.metrics)
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TraceContextMiddleware)
@@ -276,6 +278,26 @@ def build_app(settings: ServiceSettings, title: str, lifespan: Lifespan | None =
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _lag_timed(lifespan: Lifespan | None) -> Lifespan:
+    """``lifespan`` with the event loop's lag timed while it runs (``shared.loop_lag``), from before the
+    service's own start-up (migrations, a consumer's first batch) to after its shutdown."""
+
+    @asynccontextmanager
+    async def timed(app: FastAPI) -> AsyncIterator[None]:
+        lag: LoopLag = app.state.loop_lag
+        lag.start()
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            lag.stop()
+
+    return timed
 
 
 def fail_service(app: FastAPI, reason: BaseException) -> None:

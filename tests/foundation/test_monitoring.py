@@ -48,5 +48,5 @@ def test_grafana_dashboard_panels_query_exported_metrics() -> None:
     # every family the channel services export has a panel
     for family in ("cadencia_channel_sends", "cadencia_provider_request_seconds", "cadencia_rate_limit_wait_seconds",
                    "cadencia_webhook_rejections", "cadencia_consumer_lag", "cadencia_consumer_batch_size",
-                   "cadencia_http_requests", "cadencia_http_request_seconds"):
+                   "cadencia_http_requests", "cadencia_http_request_seconds", "cadencia_event_loop_lag_seconds"):
         assert any(family in e for e in exprs), family

@@ -114,3 +114,5 @@ async def test_metrics_after_a_send_show_sends_latency_waits_rejections_lag_batc
     writer = f"{settings.service_name}-writer"
     assert (sample(text, "cadencia_group_commit_writes_count", writer=writer) or 0) >= 1
     assert (sample(text, "cadencia_group_commit_writes_sum", writer=writer) or 0) >= 1
+    # Its event loop was timed while it ran (a timer every 0.1 s).
+    assert (sample(text, "cadencia_event_loop_lag_seconds_bucket", le="+Inf") or 0) >= 1

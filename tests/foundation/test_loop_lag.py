@@ -1,0 +1,74 @@
+"""Every service times its event loop: work that holds the loop shows in ``/metrics`` as lag."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic_settings import SettingsConfigDict
+
+from shared.app import build_app
+from shared.config import ServiceSettings
+from shared.loop_lag import METRIC
+from tests.helpers import wait_for
+
+
+class DemoSettings(ServiceSettings):
+    service_name: ClassVar[str] = "demo"
+    model_config = SettingsConfigDict(env_prefix="CADENCIA_DEMO_", env_nested_delimiter="__", extra="ignore")
+
+
+async def lag_buckets(app: FastAPI) -> dict[float, float]:
+    """The lag histogram as ``/metrics`` serves it: cumulative ticks by upper bound."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        text = (await client.get("/metrics")).text
+    return {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
+            if family.name == METRIC for s in family.samples if s.name.endswith("_bucket")}
+
+
+def later_than(buckets: dict[float, float], bound: float) -> float:
+    """Ticks that ran more than ``bound`` seconds late."""
+    return buckets.get(float("inf"), 0.0) - buckets.get(bound, 0.0)
+
+
+def ticks(buckets: dict[float, float]) -> float:
+    return buckets.get(float("inf"), 0.0)
+
+
+def hold_the_loop(seconds: float) -> None:
+    """Run on the loop without yielding, as a long stretch of a batch would (the thing measured)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def test_work_that_holds_the_loop_shows_as_lag_for_as_long_as_it_held_it() -> None:
+    app = build_app(DemoSettings(), "demo")
+    async with app.router.lifespan_context(app):
+        before = await lag_buckets(app)
+
+        hold_the_loop(0.4)
+
+        async def late_tick() -> dict[float, float] | None:
+            now = await lag_buckets(app)
+            return now if later_than(now, 0.25) > later_than(before, 0.25) else None
+
+        after = await wait_for(late_tick, timeout=10, what="a tick later than 0.25 s")
+        # A 0.4 s hold: no tick waited a second for it.
+        assert later_than(after, 1.0) == later_than(before, 1.0)
+
+
+async def test_the_timer_stops_with_the_lifespan_and_starts_again_with_the_next() -> None:
+    app = build_app(DemoSettings(), "demo")
+    for _ in range(2):  # the same app: its instruments are registered once, the timer starts each time
+        async with app.router.lifespan_context(app):
+            count = ticks(await lag_buckets(app))
+
+            async def another_tick(count: float = count) -> bool:
+                return ticks(await lag_buckets(app)) > count
+
+            await wait_for(another_tick, timeout=10, what="another tick")
+        assert app.state.loop_lag._handle is None  # nothing left scheduled on the loop
