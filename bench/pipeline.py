@@ -434,6 +434,21 @@ def _loops(r: dict[str, Any]) -> str:
         f"{name} {v['on_cpu']:.0%} / {v['waiting_for_cpu']:.0%}" for name, v in loops.items())
 
 
+def _lags(r: dict[str, Any]) -> str:
+    """How late each service's event loop ran its timer in the window (see ``lag_over``): how long work
+    ready to run (a callback, a heartbeat, an API request) waited while other work held the loop."""
+    lags = r.get("loop_lag") or {}
+    if not lags:
+        return ""
+
+    def bound(seconds: float) -> str:
+        return "over 10 s" if seconds == float("inf") else f"≤ {seconds * 1000:g} ms"
+
+    return "  event loop late (a timer every 0.1 s): " + ", ".join(
+        f"{name} p99 {bound(v['p99_s'])}, worst {bound(v['worst_s'])}, {v['over_100ms']:.0f} of {v['ticks']:.0f} "
+        "ticks over 100 ms" for name, v in lags.items())
+
+
 def table(r: dict[str, Any]) -> str:
     load = f"load {r['load_before'][0]:.1f} → {r['load_after'][0]:.1f}"
     lines = [f"Cadencia pipeline, one run: {r['database']}, {r['workers']} worker(s) per service, "
@@ -469,6 +484,8 @@ def table(r: dict[str, Any]) -> str:
             lines.append(line)
         if line := _loops(s):
             lines.append(line)
+        if line := _lags(s):
+            lines.append(line)
     if "system" in r:
         s = r["system"]
         row("whole system → delivered (÷ chain)", s["requests"], s["delivered_rate"], s.get("ratio_to_chain"),
@@ -483,6 +500,8 @@ def table(r: dict[str, Any]) -> str:
         if line := _beside(s, s.get("cpu_ms_per_request"), s["requests"], r["cpus"]):
             lines.append(line)
         if line := _loops(s):
+            lines.append(line)
+        if line := _lags(s):
             lines.append(line)
         if settled := {k: v for k, v in (s.get("cpu_ms_per_request_settled") or {}).items() if v is not None}:
             lines.append(f"  … once idle again ({s['settle_s']:.0f} s later"
@@ -499,6 +518,8 @@ def table(r: dict[str, Any]) -> str:
         if line := _beside(o, o.get("cpu_ms_per_request"), o["requests"], r["cpus"]):
             lines.append(line)
         if line := _loops(o):
+            lines.append(line)
+        if line := _lags(o):
             lines.append(line)
     return "\n".join(lines)
 

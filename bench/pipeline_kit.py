@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +39,7 @@ from shared.events.contracts import (  # noqa: E402
     Debtor,
     TemplateRef,
 )
+from shared.loop_lag import METRIC as LOOP_LAG  # noqa: E402
 from tooling.workers import parent_death_signal  # noqa: E402
 
 REQUESTED = b"cadencia.contact.requested.v1"
@@ -343,6 +346,7 @@ class Window:
 
     def start(self) -> None:
         (self.at, self.threads_at), self.wall = self.beside.read(self.services), time.monotonic()
+        self.lag_at = {child.name: loop_lag(child) for child in self.services}
 
     def per(self, count: int) -> dict[str, Any]:
         """Milliseconds of each one's CPU per item in the window (``cpu_ms_beside``), the seconds it
@@ -362,7 +366,37 @@ class Window:
             if spent and wall > 0:
                 on_cpu, waiting = max(spent)
                 loops[name] = {"on_cpu": on_cpu / 1e9 / wall, "waiting_for_cpu": waiting / 1e9 / wall}
-        return {"cpu_ms_beside": per, "cpu_wall_s": wall, "loop_thread": loops}
+        lag = {child.name: lag_over(self.lag_at.get(child.name), loop_lag(child)) for child in self.services}
+        return {"cpu_ms_beside": per, "cpu_wall_s": wall, "loop_thread": loops,
+                "loop_lag": {name: v for name, v in lag.items() if v is not None}}
+
+
+def loop_lag(child: Child) -> dict[float, float] | None:
+    """A service's event-loop lag so far (``shared.loop_lag``): its timer's ticks by how late they ran,
+    cumulative by upper bound in seconds, from its ``/metrics``; None when it does not answer. With
+    ``--workers`` it is whichever worker answers."""
+    try:
+        text = httpx.get(f"{child.url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    buckets = {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
+               if family.name == LOOP_LAG for s in family.samples if s.name.endswith("_bucket")}
+    return buckets or None
+
+
+def lag_over(before: dict[float, float] | None, after: dict[float, float] | None) -> dict[str, float] | None:
+    """The ticks of a window and how late they ran: ``p99_s`` and ``worst_s`` are the upper bounds of
+    the buckets that hold the 99th percentile and the latest tick; ``over_100ms`` the ticks later than
+    0.1 s."""
+    if before is None or after is None:
+        return None
+    window = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    ticks = window.get(float("inf"), 0.0)
+    if ticks <= 0:
+        return None
+    p99 = next(bound for bound, count in window.items() if count >= 0.99 * ticks)
+    worst = next(bound for bound, count in window.items() if count >= ticks)
+    return {"ticks": ticks, "p99_s": p99, "worst_s": worst, "over_100ms": ticks - window.get(0.1, 0.0)}
 
 
 @dataclass(frozen=True)
