@@ -40,6 +40,10 @@ class LoopLag:
         # Its own context: the first timer would otherwise carry whatever the starting task had bound.
         self._context = contextvars.Context()
 
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
     def start(self) -> None:
         if self._handle is not None:
             return

@@ -71,4 +71,4 @@ async def test_the_timer_stops_with_the_lifespan_and_starts_again_with_the_next(
                 return ticks(await lag_buckets(app)) > count
 
             await wait_for(another_tick, timeout=10, what="another tick")
-        assert app.state.loop_lag._handle is None  # nothing left scheduled on the loop
+        assert not app.state.loop_lag.running  # nothing left scheduled on the loop
