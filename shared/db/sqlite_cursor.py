@@ -63,9 +63,10 @@ def _inline(adapt_connection: Any, operation: str) -> bool:
     if operation == "BEGIN DEFERRED":
         return True  # takes no lock: the transaction starts at its first read
     connection: sqlite3.Connection = adapt_connection._connection._conn
-    if not connection.in_transaction or operation[:6].upper() == "PRAGMA":
+    verb = operation.lstrip()[:6].upper()
+    if not connection.in_transaction or verb == "PRAGMA":
         return False  # BEGIN IMMEDIATE, autocommit statements and PRAGMAs (checkpoints) may wait
-    return adapt_connection.holds_write_lock or operation.lstrip()[:6].upper() == "SELECT"
+    return adapt_connection.holds_write_lock or verb == "SELECT"
 
 
 #: What one statement left behind: description, rowcount, lastrowid, rows (None without a result set).
