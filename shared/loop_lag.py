@@ -45,7 +45,7 @@ class LoopLag:
         return self._handle is not None
 
     def start(self) -> None:
-        if self._handle is not None:
+        if self.running:
             return
         self._loop = asyncio.get_running_loop()
         self._schedule(self._loop.time())

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic_settings import SettingsConfigDict
 
 from shared.app import build_app
-from shared.config import ServiceSettings
 from shared.loop_lag import METRIC
+from tests.foundation.test_settings_and_http import DemoSettings
 from tests.helpers import wait_for
-
-
-class DemoSettings(ServiceSettings):
-    service_name: ClassVar[str] = "demo"
-    model_config = SettingsConfigDict(env_prefix="CADENCIA_DEMO_", env_nested_delimiter="__", extra="ignore")
 
 
 async def lag_buckets(app: FastAPI) -> dict[float, float]:
