@@ -22,7 +22,6 @@ import aiohttp
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,7 +38,7 @@ from shared.events.contracts import (  # noqa: E402
     Debtor,
     TemplateRef,
 )
-from shared.loop_lag import METRIC as LOOP_LAG  # noqa: E402
+from shared.loop_lag import lag_buckets  # noqa: E402
 from tooling.workers import parent_death_signal  # noqa: E402
 
 REQUESTED = b"cadencia.contact.requested.v1"
@@ -379,9 +378,7 @@ def loop_lag(child: Child) -> dict[float, float] | None:
         text = httpx.get(f"{child.url}/metrics", timeout=10).text
     except httpx.HTTPError:
         return None
-    buckets = {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
-               if family.name == LOOP_LAG for s in family.samples if s.name.endswith("_bucket")}
-    return buckets or None
+    return lag_buckets(text) or None
 
 
 def lag_over(before: dict[float, float] | None, after: dict[float, float] | None) -> dict[str, float] | None:

@@ -20,9 +20,16 @@ import asyncio
 import contextvars
 
 from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 METRIC = "cadencia_event_loop_lag_seconds"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def lag_buckets(exposition: str) -> dict[float, float]:
+    """The lag histogram in a ``/metrics`` text: the ticks so far, cumulative by upper bound in seconds."""
+    return {float(s.labels["le"]): s.value for family in text_string_to_metric_families(exposition)
+            if family.name == METRIC for s in family.samples if s.name.endswith("_bucket")}
 
 
 class LoopLag:

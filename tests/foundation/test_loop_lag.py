@@ -6,20 +6,17 @@ import time
 
 import httpx
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared.app import build_app
-from shared.loop_lag import METRIC
+from shared.loop_lag import lag_buckets
 from tests.foundation.test_settings_and_http import DemoSettings
 from tests.helpers import wait_for
 
 
-async def lag_buckets(app: FastAPI) -> dict[float, float]:
+async def served_lag(app: FastAPI) -> dict[float, float]:
     """The lag histogram as ``/metrics`` serves it: cumulative ticks by upper bound."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        text = (await client.get("/metrics")).text
-    return {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
-            if family.name == METRIC for s in family.samples if s.name.endswith("_bucket")}
+        return lag_buckets((await client.get("/metrics")).text)
 
 
 def later_than(buckets: dict[float, float], bound: float) -> float:
@@ -41,12 +38,12 @@ def hold_the_loop(seconds: float) -> None:
 async def test_work_that_holds_the_loop_shows_as_lag_for_as_long_as_it_held_it() -> None:
     app = build_app(DemoSettings(), "demo")
     async with app.router.lifespan_context(app):
-        before = await lag_buckets(app)
+        before = await served_lag(app)
 
         hold_the_loop(0.4)
 
         async def late_tick() -> dict[float, float] | None:
-            now = await lag_buckets(app)
+            now = await served_lag(app)
             return now if later_than(now, 0.25) > later_than(before, 0.25) else None
 
         after = await wait_for(late_tick, timeout=10, what="a tick later than 0.25 s")
@@ -58,10 +55,10 @@ async def test_the_timer_stops_with_the_lifespan_and_starts_again_with_the_next(
     app = build_app(DemoSettings(), "demo")
     for _ in range(2):  # the same app: its instruments are registered once, the timer starts each time
         async with app.router.lifespan_context(app):
-            count = ticks(await lag_buckets(app))
+            count = ticks(await served_lag(app))
 
             async def another_tick(count: float = count) -> bool:
-                return ticks(await lag_buckets(app)) > count
+                return ticks(await served_lag(app)) > count
 
             await wait_for(another_tick, timeout=10, what="another tick")
         assert not app.state.loop_lag.running  # nothing left scheduled on the loop
