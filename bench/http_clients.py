@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from fastapi.responses import Response
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from shared.ports import free_port  # noqa: E402
 
 SID = "AC00000000000000000000000000000000"
 TOKEN = "dev-twilio-auth-token"
@@ -53,12 +54,6 @@ def stand_in() -> FastAPI:
         return {"status": "ok"}
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def drive(send: Callable[[int], Awaitable[object]], messages: int, concurrency: int) -> float:

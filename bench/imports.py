@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.orchestrator.imports.client import run_import  # noqa: E402
-from shared.bus.broker import EmbeddedBroker, free_port  # noqa: E402
+from shared.bus.broker import EmbeddedBroker  # noqa: E402
+from shared.ports import free_port  # noqa: E402
 
 HEADER = "debtor_id,name,jurisdiction,time_zone,phone,email,account_id,product,balance,currency,days_past_due," \
          "due_date,payment_url,template,channel\n"

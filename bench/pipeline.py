@@ -85,7 +85,7 @@ from pipeline_limits import (  # noqa: E402
 )
 
 from shared.bus import EventProducer, ensure_topics  # noqa: E402
-from shared.bus.broker import EmbeddedBroker, free_port  # noqa: E402
+from shared.bus.broker import EmbeddedBroker  # noqa: E402
 from shared.config import KafkaSettings  # noqa: E402
 from shared.events import Topics, encode_event  # noqa: E402
 from shared.events.contracts import (  # noqa: E402
@@ -93,6 +93,7 @@ from shared.events.contracts import (  # noqa: E402
     TemplatePublished,
     TemplatePublishedEvent,
 )
+from shared.ports import free_port  # noqa: E402
 
 # --- 3. the SMS service alone ---------------------------------------------------------------------------
 

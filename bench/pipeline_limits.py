@@ -33,7 +33,6 @@ from pipeline_kit import (  # noqa: E402
 )
 
 from shared.bus import EventProducer, ensure_topics  # noqa: E402
-from shared.bus.broker import free_port  # noqa: E402
 from shared.config import DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_AUTH_TOKEN, KafkaSettings  # noqa: E402
 from shared.events import Topics, encode_event, new_id, parse_event, utcnow  # noqa: E402
 from shared.events.contracts import (  # noqa: E402
@@ -46,6 +45,7 @@ from shared.events.contracts import (  # noqa: E402
     StatusChangedEvent,
     TemplateRef,
 )
+from shared.ports import free_port  # noqa: E402
 
 # --- 1. single-hop transport limit -----------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -28,14 +27,12 @@ import aiohttp
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.ports import free_port  # noqa: E402
+
 SID = "AC00000000000000000000000000000000"
 TOKEN = "dev-twilio-auth-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_ready(url: str, deadline: float) -> None:

@@ -31,6 +31,7 @@ from shared.events.contracts import (
     TemplatePublishedEvent,
     TemplateRef,
 )
+from shared.ports import free_port as free_port  # the harness's tests take it from here
 from tests.helpers import fresh, wait_for
 
 SMS_BODY = (
@@ -150,11 +151,6 @@ def free_socket_at(port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock
-
-
-def free_port() -> int:
-    with free_socket() as sock:
-        return int(sock.getsockname()[1])
 
 
 def template_event(key: str, channel: str, *, body: str | None = SMS_BODY, content_sid: str | None = None,

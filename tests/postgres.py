@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared.ports import free_port
+
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -45,18 +47,12 @@ def _bin_dir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ThrowawayCluster:
     """A PostgreSQL cluster in a temporary folder on a free loopback port, trust auth."""
 
     def __init__(self) -> None:
         self.bin = _bin_dir()
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="cadencia-pg-"))
         self.data = self.root / "data"
         # initdb refuses to run as root; CI runs as root, so the cluster belongs to 'postgres'.

@@ -16,11 +16,7 @@ import uuid
 from types import TracebackType
 from typing import IO
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+from shared.ports import free_port
 
 
 def _wait_port(host: str, port: int, deadline: float) -> None:

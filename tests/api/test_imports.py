@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from services.orchestrator.app import create_app
 from services.orchestrator.imports.client import run_import
 from services.orchestrator.imports.rows import read_rows
 from shared.config import KafkaSettings
+from tests.channel_harness import free_socket, serve_app
 from tests.helpers import wait_for
 from tests.orchestrator.conftest import FakeClock, make_settings, running
 
@@ -94,26 +92,13 @@ async def test_an_import_job_reports_progress_per_row_errors_and_a_summary_and_r
         assert (await o.http.get("/v1/imports/nope", headers=VIEWER)).status_code == 404
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def server(kafka_settings: KafkaSettings, tmp_path: Path) -> AsyncIterator[str]:
-    port = free_port()
+    sock = free_socket()
     settings = make_settings(kafka_settings, f"sqlite+aiosqlite:///{tmp_path}/o.db", seed_templates=True)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
-    await wait_for(lambda: uv.started, timeout=60, what="uvicorn started")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), serve_app(app, sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def test_the_cli_uploads_a_file_draws_progress_and_lists_refused_rows(server: str, tmp_path: Path) -> None:

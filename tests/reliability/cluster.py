@@ -29,8 +29,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.bus.broker import EmbeddedBroker, free_port
+from shared.bus.broker import EmbeddedBroker
 from shared.config import KafkaSettings
+from shared.ports import free_port
 from tests.helpers import wait_for
 from tooling.supervisor import Supervised
 

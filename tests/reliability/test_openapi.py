@@ -27,7 +27,7 @@ from services.orchestrator.app import create_app
 from services.orchestrator.settings import Settings
 from services.sandbox.testing import SandboxHandle
 from shared.config import DatabaseSettings, KafkaSettings
-from tests.channel_harness import free_port, free_socket_at, running_service, serve_app, service_settings
+from tests.channel_harness import free_port, free_socket, running_service, serve_app, service_settings
 from tests.reliability.openapi_fuzz import EXAMPLES, FuzzReport, fuzz_service
 
 # The orchestrator alone has ~46 operations: a few hundred requests, more under ``make soak``.
@@ -60,11 +60,12 @@ async def served(name: str, kafka: KafkaSettings, tmp_path: Path, sandbox: Sandb
         async with running_service(Voice, settings_for(kafka, database, sandbox, group)) as running:
             yield running.app, running.url
     elif name == "orchestrator":
-        port = free_port()
+        sock = free_socket()  # held from here: the start-up's own connections cannot be given its port
+        port = sock.getsockname()[1]
         settings = Settings(kafka=kafka, database=DatabaseSettings(url=database, pool_size=5), env="test",
                             consumer_group=group, port=port, scheduler_interval=0.2)
         app = create_app(settings)
-        async with app.router.lifespan_context(app), serve_app(app, free_socket_at(port)):
+        async with app.router.lifespan_context(app), serve_app(app, sock):
             yield app, f"http://127.0.0.1:{port}"
     else:
         yield sandbox.app, sandbox.url

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from services.orchestrator.app import create_app
 from services.orchestrator.settings import Settings
 from shared.config import DatabaseSettings, KafkaSettings
-from tests.helpers import wait_for
+from tests.channel_harness import free_socket, serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -37,26 +33,13 @@ async def screenshot(page: Any, name: str) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def server(kafka_settings: KafkaSettings, tmp_path: Path) -> AsyncIterator[str]:
-    port = free_port()
+    sock = free_socket()
     settings = Settings(kafka=kafka_settings, database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/o.db"))
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
-    await wait_for(lambda: uv.started, timeout=60, what="uvicorn started")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), serve_app(app, sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def test_edit_preview_publish_in_the_browser(server: str) -> None:

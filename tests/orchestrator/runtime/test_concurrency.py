@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from services.orchestrator.runtime.models import DispatchRow
 from shared.bus import EventProducer
-from shared.bus.broker import free_port
 from shared.config import DatabaseSettings, KafkaSettings
 from shared.db import Database
+from shared.ports import free_port
 from tests.helpers import TopicReader, wait_for
 from tests.orchestrator.conftest import EDITOR, FakeClock, make_settings, request_event, running
 

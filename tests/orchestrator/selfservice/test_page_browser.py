@@ -5,8 +5,6 @@ Screenshots and the downloaded agreements are kept in ``test-artifacts/selfservi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,15 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from services.orchestrator.app import create_app
 from shared.config import KafkaSettings
 from shared.templates import format_money
+from tests.channel_harness import free_socket, serve_app
 from tests.helpers import TopicReader, wait_for
 from tests.orchestrator.conftest import EDITOR, FakeClock, make_settings, publish_templates, request_event
-from tests.templates.test_editor_browser import ARGS, CHROMIUM, free_port
+from tests.templates.test_editor_browser import ARGS, CHROMIUM
 from tests.templates.test_editor_browser import ARTIFACTS as TEST_ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -44,20 +42,14 @@ class Server:
 
 @pytest.fixture
 async def server(kafka_settings: KafkaSettings, tmp_path: Path) -> AsyncIterator[Server]:
-    port, clock = free_port(), FakeClock()
-    settings = make_settings(kafka_settings, f"sqlite+aiosqlite:///{tmp_path}/o.db", public_url=f"http://127.0.0.1:{port}")
+    sock, clock = free_socket(), FakeClock()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = make_settings(kafka_settings, f"sqlite+aiosqlite:///{tmp_path}/o.db", public_url=url)
     app = create_app(settings, clock=clock)
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(uv.serve())
-    await wait_for(lambda: uv.started, timeout=60, what="uvicorn started")
-    for key in ("reminder", "promise_confirmation"):
-        await publish_templates(app, key)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", app, clock)
-    finally:
-        uv.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with app.router.lifespan_context(app), serve_app(app, sock):
+        for key in ("reminder", "promise_confirmation"):
+            await publish_templates(app, key)
+        yield Server(url, app, clock)
 
 
 async def test_a_debtor_promises_and_signs_a_plan_on_a_phone_and_downloads_the_agreements(
