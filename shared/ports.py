@@ -41,8 +41,9 @@ def server_ports() -> range:
 
 
 def _bindable(host: str, port: int) -> bool:
+    """Whether nothing holds ``port``. Without ``SO_REUSEADDR``: a socket another server has bound but not
+    yet listened on (bound with it, as servers are) refuses this bind, where with it the bind succeeds."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -27,19 +27,22 @@ def test_ports_are_drawn_below_the_ephemeral_range_and_are_free() -> None:
         sock.bind(("127.0.0.1", drawn[-1]))  # free when handed out
 
 
-def test_a_port_a_server_listens_on_is_never_handed_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # A machine whose servers' span is 64 ports, every one of them listened on (by this test, or by
-    # something else already): no draw may return one of them; the kernel's pick is all that is left.
+def test_a_port_a_server_holds_is_never_handed_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A machine whose servers' span is 64 ports, every one of them held (by this test, or by something
+    # else already): half listened on, half bound as a server binds before its start-up and listens
+    # after it (SO_REUSEADDR). No draw may return one of them; the kernel's pick is all that is left.
     first = random.randrange(server_ports().start, server_ports().stop - 64)
     span = range(first, first + 64)
     held = []
     try:
         for port in span:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             held.append(sock)
             with contextlib.suppress(OSError):  # in use already: just as unavailable
                 sock.bind(("127.0.0.1", port))
-                sock.listen()
+                if port % 2:
+                    sock.listen()
         setting = tmp_path / "ip_local_port_range"
         setting.write_text(f"{span.stop}\t60999\n")
         monkeypatch.setattr(ports, "_EPHEMERAL_RANGE", setting)
