@@ -24,6 +24,10 @@ _IANA_DYNAMIC_LOW = 49152
 #: How many ports below the ephemeral range to draw from.
 _SPAN = 16384
 _ATTEMPTS = 64
+#: The OS's entropy, not the ``random`` module's shared state: processes that seed that state alike (a
+#: seeded test, Hypothesis's examples) would otherwise draw the same ports, and a draw here would shift
+#: the sequence such code replays.
+_DRAW = random.SystemRandom()
 
 
 def ephemeral_low() -> int:
@@ -58,7 +62,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     range, or none of the draws was free."""
     candidates = server_ports()
     if len(candidates) >= _ATTEMPTS:
-        for port in random.sample(candidates, _ATTEMPTS):
+        for port in _DRAW.sample(candidates, _ATTEMPTS):
             if _bindable(host, port):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -27,6 +27,22 @@ def test_ports_are_drawn_below_the_ephemeral_range_and_are_free() -> None:
         sock.bind(("127.0.0.1", drawn[-1]))  # free when handed out
 
 
+def test_seeding_the_random_module_does_not_repeat_the_draws() -> None:
+    # Two processes seeded alike (each test worker replaying one seed) must not draw the same ports.
+    state = random.getstate()
+    try:
+        random.seed(12)
+        first = [free_port() for _ in range(5)]
+        random.seed(12)
+        again = [free_port() for _ in range(5)]
+        assert first != again
+        random.seed(12)
+        free_port()
+        assert random.random() == random.Random(12).random()  # a draw leaves the seeded sequence alone
+    finally:
+        random.setstate(state)
+
+
 def test_a_port_a_server_holds_is_never_handed_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # A machine whose servers' span is 64 ports, every one of them held (by this test, or by something
     # else already): half listened on, half bound as a server binds before its start-up and listens
